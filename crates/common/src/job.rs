@@ -1,0 +1,215 @@
+//! The job: the one message that travels on the queue, from ingest (or a planning worker) to the workers.
+//!
+//! A job names its target (a channel, a subject's connections, a list of connection ids, or everyone),
+//! says what to do (post a payload, or close the connections) and carries the payload exactly as the
+//! clients will receive it. The payload is embedded as raw JSON, never as an escaped string, so a
+//! 128 KiB payload stays 128 KiB on the queue and a full chunk job still fits SQS's 256 KiB limit.
+//!
+//! The schema is versioned (`v`); a worker refuses (dead-letters) a version it does not know instead of
+//! guessing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The schema version this build writes and reads.
+pub const JOB_VERSION: u32 = 1;
+
+/// One unit of fan-out work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    /// Schema version, [`JOB_VERSION`].
+    pub v: u32,
+    /// Unique id (UUID v7, so ids sort by creation time). Chunk jobs of one broadcast have their own ids
+    /// and name the broadcast in [`Job::broadcast`].
+    pub id: String,
+    /// When the originating request was accepted, in milliseconds since the Unix epoch. Chunk and retry
+    /// jobs keep the original value, so end-to-end latency is measured from the first enqueue.
+    pub enqueued_at_ms: u64,
+    /// How many times this work has been attempted and put back (0 for a new job).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Who receives it.
+    pub target: Target,
+    /// What to do for each recipient.
+    pub action: Action,
+    /// Set on chunk jobs: the broadcast this chunk belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<BroadcastRef>,
+}
+
+/// The recipients of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// Every connection in a channel.
+    Channel { channel: String },
+    /// Every connection of one subject (user).
+    Subject { subject: String },
+    /// These connection ids.
+    Connections { ids: Vec<String> },
+    /// Every connection.
+    All,
+}
+
+/// What a job does to each recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Action {
+    /// `PostToConnection` with this payload (JSON, at most 128 KiB).
+    Post { payload: Box<RawValue> },
+    /// `DeleteConnection`: close the socket (a kick).
+    Disconnect,
+}
+
+/// The broadcast a chunk job belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastRef {
+    pub id: String,
+    pub index: u32,
+}
+
+/// Why a queue message could not be read as a job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobDecodeError {
+    #[error("not a job: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unsupported job version {0}")]
+    Version(u32),
+}
+
+impl Job {
+    /// A new job (attempt 0, a fresh id, enqueued now).
+    pub fn new(target: Target, action: Action) -> Self {
+        Self {
+            v: JOB_VERSION,
+            id: uuid::Uuid::now_v7().to_string(),
+            enqueued_at_ms: now_ms(),
+            attempt: 0,
+            target,
+            action,
+            broadcast: None,
+        }
+    }
+
+    /// A job that posts `payload` to `target`.
+    pub fn post(target: Target, payload: Box<RawValue>) -> Self {
+        Self::new(target, Action::Post { payload })
+    }
+
+    /// The job as queue message text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a job always serialises")
+    }
+
+    /// Reads queue message text, refusing versions this build does not know.
+    pub fn decode(text: &str) -> Result<Self, JobDecodeError> {
+        let job: Job = serde_json::from_str(text)?;
+        if job.v != JOB_VERSION {
+            return Err(JobDecodeError::Version(job.v));
+        }
+        Ok(job)
+    }
+
+    /// The payload of a `Post` job.
+    pub fn payload(&self) -> Option<&RawValue> {
+        match &self.action {
+            Action::Post { payload } => Some(payload),
+            Action::Disconnect => None,
+        }
+    }
+
+    /// A short label for metrics: the target kind.
+    pub fn target_kind(&self) -> &'static str {
+        match self.target {
+            Target::Channel { .. } => "channel",
+            Target::Subject { .. } => "subject",
+            Target::Connections { .. } => "connections",
+            Target::All => "all",
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serialises a value as a raw JSON payload.
+pub fn payload_of<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("payload values always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_payload_bytes() {
+        let payload =
+            RawValue::from_string(r#"{"type":"system","message":"hi \"there\""}"#.into()).unwrap();
+        let job = Job::post(
+            Target::Channel {
+                channel: "general".into(),
+            },
+            payload,
+        );
+        let text = job.encode();
+        assert!(
+            text.contains(r#""payload":{"type":"system","message":"hi \"there\""}"#),
+            "{text}"
+        );
+        let back = Job::decode(&text).unwrap();
+        assert_eq!(
+            back.payload().unwrap().get(),
+            r#"{"type":"system","message":"hi \"there\""}"#
+        );
+        assert_eq!(
+            back.target,
+            Target::Channel {
+                channel: "general".into()
+            }
+        );
+        assert_eq!(back.id, job.id);
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let mut job = Job::new(
+            Target::Connections {
+                ids: vec!["a=".into()],
+            },
+            Action::Disconnect,
+        );
+        job.id = "j1".into();
+        job.enqueued_at_ms = 5;
+        assert_eq!(
+            job.encode(),
+            r#"{"v":1,"id":"j1","enqueued_at_ms":5,"attempt":0,"target":{"kind":"connections","ids":["a="]},"action":{"op":"disconnect"}}"#
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_versions_and_garbage() {
+        let text = r#"{"v":2,"id":"x","enqueued_at_ms":1,"target":{"kind":"all"},"action":{"op":"disconnect"}}"#;
+        assert!(matches!(Job::decode(text), Err(JobDecodeError::Version(2))));
+        assert!(matches!(
+            Job::decode("nope"),
+            Err(JobDecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn full_payload_does_not_inflate() {
+        // A payload made of characters that a string encoding would escape: embedding it raw keeps the job
+        // within a few hundred bytes of the payload.
+        let quotes = "\\\"".repeat(60_000);
+        let payload = RawValue::from_string(format!("{{\"m\":\"{quotes}\"}}")).unwrap();
+        let len = payload.get().len();
+        let job = Job::post(Target::All, payload);
+        assert!(job.encode().len() < len + 300);
+    }
+}

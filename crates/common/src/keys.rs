@@ -1,0 +1,187 @@
+//! The Redis keyspace: every key the product reads or writes is built here and nowhere else.
+//!
+//! Each key family carries a Redis Cluster hash tag (`{...}`) around the part that decides its slot, so
+//! the same code runs on a single node and on a cluster (ElastiCache cluster mode). Keys that one
+//! operation must touch together share a tag: the queue's stream, delayed set and dead-letter stream
+//! all use `{queue name}`. Keys of different concepts (a connection and its channel) live in different
+//! slots; operations that span them are ordered so that a partial failure leaves only state the worker
+//! and the TTLs clean up (see ARCHITECTURE.md, "Invariants").
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p}conn:{id}` | hash | one connection: channel, subject, allowed channels, api id, stage, connected-at, source ip |
+//! | `{p}chan:{name}` | set | connection ids in a channel |
+//! | `{p}user:{subject}` | set | connection ids of a subject |
+//! | `{p}all:{n}` | set | every connection id, split into [`ALL_BUCKETS`] buckets by a hash of the id |
+//! | `{p}hist:{name}` | list | the channel's recent messages, newest first, capped |
+//! | `{p}tok:{sha256}` | string | a connect token's claims, stored under the hash of the token, with its TTL |
+//! | `{p}rl:{kind}:{who}` | string | a rate-limit counter with the window as TTL |
+//! | `{p}q:{queue}:…` | stream, zset | the Redis Streams queue: jobs, delayed jobs, dead letters |
+
+use sha2::{Digest, Sha256};
+
+/// How many sets hold "every connection". Spreading them lets a broadcast to everyone be scanned in
+/// parallel and keeps any one set (and its cluster slot) from holding millions of members.
+pub const ALL_BUCKETS: u32 = 16;
+
+/// Field names of the connection hash.
+pub mod conn_field {
+    pub const CHANNEL: &str = "channel";
+    pub const SUBJECT: &str = "subject";
+    /// Comma-separated channel patterns the connection may join; absent means any channel.
+    pub const ALLOWED: &str = "allowed";
+    pub const API_ID: &str = "api_id";
+    pub const STAGE: &str = "stage";
+    pub const CONNECTED_AT_MS: &str = "connected_at_ms";
+    pub const SOURCE_IP: &str = "source_ip";
+    /// SHA-256 of the token the connection was opened with: lets a repeated `$connect` be recognised.
+    pub const TOKEN_HASH: &str = "token_hash";
+}
+
+/// Builds key names under a prefix (default `fo:`).
+#[derive(Debug, Clone)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Self::new("fo:")
+    }
+}
+
+impl Keyspace {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn connection(&self, id: &str) -> String {
+        format!("{}conn:{{{id}}}", self.prefix)
+    }
+
+    pub fn channel(&self, name: &str) -> String {
+        format!("{}chan:{{{name}}}", self.prefix)
+    }
+
+    pub fn subject(&self, subject: &str) -> String {
+        format!("{}user:{{{subject}}}", self.prefix)
+    }
+
+    /// The "every connection" bucket that holds `connection_id`.
+    pub fn all_bucket_of(&self, connection_id: &str) -> String {
+        self.all_bucket(bucket_of(connection_id))
+    }
+
+    pub fn all_bucket(&self, bucket: u32) -> String {
+        format!("{}all:{{{bucket}}}", self.prefix)
+    }
+
+    pub fn history(&self, channel: &str) -> String {
+        format!("{}hist:{{{channel}}}", self.prefix)
+    }
+
+    /// The key of a token, from the token itself: only the hash is ever stored.
+    pub fn token(&self, token: &str) -> String {
+        format!("{}tok:{{{}}}", self.prefix, token_hash(token))
+    }
+
+    /// A rate-limit counter: `kind` is a fixed label (`ip`, `sub`, `tok`), `who` the limited party.
+    pub fn rate_limit(&self, kind: &str, who: &str) -> String {
+        format!("{}rl:{kind}:{{{who}}}", self.prefix)
+    }
+
+    /// The Redis Streams queue's keys for queue `name`, all in one slot.
+    pub fn queue(&self, name: &str) -> QueueKeys {
+        let base = format!("{}q:{{{name}}}", self.prefix);
+        QueueKeys {
+            stream: format!("{base}:jobs"),
+            delayed: format!("{base}:delayed"),
+            dead: format!("{base}:dead"),
+        }
+    }
+}
+
+/// The keys of one Redis Streams queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    /// The stream jobs are added to and read from with a consumer group.
+    pub stream: String,
+    /// A sorted set of jobs sent with a delay, scored by the time they are due (ms).
+    pub delayed: String,
+    /// The dead-letter stream.
+    pub dead: String,
+}
+
+/// Which "every connection" bucket an id falls in (FNV-1a, stable across processes and versions).
+pub fn bucket_of(connection_id: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in connection_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % ALL_BUCKETS
+}
+
+/// Hex SHA-256 of a token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key has exactly one hash tag, so its slot is decided by the tagged part alone.
+    #[test]
+    fn every_key_has_one_hash_tag() {
+        let k = Keyspace::default();
+        let q = k.queue("jobs");
+        let keys = [
+            k.connection("abc="),
+            k.channel("general"),
+            k.subject("user-1"),
+            k.all_bucket_of("abc="),
+            k.history("general"),
+            k.token("t"),
+            k.rate_limit("ip", "10.0.0.1"),
+            q.stream,
+            q.delayed,
+            q.dead,
+        ];
+        for key in keys {
+            assert!(key.starts_with("fo:"), "{key}");
+            assert_eq!(key.matches('{').count(), 1, "{key}");
+            assert_eq!(key.matches('}').count(), 1, "{key}");
+            assert!(key.find('{') < key.find('}'), "{key}");
+        }
+    }
+
+    #[test]
+    fn queue_keys_share_a_slot() {
+        let q = Keyspace::default().queue("jobs");
+        let tag = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&q.stream), tag(&q.delayed));
+        assert_eq!(tag(&q.stream), tag(&q.dead));
+    }
+
+    #[test]
+    fn tokens_are_stored_by_hash_only() {
+        let key = Keyspace::default().token("secret-token");
+        assert!(!key.contains("secret-token"));
+        assert_eq!(key.len(), "fo:tok:{}".len() + 64);
+    }
+
+    #[test]
+    fn buckets_are_stable_and_spread() {
+        assert_eq!(bucket_of("abc="), bucket_of("abc="));
+        let used: std::collections::HashSet<u32> =
+            (0..1000).map(|i| bucket_of(&format!("c{i}"))).collect();
+        assert_eq!(used.len(), ALL_BUCKETS as usize);
+    }
+}
