@@ -11,6 +11,21 @@
 
 use std::fmt;
 
+/// The HTTP headers API Gateway's integration sends to ingest, as the deployment templates map them.
+/// Header names are case-insensitive; these are the spellings the templates use.
+pub mod headers {
+    /// `integration.request.header.connectionId` mapped from `context.connectionId`.
+    pub const CONNECTION_ID: &str = "connectionId";
+    /// Added by API Gateway to every HTTP integration request.
+    pub const API_ID: &str = "X-Amzn-Apigateway-Api-Id";
+    /// A static value mapped by the integration; proves the callback came through our gateway.
+    pub const GATEWAY_SECRET: &str = "X-Ws-Gateway-Secret";
+    /// The client's address chain; the first entry is the browser's IP.
+    pub const FORWARDED_FOR: &str = "X-Forwarded-For";
+    /// The browser's Origin, forwarded on `$connect`.
+    pub const ORIGIN: &str = "Origin";
+}
+
 /// One WebSocket API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayApi {
@@ -88,7 +103,7 @@ fn parse_entry(entry: &str, default_region: &str) -> Result<GatewayApi, GatewayP
         let endpoint = endpoint.trim_end_matches('/').to_owned();
         let stage = url
             .path_segments()
-            .and_then(|s| s.filter(|x| !x.is_empty()).last().map(str::to_owned))
+            .and_then(|mut s| s.rfind(|x| !x.is_empty()).map(str::to_owned))
             .ok_or_else(|| {
                 err("the endpoint URL must end with the stage, e.g. http://127.0.0.1:4000/local")
             })?;

@@ -52,9 +52,10 @@ pub enum Target {
     All,
 }
 
-/// What a job does to each recipient.
+/// What a job does to each recipient. Externally tagged (`{"post":{"payload":...}}` or `"disconnect"`):
+/// serde buffers internally tagged enums in a way that cannot hold a raw JSON payload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// `PostToConnection` with this payload (JSON, at most 128 KiB).
     Post { payload: Box<RawValue> },
@@ -188,13 +189,14 @@ mod tests {
         job.enqueued_at_ms = 5;
         assert_eq!(
             job.encode(),
-            r#"{"v":1,"id":"j1","enqueued_at_ms":5,"attempt":0,"target":{"kind":"connections","ids":["a="]},"action":{"op":"disconnect"}}"#
+            r#"{"v":1,"id":"j1","enqueued_at_ms":5,"attempt":0,"target":{"kind":"connections","ids":["a="]},"action":"disconnect"}"#
         );
     }
 
     #[test]
     fn refuses_unknown_versions_and_garbage() {
-        let text = r#"{"v":2,"id":"x","enqueued_at_ms":1,"target":{"kind":"all"},"action":{"op":"disconnect"}}"#;
+        let text =
+            r#"{"v":2,"id":"x","enqueued_at_ms":1,"target":{"kind":"all"},"action":"disconnect"}"#;
         assert!(matches!(Job::decode(text), Err(JobDecodeError::Version(2))));
         assert!(matches!(
             Job::decode("nope"),

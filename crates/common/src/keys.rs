@@ -17,6 +17,9 @@
 //! | `{p}tok:{sha256}` | string | a connect token's claims, stored under the hash of the token, with its TTL |
 //! | `{p}rl:{kind}:{who}` | string | a rate-limit counter with the window as TTL |
 //! | `{p}q:{queue}:…` | stream, zset | the Redis Streams queue: jobs, delayed jobs, dead letters |
+//! | `{p}bcast:{id}` | hash | a broadcast's delivery report (fields in [`report_field`]), with a TTL |
+//! | `{p}bcast:{id}:done` | set | the chunk attempts of a broadcast already counted in its report |
+//! | `{p}gov:{name}` | hash | the workers' shared `PostToConnection` token bucket |
 
 use sha2::{Digest, Sha256};
 
@@ -36,6 +39,38 @@ pub mod conn_field {
     pub const SOURCE_IP: &str = "source_ip";
     /// SHA-256 of the token the connection was opened with: lets a repeated `$connect` be recognised.
     pub const TOKEN_HASH: &str = "token_hash";
+}
+
+/// Field names of a broadcast's delivery report hash (`bcast:{id}`), written by the workers and read by
+/// ingest's `GET /v1/broadcasts/{id}`.
+pub mod report_field {
+    /// Deliveries answered 200.
+    pub const SENT: &str = "sent";
+    /// Recipients whose connection was gone (410, or no record left in Redis).
+    pub const GONE: &str = "gone";
+    /// 429 answers seen (each one retried; not a final outcome by itself).
+    pub const THROTTLED: &str = "throttled";
+    /// Recipients that could not be delivered and went to the dead-letter queue.
+    pub const FAILED: &str = "failed";
+    /// When the first worker started on the broadcast, ms since the epoch.
+    pub const STARTED_MS: &str = "started_ms";
+    /// When the last recipient reached a final outcome, ms since the epoch (absent while running).
+    pub const FINISHED_MS: &str = "finished_ms";
+    /// When the originating job was accepted, ms since the epoch.
+    pub const ENQUEUED_MS: &str = "enqueued_ms";
+    /// The broadcast's target kind (`channel`, `subject`, `all`).
+    pub const TARGET: &str = "target";
+    /// Chunk jobs planned so far.
+    pub const CHUNKS: &str = "chunks";
+    /// Chunk jobs (and their retries) not yet at a final outcome.
+    pub const OUTSTANDING: &str = "outstanding";
+    /// `1` once planning has read the whole target.
+    pub const PLANNED: &str = "planned";
+    /// Planning's resume point: the `all:{n}` bucket and the `SSCAN` cursor after the last chunk sent.
+    pub const PLAN_BUCKET: &str = "plan_bucket";
+    pub const PLAN_CURSOR: &str = "plan_cursor";
+    /// The set the broadcast reads (so a chunk can clean stale ids out of it).
+    pub const SOURCE: &str = "source";
 }
 
 /// Builds key names under a prefix (default `fo:`).
@@ -96,6 +131,21 @@ impl Keyspace {
         format!("{}rl:{kind}:{{{who}}}", self.prefix)
     }
 
+    /// A broadcast's delivery report (a hash, fields in [`report_field`]).
+    pub fn report(&self, broadcast_id: &str) -> String {
+        format!("{}bcast:{{{broadcast_id}}}", self.prefix)
+    }
+
+    /// The set of chunk attempts already counted in a broadcast's report; in the report's slot.
+    pub fn report_done(&self, broadcast_id: &str) -> String {
+        format!("{}bcast:{{{broadcast_id}}}:done", self.prefix)
+    }
+
+    /// The workers' shared token bucket `name` (one per account budget).
+    pub fn governor(&self, name: &str) -> String {
+        format!("{}gov:{{{name}}}", self.prefix)
+    }
+
     /// The Redis Streams queue's keys for queue `name`, all in one slot.
     pub fn queue(&self, name: &str) -> QueueKeys {
         let base = format!("{}q:{{{name}}}", self.prefix);
@@ -150,6 +200,9 @@ mod tests {
             k.history("general"),
             k.token("t"),
             k.rate_limit("ip", "10.0.0.1"),
+            k.report("b1"),
+            k.report_done("b1"),
+            k.governor("default"),
             q.stream,
             q.delayed,
             q.dead,

@@ -23,6 +23,21 @@ pub mod names {
     pub const LIVE_CONNECTIONS: &str = "fanout_live_connections";
     pub const QUEUE_DEPTH: &str = "fanout_queue_depth";
 
+    // The fan-out worker's.
+    pub const JOBS_RECEIVED_TOTAL: &str = "fanout_jobs_received_total";
+    pub const JOBS_COMPLETED_TOTAL: &str = "fanout_jobs_completed_total";
+    pub const JOBS_DEAD_LETTERED_TOTAL: &str = "fanout_jobs_dead_lettered_total";
+    pub const CHUNKS_PLANNED_TOTAL: &str = "fanout_chunks_planned_total";
+    pub const DELIVERIES_TOTAL: &str = "fanout_deliveries_total";
+    pub const DELIVERY_RETRIES_TOTAL: &str = "fanout_delivery_retries_total";
+    pub const THROTTLES_TOTAL: &str = "fanout_throttles_total";
+    pub const CONNECTIONS_REMOVED_TOTAL: &str = "fanout_connections_removed_total";
+    pub const DELIVERY_DURATION_SECONDS: &str = "fanout_delivery_duration_seconds";
+    pub const END_TO_END_SECONDS: &str = "fanout_end_to_end_seconds";
+    pub const DELIVERIES_IN_FLIGHT: &str = "fanout_deliveries_in_flight";
+    pub const JOBS_IN_HAND: &str = "fanout_jobs_in_hand";
+    pub const SEND_RATE: &str = "fanout_send_rate";
+
     /// Every name above, for the shape test and for tools that check dashboards against the code.
     pub const ALL: &[&str] = &[
         CALLBACKS_TOTAL,
@@ -37,6 +52,28 @@ pub mod names {
         WEBHOOK_CALLS_TOTAL,
         LIVE_CONNECTIONS,
         QUEUE_DEPTH,
+        JOBS_RECEIVED_TOTAL,
+        JOBS_COMPLETED_TOTAL,
+        JOBS_DEAD_LETTERED_TOTAL,
+        CHUNKS_PLANNED_TOTAL,
+        DELIVERIES_TOTAL,
+        DELIVERY_RETRIES_TOTAL,
+        THROTTLES_TOTAL,
+        CONNECTIONS_REMOVED_TOTAL,
+        DELIVERY_DURATION_SECONDS,
+        END_TO_END_SECONDS,
+        DELIVERIES_IN_FLIGHT,
+        JOBS_IN_HAND,
+        SEND_RATE,
+    ];
+
+    /// Gauges: a level, not a count, with no unit suffix.
+    pub const GAUGES: &[&str] = &[
+        LIVE_CONNECTIONS,
+        QUEUE_DEPTH,
+        DELIVERIES_IN_FLIGHT,
+        JOBS_IN_HAND,
+        SEND_RATE,
     ];
 }
 
@@ -159,6 +196,161 @@ impl Default for IngestMetrics {
     }
 }
 
+/// Delivery latency buckets: a `PostToConnection` round trip is 10–50 ms at AWS, sub-millisecond locally.
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// End-to-end buckets: from the enqueue of a job to its last delivery, up to minutes for a big broadcast.
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// The metrics the fan-out worker exports. Labels are bounded: `target` (channel, subject, connections,
+/// all), `outcome`, `reason` and `kind` take a handful of fixed values each.
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    pub registry: Registry,
+    /// Jobs taken off the queue, by `target` kind (`invalid` when the body is not a job).
+    pub jobs_received: IntCounterVec,
+    /// Jobs finished by `outcome`: `acked` (every recipient at a final outcome or handed on), `requeued`
+    /// (acked after leftovers went back on the queue), `released` (put back untouched, on shutdown).
+    pub jobs_completed: IntCounterVec,
+    /// Jobs (or their leftovers) moved to the dead-letter queue, by `reason`.
+    pub jobs_dead_lettered: IntCounterVec,
+    /// Chunk jobs a planner put on the queue.
+    pub chunks_planned: IntCounter,
+    /// Final delivery outcomes by `outcome`: sent, gone, stale, forbidden, too_large, failed.
+    pub deliveries: IntCounterVec,
+    /// Calls retried within a job, by `reason`: throttled, http_5xx, timeout, network.
+    pub delivery_retries: IntCounterVec,
+    /// 429 answers by `kind`: `account` (spread over many connections: the shared budget) or
+    /// `connection` (concentrated on one: its buffer is full).
+    pub throttles: IntCounterVec,
+    /// Connections removed from Redis by `reason`: `gone` (410) or `stale` (set member without a record).
+    pub connections_removed: IntCounterVec,
+    /// Management API call latency by `operation` (post, delete).
+    pub delivery_duration: HistogramVec,
+    /// From the enqueue of a job to its last delivery, by `target` kind (`broadcast` for a whole
+    /// broadcast, observed when its last chunk finishes).
+    pub end_to_end: HistogramVec,
+    pub deliveries_in_flight: IntGauge,
+    pub jobs_in_hand: IntGauge,
+    /// The shared send rate the governor currently allows, in requests per second.
+    pub send_rate: IntGauge,
+    /// Jobs waiting on the queue, read at scrape time.
+    pub queue_depth: IntGauge,
+    pub redis_errors: IntCounter,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric registered once");
+            c
+        }
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let counter = |name: &str, help: &str| {
+            reg(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            reg(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let histogram = |name: &str, help: &str, label: &str, buckets: &[f64]| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                    &[label],
+                )
+                .expect("valid metric"),
+            )
+        };
+        Self {
+            jobs_received: counter_vec(
+                names::JOBS_RECEIVED_TOTAL,
+                "Jobs taken off the queue, by target kind.",
+                &["target"],
+            ),
+            jobs_completed: counter_vec(
+                names::JOBS_COMPLETED_TOTAL,
+                "Jobs finished, by outcome (acked, requeued, released).",
+                &["outcome"],
+            ),
+            jobs_dead_lettered: counter_vec(
+                names::JOBS_DEAD_LETTERED_TOTAL,
+                "Jobs or their leftovers moved to the dead-letter queue, by reason.",
+                &["reason"],
+            ),
+            chunks_planned: counter(
+                names::CHUNKS_PLANNED_TOTAL,
+                "Chunk jobs put on the queue by planners.",
+            ),
+            deliveries: counter_vec(
+                names::DELIVERIES_TOTAL,
+                "Final delivery outcomes per recipient.",
+                &["outcome"],
+            ),
+            delivery_retries: counter_vec(
+                names::DELIVERY_RETRIES_TOTAL,
+                "Management API calls retried within a job, by reason.",
+                &["reason"],
+            ),
+            throttles: counter_vec(
+                names::THROTTLES_TOTAL,
+                "429 answers by kind (account: spread out; connection: one slow client).",
+                &["kind"],
+            ),
+            connections_removed: counter_vec(
+                names::CONNECTIONS_REMOVED_TOTAL,
+                "Connections removed from Redis by the worker, by reason.",
+                &["reason"],
+            ),
+            delivery_duration: histogram(
+                names::DELIVERY_DURATION_SECONDS,
+                "Management API call latency.",
+                "operation",
+                DELIVERY_BUCKETS,
+            ),
+            end_to_end: histogram(
+                names::END_TO_END_SECONDS,
+                "From enqueue to the last delivery of a job or broadcast.",
+                "target",
+                END_TO_END_BUCKETS,
+            ),
+            deliveries_in_flight: gauge(
+                names::DELIVERIES_IN_FLIGHT,
+                "Management API calls in flight.",
+            ),
+            jobs_in_hand: gauge(names::JOBS_IN_HAND, "Jobs received and not yet finished."),
+            send_rate: gauge(
+                names::SEND_RATE,
+                "Requests per second the shared governor currently allows.",
+            ),
+            queue_depth: gauge(names::QUEUE_DEPTH, "Jobs waiting on the queue."),
+            redis_errors: counter(names::REDIS_ERRORS_TOTAL, "Redis commands that failed."),
+            registry,
+        }
+    }
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Renders a registry in Prometheus's text format.
 pub fn render(registry: &Registry) -> String {
     let mut out = Vec::new();
@@ -182,7 +374,7 @@ mod tests {
             );
             let counter = name.ends_with("_total");
             let unit = name.ends_with("_seconds") || name.ends_with("_bytes");
-            let gauge = matches!(*name, names::LIVE_CONNECTIONS | names::QUEUE_DEPTH);
+            let gauge = names::GAUGES.contains(name);
             assert!(
                 counter || unit || gauge,
                 "{name} needs a unit or _total suffix"
@@ -216,5 +408,31 @@ mod tests {
             text.contains("fanout_callbacks_total{outcome=\"ok\",route=\"connect\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_worker_metric_is_exported_under_a_known_name() {
+        let m = WorkerMetrics::new();
+        m.jobs_received.with_label_values(&["channel"]).inc();
+        m.jobs_completed.with_label_values(&["acked"]).inc();
+        m.jobs_dead_lettered.with_label_values(&["forbidden"]).inc();
+        m.deliveries.with_label_values(&["sent"]).inc();
+        m.delivery_retries.with_label_values(&["throttled"]).inc();
+        m.throttles.with_label_values(&["account"]).inc();
+        m.connections_removed.with_label_values(&["gone"]).inc();
+        m.delivery_duration
+            .with_label_values(&["post"])
+            .observe(0.01);
+        m.end_to_end.with_label_values(&["broadcast"]).observe(1.0);
+        let families = m.registry.gather();
+        assert_eq!(families.len(), 15);
+        for family in families {
+            assert!(
+                names::ALL.contains(&family.name()),
+                "{} is not in names::ALL",
+                family.name()
+            );
+        }
+        assert!(render(&m.registry).contains("fanout_deliveries_total{outcome=\"sent\"} 1"));
     }
 }

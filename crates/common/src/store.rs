@@ -68,6 +68,31 @@ impl Redis {
         matches!(self, Redis::Cluster(_))
     }
 
+    /// Runs `commands` together. On a single node they form one MULTI/EXEC transaction: all or nothing,
+    /// one round trip. On a cluster a transaction cannot span slots, so each command is routed to its own
+    /// node and all are sent concurrently; callers order their writes so that a partial failure leaves
+    /// only state the TTLs and the worker's `GoneException` handling clean up.
+    pub async fn batch(&self, commands: Vec<Cmd>) -> Result<Vec<Value>, redis::RedisError> {
+        match self {
+            Redis::Single(_) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                let mut conn = self.clone();
+                pipe.query_async(&mut conn).await
+            }
+            Redis::Cluster(_) => {
+                let calls = commands.into_iter().map(|cmd| {
+                    let mut conn = self.clone();
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                });
+                futures::future::try_join_all(calls).await
+            }
+        }
+    }
+
     /// PING.
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         let mut conn = self.clone();

@@ -1,1 +1,130 @@
-//! x
+//! Ingest: the HTTP service API Gateway calls for every WebSocket event, and the API the application's
+//! backend calls to mint tokens and publish. It keeps state in Redis and turns every message to a browser
+//! into a job on the queue; it never calls the Management API itself.
+//!
+//! Read in this order:
+//! - [`config`]: flags and environment, validated into [`config::Settings`].
+//! - [`state`]: [`state::AppState`], shared by every handler.
+//! - [`error`]: [`error::AppError`], every failure with its status and code.
+//! - [`callbacks`]: `POST /ws/{route}`: `$connect`, `$disconnect` and client messages.
+//! - [`actions`]: what a client message can ask for (`change_channel`, `fetch_history`, `chat_message`,
+//!   or the application's webhook).
+//! - [`api`]: the `/v1` application API.
+//! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`]: the state each concept keeps in
+//!   Redis, and the checks.
+//! - [`outbox`]: puts jobs on the queue.
+//! - [`health`] and [`observe`]: health, readiness and metrics.
+
+pub mod actions;
+pub mod api;
+pub mod callbacks;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod history;
+pub mod limits;
+pub mod membership;
+pub mod observe;
+pub mod origin;
+pub mod outbox;
+pub mod state;
+pub mod tokens;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use common::names::MAX_PAYLOAD_BYTES;
+use common::queue::QueueOptions;
+use common::store::Redis;
+use config::Settings;
+use state::AppState;
+use std::future::Future;
+use std::time::Duration;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/ws/{route}", post(callbacks::gateway_callback))
+        .nest("/v1", api::router())
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        // Bodies up to the limit plus a margin are read, so an oversized one gets our 413, not a dropped connection.
+        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES + 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::record,
+        ))
+        .with_state(state)
+}
+
+/// Why ingest could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Redis: {0}")]
+    Redis(#[from] common::store::StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] common::queue::QueueError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Connects to Redis and the queue, waiting (with backoff, logging each wait) while they are not up yet,
+/// for at most `patience`.
+pub async fn build_state(settings: Settings, patience: Duration) -> Result<AppState, StartError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let retry = ExponentialBuilder::default()
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(patience))
+        .without_max_times();
+    let redis = (|| Redis::connect(&settings.redis_url))
+        .retry(retry)
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Redis is not reachable yet"))
+        .await?;
+    let options = QueueOptions {
+        key_prefix: settings.key_prefix.clone(),
+        ..QueueOptions::default()
+    };
+    let queue_url = settings.queue_url.clone();
+    let queue = (|| common::queue::open(&queue_url, options.clone()))
+        .retry(retry)
+        .when(|e| !matches!(e, common::queue::QueueError::Url(_)))
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the queue is not reachable yet"))
+        .await?;
+    Ok(AppState::new(settings, redis, queue))
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Builds the state, binds the configured address and serves until `shutdown`.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    if settings.gateway_secrets.is_empty() {
+        tracing::warn!(
+            "no gateway secret configured: anyone who knows an API id can send callbacks (set FANOUT_GATEWAY_SECRETS)"
+        );
+    }
+    let addr = settings.listen;
+    let state = build_state(settings, Duration::from_secs(60)).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    tracing::info!(%addr, queue = state.queue.backend(), "ingest listening");
+    serve(listener, state, shutdown)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })
+}

@@ -2,12 +2,17 @@
 //!
 //! - [`RedisServer`]: a private `redis-server` per test (no persistence), which a test can stop and start
 //!   again on the same port to play an outage.
+//! - [`RedisCluster`]: a three-node Redis Cluster, for the code paths that must stay within one slot.
 //! - [`sqs_endpoint`]: the SQS-protocol server (moto's server mode) that `./dev test` starts once for the
-//!   whole run; tests create their own uniquely named queues on it.
+//!   whole run; tests create their own uniquely named queues on it with [`create_sqs_queue`] (optionally
+//!   with a dead-letter queue wired by a redrive policy), using [`sqs_test_client`].
 //!
 //! Nothing here fakes a server: a test that needs one of these and cannot have it fails with a message
 //! that says how to run the suite.
 
+mod cluster;
+
+pub use cluster::RedisCluster;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -154,4 +159,102 @@ pub fn unique_name(stem: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The static credentials the local SQS server accepts (it does not check them, but requests must be signed).
+pub fn sqs_test_credentials() -> aws_sdk_sqs::config::Credentials {
+    aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test-support")
+}
+
+/// The region the tests use on the local SQS server.
+pub const SQS_TEST_REGION: &str = "us-east-1";
+
+/// An SQS client for the local SQS server at [`sqs_endpoint`], with [`sqs_test_credentials`] and
+/// [`SQS_TEST_REGION`]. For setting up and inspecting queues; the code under test builds its own client.
+pub fn sqs_test_client() -> aws_sdk_sqs::Client {
+    use aws_sdk_sqs::config::{BehaviorVersion, Builder, Region};
+    let config = Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(SQS_TEST_REGION))
+        .credentials_provider(sqs_test_credentials())
+        .endpoint_url(sqs_endpoint())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// A uniquely named queue on the local SQS server, made by [`create_sqs_queue`].
+#[derive(Debug, Clone)]
+pub struct SqsTestQueue {
+    /// The endpoint the queue lives on ([`sqs_endpoint`]).
+    pub endpoint: String,
+    /// The queue's URL.
+    pub queue_url: String,
+    /// The URL of its dead-letter queue, when one was asked for. The main queue's `RedrivePolicy` names it,
+    /// with a `maxReceiveCount` high enough that no test reaches it by accident.
+    pub dead_letter_url: Option<String>,
+}
+
+/// How many receives the test queues' redrive policy allows before the server moves a message to the
+/// dead-letter queue by itself: far more than any test receives one message.
+pub const SQS_TEST_MAX_RECEIVE_COUNT: u32 = 100;
+
+/// Creates a uniquely named standard queue on [`sqs_endpoint`] with the given visibility timeout (whole
+/// seconds, at least 1 s is sensible), and, if `with_dead_letter_queue`, a dead-letter queue wired to it by a
+/// `RedrivePolicy`. Panics with the server's answer if the server refuses.
+pub async fn create_sqs_queue(
+    stem: &str,
+    visibility_timeout: Duration,
+    with_dead_letter_queue: bool,
+) -> SqsTestQueue {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let client = sqs_test_client();
+    let name = unique_name(stem);
+    let dead_letter = if with_dead_letter_queue {
+        let url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create the dead-letter queue on {}: {e:?}", sqs_endpoint()))
+            .queue_url
+            .expect("CreateQueue returns the queue URL");
+        let attributes = client
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("read the dead-letter queue's ARN: {e:?}"));
+        let arn = attributes
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .expect("GetQueueAttributes returns the QueueArn");
+        Some((url, arn))
+    } else {
+        None
+    };
+    let mut create = client.create_queue().queue_name(&name).attributes(
+        QueueAttributeName::VisibilityTimeout,
+        visibility_timeout.as_secs().to_string(),
+    );
+    if let Some((_, arn)) = &dead_letter {
+        create = create.attributes(
+            QueueAttributeName::RedrivePolicy,
+            format!(
+                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{SQS_TEST_MAX_RECEIVE_COUNT}"}}"#
+            ),
+        );
+    }
+    let queue_url = create
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create the queue on {}: {e:?}", sqs_endpoint()))
+        .queue_url
+        .expect("CreateQueue returns the queue URL");
+    SqsTestQueue {
+        endpoint: sqs_endpoint(),
+        queue_url,
+        dead_letter_url: dead_letter.map(|(url, _)| url),
+    }
 }

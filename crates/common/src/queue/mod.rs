@@ -154,6 +154,29 @@ pub enum QueueUrl {
 
 impl QueueUrl {
     pub fn parse(url: &str) -> Result<Self, QueueError> {
+        // A cluster URL lists several hosts, which a URL parser refuses: read its query by hand.
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+        if matches!(
+            scheme,
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+        ) {
+            let (redis_url, query) = url.split_once('?').unwrap_or((url, ""));
+            let name = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "queue")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| "jobs".to_owned());
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(QueueError::Url(
+                    "the queue name must be letters, digits, - or _".into(),
+                ));
+            }
+            let redis_url = redis_url.to_owned();
+            return Ok(QueueUrl::RedisStreams { redis_url, name });
+        }
         let parsed = url::Url::parse(url).map_err(|e| QueueError::Url(format!("{e}")))?;
         match parsed.scheme() {
             "http" | "https" => {
@@ -186,24 +209,6 @@ impl QueueUrl {
                     region,
                 })
             }
-            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
-                let name = parsed
-                    .query_pairs()
-                    .find(|(k, _)| k == "queue")
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_else(|| "jobs".to_owned());
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    return Err(QueueError::Url(
-                        "the queue name must be letters, digits, - or _".into(),
-                    ));
-                }
-                let redis_url = url.split('?').next().unwrap_or(url).to_owned();
-                Ok(QueueUrl::RedisStreams { redis_url, name })
-            }
             other => Err(QueueError::Url(format!(
                 "unsupported scheme {other:?}: use https://sqs.<region>.amazonaws.com/... for SQS or redis://host:port/0?queue=jobs for Redis Streams"
             ))),
@@ -222,14 +227,9 @@ pub async fn open(url: &str, options: QueueOptions) -> Result<SharedQueue, Queue
             sqs::SqsQueue::connect(&queue_url, endpoint.as_deref(), region.as_deref(), options)
                 .await?,
         )),
-        QueueUrl::RedisStreams { redis_url, name } => {
-            let redis = crate::store::Redis::connect(&redis_url)
-                .await
-                .map_err(|e| QueueError::Unavailable(e.to_string()))?;
-            Ok(Arc::new(
-                streams::StreamQueue::new(redis, &name, options).await?,
-            ))
-        }
+        QueueUrl::RedisStreams { redis_url, name } => Ok(Arc::new(
+            streams::StreamQueue::connect(&redis_url, &name, options).await?,
+        )),
     }
 }
 
@@ -267,6 +267,13 @@ mod tests {
             QueueUrl::RedisStreams {
                 redis_url: "redis://127.0.0.1:6379".into(),
                 name: "jobs".into()
+            }
+        );
+        assert_eq!(
+            QueueUrl::parse("redis+cluster://a:1,b:2?queue=q").unwrap(),
+            QueueUrl::RedisStreams {
+                redis_url: "redis+cluster://a:1,b:2".into(),
+                name: "q".into()
             }
         );
         assert!(QueueUrl::parse("amqp://x").is_err());

@@ -1,0 +1,188 @@
+//! Benchmark: `$connect` callbacks per second with token consumption, against a real local redis-server,
+//! over real loopback HTTP. Run with `cargo bench -p ingest --bench connect` (or `./dev bench`).
+//!
+//! Absolute numbers move with the machine's load, so it also measures two baselines in the same run and
+//! prints ratios: the same HTTP client against `/healthz` (HTTP cost with no Redis work), and the same
+//! Redis commands a connect issues, sent directly by a Redis client (Redis cost with no HTTP).
+//! Settings: `BENCH_CONNECTS` (default 20000) and `BENCH_CONCURRENCY` (default 64).
+
+use clap::Parser;
+use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn timed<F, Fut>(n: usize, concurrency: usize, f: F) -> f64
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    let ok = futures::stream::iter(0..n)
+        .map(&f)
+        .buffer_unordered(concurrency)
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    assert_eq!(ok, n, "every request must succeed");
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env("BENCH_CONNECTS", 20_000);
+    let concurrency = env("BENCH_CONCURRENCY", 64);
+    let redis = test_support::RedisServer::start();
+    let secret = "bench-secret-0123456789-0123456789-abc";
+    let args = [
+        "ingest".to_owned(),
+        format!("--redis-url={}", redis.url()),
+        format!("--queue-url={}?queue=jobs", redis.url()),
+        "--api-gateway=benchapi=http://127.0.0.1:9/bench".into(),
+        format!("--gateway-secret={secret}"),
+        "--api-key=bench-api-key-0123456789-0123456789".into(),
+        "--connect-limit-per-minute=100000000".into(),
+    ];
+    let settings = ingest::config::Config::try_parse_from(args)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let state = ingest::build_state(settings, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(ingest::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
+
+    // Tokens are minted up front (through the library, as the API would), so only connects are timed.
+    let subject = common::names::Subject::parse("bench-user").unwrap();
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        tokens.push(
+            ingest::tokens::issue(&state, &subject, None, Duration::from_secs(600))
+                .await
+                .unwrap(),
+        );
+    }
+
+    // Warm-up, then interleave rounds so drift in machine load hits every measurement alike.
+    timed(2_000, concurrency, |_| async {
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let direct = common::store::Redis::connect(&redis.url()).await.unwrap();
+    let keys = common::keys::Keyspace::new("bench:");
+    let mut rates = (Vec::new(), Vec::new(), Vec::new());
+    let per_round = n / 2;
+    for round in 0..2 {
+        let slice = &tokens[round * per_round..(round + 1) * per_round];
+        rates.0.push(
+            timed(per_round, concurrency, |i| {
+                let url = format!("{base}/ws/connect?channel=general&ws_token={}", slice[i]);
+                let http = &http;
+                async move {
+                    http.post(url)
+                        .header("connectionId", format!("conn{round}x{i}="))
+                        .header("X-Amzn-Apigateway-Api-Id", "benchapi")
+                        .header("X-Ws-Gateway-Secret", secret)
+                        .header("X-Forwarded-For", "203.0.113.9")
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            })
+            .await,
+        );
+        rates.1.push(
+            timed(per_round, concurrency, |_| async {
+                http.get(format!("{base}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+            .await,
+        );
+        rates.2.push(
+            timed(per_round, concurrency, |i| {
+                // What one connect asks of Redis: two rate-limit increments, the token GETDEL, the registration.
+                let (keys, direct) = (&keys, direct.clone());
+                let mut conn = direct.clone();
+                let id = format!("direct{round}x{i}=");
+                async move {
+                    let incr = |key: String| redis::cmd("INCR").arg(key).to_owned();
+                    let ok = incr(keys.rate_limit("ip", "203.0.113.9"))
+                        .query_async::<u64>(&mut conn)
+                        .await
+                        .is_ok()
+                        && redis::cmd("GETDEL")
+                            .arg(keys.token(&id))
+                            .query_async::<Option<String>>(&mut conn)
+                            .await
+                            .is_ok()
+                        && incr(keys.rate_limit("sub", "bench-user"))
+                            .query_async::<u64>(&mut conn)
+                            .await
+                            .is_ok();
+                    let cmds = vec![
+                        redis::cmd("HSET")
+                            .arg(keys.connection(&id))
+                            .arg("channel")
+                            .arg("general")
+                            .arg("subject")
+                            .arg("bench-user")
+                            .to_owned(),
+                        redis::cmd("PEXPIRE")
+                            .arg(keys.connection(&id))
+                            .arg(7_500_000)
+                            .to_owned(),
+                        redis::cmd("SADD")
+                            .arg(keys.channel("general"))
+                            .arg(&id)
+                            .to_owned(),
+                        redis::cmd("SADD")
+                            .arg(keys.subject("bench-user"))
+                            .arg(&id)
+                            .to_owned(),
+                        redis::cmd("SADD")
+                            .arg(keys.all_bucket_of(&id))
+                            .arg(&id)
+                            .to_owned(),
+                    ];
+                    ok && direct.batch(cmds).await.is_ok()
+                }
+            })
+            .await,
+        );
+    }
+    drop(client);
+    let best = |v: &Vec<f64>| v.iter().cloned().fold(0.0, f64::max);
+    let (connect, healthz, redis_only) = (best(&rates.0), best(&rates.1), best(&rates.2));
+    println!(
+        "$connect with token consumption: {connect:>9.0} /s   (best of 2 rounds of {per_round}, {concurrency} in flight)"
+    );
+    println!(
+        "baseline GET /healthz:           {healthz:>9.0} /s   ratio connect/healthz = {:.2}",
+        connect / healthz
+    );
+    println!(
+        "baseline same Redis work direct: {redis_only:>9.0} /s   ratio connect/redis-only = {:.2}",
+        connect / redis_only
+    );
+}

@@ -1,0 +1,61 @@
+//! The application API under `/v1`, for the application's backend (never for browsers). Every request
+//! carries an API key (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), checked in constant time against
+//! every configured key. JSON in and out; errors are `{"error": code, "message": text}`.
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `POST /v1/tokens` | mint a connect token ([`tokens`]) |
+//! | `POST /v1/channels/{channel}/publish` | send the body to every connection in a channel ([`publish`]) |
+//! | `POST /v1/users/{subject}/publish` | send the body to every connection of a subject |
+//! | `POST /v1/connections/{id}/publish` | send the body to one connection |
+//! | `POST /v1/broadcast` | send the body to every connection |
+//! | `DELETE /v1/connections/{id}` | kick: forget the connection and have a worker close it ([`connections`]) |
+//! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
+
+mod channels;
+mod connections;
+mod publish;
+mod tokens;
+
+use crate::error::AppError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{delete, get, post};
+
+/// The `/v1` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tokens", post(tokens::issue))
+        .route("/channels/{channel}/publish", post(publish::to_channel))
+        .route("/users/{subject}/publish", post(publish::to_subject))
+        .route("/connections/{id}/publish", post(publish::to_connection))
+        .route("/broadcast", post(publish::to_everyone))
+        .route("/connections/{id}", delete(connections::kick))
+        .route("/channels/{channel}", get(channels::stats))
+}
+
+/// Proof that the request carried a valid API key. Add it as an argument to protect a handler.
+#[derive(Debug)]
+pub struct ApiKey;
+
+impl FromRequestParts<AppState> for ApiKey {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).map(|v| v.as_bytes());
+        let presented = header("authorization")
+            .and_then(|v| v.strip_prefix(b"Bearer ".as_slice()))
+            .or_else(|| header("x-api-key"))
+            .ok_or(AppError::Unauthorized)?;
+        if state.settings.api_keys.accepts(presented) {
+            Ok(ApiKey)
+        } else {
+            Err(AppError::Unauthorized)
+        }
+    }
+}

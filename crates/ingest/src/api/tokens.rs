@@ -1,0 +1,78 @@
+//! `POST /v1/tokens` `{"subject": ..., "channels": [...]?, "ttl": seconds?}` mints a single-use connect
+//! token and answers `{"token": ..., "expires_in": seconds}`, the Django package's token view shape, so
+//! browser code written for it keeps working. A subject may be issued a limited number of tokens a minute.
+
+use super::ApiKey;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::{limits, tokens};
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use common::names::{ChannelPattern, Subject};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    subject: String,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    ttl: Option<u64>,
+}
+
+pub async fn issue(
+    _: ApiKey,
+    State(state): State<AppState>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<Json<Value>, AppError> {
+    let Json(request) = body.map_err(|_| AppError::BadRequest("the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}"))?;
+    let subject = Subject::parse(&request.subject).map_err(|_| {
+        AppError::BadRequest(
+            "subject must be 1 to 256 printable characters without spaces or braces",
+        )
+    })?;
+    let channels = match request.channels {
+        None => None,
+        Some(list) => Some(
+            list.iter()
+                .map(|c| ChannelPattern::parse(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    AppError::BadRequest(
+                        "channels must be channel names or patterns like room-* or *",
+                    )
+                })?,
+        ),
+    };
+    let ttl = match request.ttl {
+        None => state.settings.token_ttl,
+        Some(secs @ 1..=3600) => Duration::from_secs(secs),
+        Some(_) => {
+            return Err(AppError::BadRequest(
+                "ttl must be between 1 and 3600 seconds",
+            ));
+        }
+    };
+    if !limits::allow(
+        &state,
+        "tok",
+        subject.as_str(),
+        state.settings.token_issue_limit_per_minute,
+    )
+    .await?
+    {
+        state
+            .metrics
+            .tokens_refused
+            .with_label_values(&["rate_limited"])
+            .inc();
+        return Err(AppError::TokenRateLimited);
+    }
+    let token = tokens::issue(&state, &subject, channels, ttl).await?;
+    state.metrics.tokens_issued.inc();
+    Ok(Json(json!({ "token": token, "expires_in": ttl.as_secs() })))
+}

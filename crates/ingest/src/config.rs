@@ -1,0 +1,434 @@
+//! Ingest's configuration: command-line flags with environment-variable equivalents (`FANOUT_*`),
+//! validated once at start-up into [`Settings`], with messages that say which setting is wrong and how
+//! to fix it. Run `ingest --help` for the full list with defaults.
+
+use clap::Parser;
+use common::gateways::{GatewayParseError, Gateways};
+use common::names::{ChannelName, ChannelPattern};
+use common::secret::{Secret, SecretSet};
+use common::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The ingest service: answers API Gateway's WebSocket callbacks and the application's API.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ingest",
+    version,
+    about = "Answers API Gateway WebSocket callbacks ($connect, $disconnect, messages) and the application API.",
+    long_about = "Answers API Gateway WebSocket callbacks ($connect, $disconnect and messages, as HTTP_PROXY POSTs \
+to /ws/{route}) and the application API (/v1: connect tokens, publishing, kicks, channel stats). State lives in Redis; \
+every message to a browser becomes a job on the queue for the fan-out workers.\n\nEvery flag can also be set through \
+the environment variable shown; lists are comma-separated."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Redis holding connections, channels, tokens and history: redis://host:port/db, rediss:// for TLS,
+    /// or redis+cluster://host:port,host:port for Redis Cluster.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long, env = "FANOUT_KEY_PREFIX", default_value = "fo:")]
+    pub key_prefix: String,
+
+    /// The job queue: an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any http(s) URL
+    /// of an SQS-compatible endpoint) or Redis Streams (redis://host:port/db?queue=NAME).
+    #[arg(
+        long,
+        env = "FANOUT_QUEUE_URL",
+        default_value = "redis://127.0.0.1:6379/0?queue=jobs"
+    )]
+    pub queue_url: String,
+
+    /// The WebSocket APIs whose callbacks are accepted: API_ID/STAGE, API_ID/STAGE@REGION, or
+    /// API_ID=http://endpoint/STAGE (an emulator). At least one.
+    #[arg(
+        long = "api-gateway",
+        env = "FANOUT_API_GATEWAYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub api_gateways: Vec<String>,
+
+    /// Region for API_ID/STAGE entries that name none.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
+    /// Accepted values of the X-Ws-Gateway-Secret header that API Gateway adds to every callback (list the
+    /// new and the old value while rotating). Each at least 32 characters of [A-Za-z0-9._~+/=-]. When
+    /// unset, callbacks are not authenticated (a warning is logged): only do that on a private network.
+    #[arg(
+        long = "gateway-secret",
+        env = "FANOUT_GATEWAY_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub gateway_secrets: Vec<String>,
+
+    /// API keys accepted by the application API (/v1), sent as `Authorization: Bearer KEY` or `X-Api-Key`.
+    /// Each at least 32 characters. At least one.
+    #[arg(
+        long = "api-key",
+        env = "FANOUT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        required = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// Origins allowed to open a connection, e.g. https://app.example.com or https://*.example.com
+    /// (sub-domains only); scheme, host and port must match. Empty: any origin.
+    #[arg(
+        long = "allowed-origin",
+        env = "FANOUT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Channel a connection joins when its URL names none.
+    #[arg(long, env = "FANOUT_DEFAULT_CHANNEL", default_value = "default")]
+    pub default_channel: String,
+
+    /// Channels (names or prefix patterns like `lobby-*`, or `*`) that may be joined without a connect
+    /// token; such connections are anonymous and their chat messages show as "Anonymous".
+    #[arg(
+        long = "public-channel",
+        env = "FANOUT_PUBLIC_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub public_channels: Vec<String>,
+
+    /// Channels (names or patterns) on which browsers may publish `chat_message`s themselves. Empty:
+    /// browsers cannot publish; only the application API can.
+    #[arg(
+        long = "chat-channel",
+        env = "FANOUT_CHAT_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub chat_channels: Vec<String>,
+
+    /// Default lifetime of a connect token, in seconds (1 to 3600).
+    #[arg(long, env = "FANOUT_TOKEN_TTL_SECS", default_value_t = 60)]
+    pub token_ttl_secs: u64,
+
+    /// Connect tokens one subject may be issued per minute.
+    #[arg(
+        long,
+        env = "FANOUT_TOKEN_ISSUE_LIMIT_PER_MINUTE",
+        default_value_t = 20
+    )]
+    pub token_issue_limit_per_minute: u32,
+
+    /// `$connect` attempts allowed per minute from one client IP, and separately per subject.
+    #[arg(long, env = "FANOUT_CONNECT_LIMIT_PER_MINUTE", default_value_t = 20)]
+    pub connect_limit_per_minute: u32,
+
+    /// Messages kept per channel for `fetch_history`.
+    #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = 50)]
+    pub history_size: u32,
+
+    /// Longest `chat_message` text a browser may send, in characters.
+    #[arg(long, env = "FANOUT_CHAT_MESSAGE_MAX_CHARS", default_value_t = 4000)]
+    pub chat_message_max_chars: usize,
+
+    /// Application webhook that receives unknown actions (POST, JSON). Unset: the client gets an error.
+    #[arg(long, env = "FANOUT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Sent to the webhook as `Authorization: Bearer SECRET`, so it can tell the call came from ingest.
+    #[arg(long, env = "FANOUT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// How long a webhook call may take, in milliseconds.
+    #[arg(long, env = "FANOUT_WEBHOOK_TIMEOUT_MS", default_value_t = 5000)]
+    pub webhook_timeout_ms: u64,
+
+    /// How long a connection's record lives without activity, in seconds. A little over API Gateway's
+    /// 2-hour maximum, because `$disconnect` is best-effort.
+    #[arg(long, env = "FANOUT_CONNECTION_TTL_SECS", default_value_t = 7500)]
+    pub connection_ttl_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub queue_url: String,
+    pub gateways: Gateways,
+    pub gateway_secrets: SecretSet,
+    pub api_keys: SecretSet,
+    pub allowed_origins: Vec<crate::origin::AllowedOrigin>,
+    pub default_channel: ChannelName,
+    pub public_channels: Vec<ChannelPattern>,
+    pub chat_channels: Vec<ChannelPattern>,
+    pub token_ttl: Duration,
+    pub token_issue_limit_per_minute: u32,
+    pub connect_limit_per_minute: u32,
+    pub history_size: u32,
+    pub chat_message_max_chars: usize,
+    pub webhook_url: Option<url::Url>,
+    pub webhook_secret: Option<Secret>,
+    pub webhook_timeout: Duration,
+    pub connection_ttl: Duration,
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: {0}")]
+    Gateway(#[from] GatewayParseError),
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: list at least one API (API_ID/STAGE)")]
+    NoGateway,
+    #[error(
+        "FANOUT_GATEWAY_SECRETS / --gateway-secret: entry {0} must be at least 32 characters of [A-Za-z0-9._~+/=-] (generate one with `openssl rand -base64 33`)"
+    )]
+    GatewaySecret(usize),
+    #[error(
+        "FANOUT_API_KEYS / --api-key: entry {0} must be at least 32 characters without spaces (generate one with `openssl rand -hex 24`)"
+    )]
+    ApiKey(usize),
+    #[error(
+        "FANOUT_ALLOWED_ORIGINS / --allowed-origin: {0:?} is not an origin like https://app.example.com or https://*.example.com"
+    )]
+    Origin(String),
+    #[error("FANOUT_DEFAULT_CHANNEL: {0:?} is not a channel name (1 to 128 of A-Z a-z 0-9 _ -)")]
+    DefaultChannel(String),
+    #[error("{setting}: {value:?} is not a channel name or pattern (like general, room-* or *)")]
+    ChannelPattern {
+        setting: &'static str,
+        value: String,
+    },
+    #[error("{setting}: {why}")]
+    Range {
+        setting: &'static str,
+        why: &'static str,
+    },
+    #[error("FANOUT_WEBHOOK_URL: {0:?} is not an http(s) URL")]
+    Webhook(String),
+    #[error(
+        "FANOUT_KEY_PREFIX: use letters, digits and : . _ - only (no braces, which Redis Cluster reads as a hash tag)"
+    )]
+    KeyPrefix,
+}
+
+fn patterns(setting: &'static str, values: &[String]) -> Result<Vec<ChannelPattern>, ConfigError> {
+    values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            ChannelPattern::parse(v).map_err(|_| ConfigError::ChannelPattern {
+                setting,
+                value: v.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn nonempty(values: &[String]) -> impl Iterator<Item = &str> {
+    values.iter().map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+impl Config {
+    /// Checks every setting and builds [`Settings`].
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let gateways = Gateways::parse(&self.api_gateways, &self.aws_region)?;
+        if gateways.is_empty() {
+            return Err(ConfigError::NoGateway);
+        }
+        let mut secrets = Vec::new();
+        for (i, s) in nonempty(&self.gateway_secrets).enumerate() {
+            let ok = s.len() >= 32
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b));
+            if !ok {
+                return Err(ConfigError::GatewaySecret(i + 1));
+            }
+            secrets.push(Secret::new(s));
+        }
+        let mut keys = Vec::new();
+        for (i, k) in nonempty(&self.api_keys).enumerate() {
+            if k.len() < 32 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::ApiKey(i + 1));
+            }
+            keys.push(Secret::new(k));
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::ApiKey(1));
+        }
+        let allowed_origins = nonempty(&self.allowed_origins)
+            .map(|o| {
+                crate::origin::AllowedOrigin::parse(o)
+                    .ok_or_else(|| ConfigError::Origin(o.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let default_channel = ChannelName::parse(&self.default_channel)
+            .map_err(|_| ConfigError::DefaultChannel(self.default_channel.clone()))?;
+        if !(1..=3600).contains(&self.token_ttl_secs) {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_TOKEN_TTL_SECS",
+                why: "must be between 1 and 3600 seconds",
+            });
+        }
+        if self.token_issue_limit_per_minute == 0 || self.connect_limit_per_minute == 0 {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_*_LIMIT_PER_MINUTE",
+                why: "must be at least 1",
+            });
+        }
+        if !(1..=10_000).contains(&self.history_size) {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_HISTORY_SIZE",
+                why: "must be between 1 and 10000",
+            });
+        }
+        if self.connection_ttl_secs < 60 {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_CONNECTION_TTL_SECS",
+                why: "must be at least 60 seconds (API Gateway keeps connections up to 7200)",
+            });
+        }
+        if self.chat_message_max_chars == 0 {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_CHAT_MESSAGE_MAX_CHARS",
+                why: "must be at least 1",
+            });
+        }
+        let webhook_url = match self
+            .webhook_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(u) => match url::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                _ => return Err(ConfigError::Webhook(u.to_owned())),
+            },
+        };
+        if !self
+            .key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
+        {
+            return Err(ConfigError::KeyPrefix);
+        }
+        Ok(Settings {
+            listen: self.listen,
+            redis_url: self.redis_url,
+            key_prefix: self.key_prefix,
+            queue_url: self.queue_url,
+            gateways,
+            gateway_secrets: SecretSet::new(secrets),
+            api_keys: SecretSet::new(keys),
+            allowed_origins,
+            default_channel,
+            public_channels: patterns("FANOUT_PUBLIC_CHANNELS", &self.public_channels)?,
+            chat_channels: patterns("FANOUT_CHAT_CHANNELS", &self.chat_channels)?,
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            token_issue_limit_per_minute: self.token_issue_limit_per_minute,
+            connect_limit_per_minute: self.connect_limit_per_minute,
+            history_size: self.history_size,
+            chat_message_max_chars: self.chat_message_max_chars,
+            webhook_url,
+            webhook_secret: self
+                .webhook_secret
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            connection_ttl: Duration::from_secs(self.connection_ttl_secs),
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[&str]) -> Result<Settings, String> {
+        let mut args = vec![
+            "ingest",
+            "--api-gateway",
+            "abc/prod",
+            "--api-key",
+            "k-0123456789abcdef0123456789abcdef",
+        ];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = config(&[]).unwrap();
+        assert_eq!(s.token_ttl, Duration::from_secs(60));
+        assert_eq!(s.connect_limit_per_minute, 20);
+        assert!(s.gateway_secrets.is_empty());
+        assert_eq!(s.default_channel.as_str(), "default");
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        assert!(
+            config(&["--gateway-secret", "short"])
+                .unwrap_err()
+                .contains("FANOUT_GATEWAY_SECRETS")
+        );
+        assert!(
+            config(&["--token-ttl-secs", "0"])
+                .unwrap_err()
+                .contains("FANOUT_TOKEN_TTL_SECS")
+        );
+        assert!(
+            config(&["--allowed-origin", "not a url"])
+                .unwrap_err()
+                .contains("FANOUT_ALLOWED_ORIGINS")
+        );
+        assert!(
+            config(&["--public-channel", "bad name"])
+                .unwrap_err()
+                .contains("FANOUT_PUBLIC_CHANNELS")
+        );
+        assert!(
+            config(&["--webhook-url", "ftp://x"])
+                .unwrap_err()
+                .contains("FANOUT_WEBHOOK_URL")
+        );
+        assert!(
+            config(&["--key-prefix", "{x}"])
+                .unwrap_err()
+                .contains("FANOUT_KEY_PREFIX")
+        );
+        assert!(
+            config(&["--api-key", "short"])
+                .unwrap_err()
+                .contains("FANOUT_API_KEYS")
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = config(&["--gateway-secret", "s3cret-s3cret-s3cret-s3cret-s3cret-x"]).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    }
+}

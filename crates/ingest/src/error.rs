@@ -1,0 +1,127 @@
+//! [`AppError`]: every way a callback or an API request can fail, each with a stable HTTP status and a
+//! short `error` code for the caller. Bodies are JSON (`{"error": code, "message": text}`) and never
+//! carry secrets, header lists or internal details; those are logged once, here.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::queue::QueueError;
+use serde_json::json;
+
+/// The error code of a response, kept as a response extension so the metrics layer can count outcomes.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The gateway secret header is missing or wrong.
+    #[error("Invalid request")]
+    GatewaySecret,
+    /// A header API Gateway always sends is missing, or the API id is not configured.
+    #[error("Invalid request headers")]
+    Headers,
+    #[error("Invalid connection ID")]
+    ConnectionId,
+    #[error("Too many connection attempts")]
+    ConnectRateLimited,
+    #[error("Origin not allowed")]
+    Origin,
+    #[error("Invalid channel")]
+    Channel,
+    #[error("Invalid or expired token")]
+    Token,
+    #[error("Permission Denied")]
+    PermissionDenied,
+    /// A message body that is not a JSON object naming a `handler` or an `action`.
+    #[error("Invalid request format (1)")]
+    Format,
+    #[error("Payload too large: the limit is 131072 bytes")]
+    PayloadTooLarge,
+    #[error("Unknown WebSocket action.")]
+    UnknownAction,
+    #[error("The application webhook failed")]
+    Webhook,
+    /// The application API key is missing or wrong.
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("Too many tokens issued for this subject; try again in a minute")]
+    TokenRateLimited,
+    /// An API request with an invalid field; the text says which.
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("Unknown connection")]
+    UnknownConnection,
+    #[error("Service unavailable")]
+    Redis(#[from] redis::RedisError),
+    #[error("Service unavailable")]
+    Queue(#[from] QueueError),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        use AppError::*;
+        match self {
+            GatewaySecret | PermissionDenied => StatusCode::FORBIDDEN,
+            Headers | ConnectionId | ConnectRateLimited | Origin | Channel | Token | Format
+            | UnknownAction | BadRequest(_) => StatusCode::BAD_REQUEST,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Webhook => StatusCode::BAD_GATEWAY,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            TokenRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            UnknownConnection => StatusCode::NOT_FOUND,
+            Redis(_) | Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable code clients and metrics see.
+    pub fn code(&self) -> &'static str {
+        use AppError::*;
+        match self {
+            GatewaySecret => "invalid_request",
+            Headers => "invalid_request_headers",
+            ConnectionId => "invalid_connection_id",
+            ConnectRateLimited => "too_many_connection_attempts",
+            Origin => "origin_not_allowed",
+            Channel => "invalid_channel",
+            Token => "invalid_or_expired_token",
+            PermissionDenied => "permission_denied",
+            Format => "invalid_request_format",
+            PayloadTooLarge => "payload_too_large",
+            UnknownAction => "unknown_action",
+            Webhook => "webhook_failed",
+            Unauthorized => "unauthorized",
+            TokenRateLimited => "rate_limited",
+            BadRequest(_) => "bad_request",
+            UnknownConnection => "unknown_connection",
+            Redis(_) => "redis_unavailable",
+            Queue(_) => "queue_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match &self {
+            AppError::Redis(e) => tracing::error!(error = %e, "Redis command failed"),
+            AppError::Queue(e) => tracing::error!(error = %e, "queue request failed"),
+            AppError::GatewaySecret => {
+                tracing::warn!("callback with a missing or wrong gateway secret")
+            }
+            _ => tracing::debug!(code = self.code(), "request refused"),
+        }
+        let code = self.code();
+        let message = match &self {
+            // One generic message for both, so a caller cannot tell which dependency is down.
+            AppError::Redis(_) | AppError::Queue(_) => "Service unavailable".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = (
+            self.status(),
+            Json(json!({ "error": code, "message": message })),
+        )
+            .into_response();
+        response.extensions_mut().insert(ErrorCode(code));
+        response
+    }
+}

@@ -1,0 +1,286 @@
+//! Who is connected and where: the connection record (`conn:{id}` hash) and the sets that index it
+//! (`chan:{name}`, `user:{subject}`, the `all:{n}` buckets).
+//!
+//! Writes go through [`Redis::batch`](common::store::Redis::batch): one transaction on a single node.
+//! On Redis Cluster the keys live in different slots, so the record is written first and removed last:
+//! a failure half-way leaves at most a set member without a record, which the worker drops when it finds
+//! no record (or API Gateway answers `GoneException`), never a record missing from its sets for long.
+
+use crate::state::AppState;
+use common::keys::conn_field as f;
+use common::names::{ChannelName, ChannelPattern, ConnectionId, Subject};
+use std::collections::HashMap;
+
+/// One live connection, as stored in its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub channel: ChannelName,
+    /// `None` for an anonymous connection on a public channel.
+    pub subject: Option<Subject>,
+    /// Channel patterns the connection may move to; `None` means any (a token without a channel list).
+    pub allowed: Option<Vec<ChannelPattern>>,
+    pub api_id: String,
+    pub stage: String,
+    pub connected_at_ms: u64,
+    pub source_ip: String,
+    /// SHA-256 of the token used on `$connect`, to recognise a repeated `$connect`.
+    pub token_hash: Option<String>,
+}
+
+impl Connection {
+    /// The name shown to other clients for this connection's messages.
+    pub fn display_name(&self) -> &str {
+        self.subject.as_ref().map_or("Anonymous", |s| s.as_str())
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            (f::CHANNEL, self.channel.as_str().to_owned()),
+            (f::API_ID, self.api_id.clone()),
+            (f::STAGE, self.stage.clone()),
+            (f::CONNECTED_AT_MS, self.connected_at_ms.to_string()),
+            (f::SOURCE_IP, self.source_ip.clone()),
+        ];
+        if let Some(s) = &self.subject {
+            fields.push((f::SUBJECT, s.as_str().to_owned()));
+        }
+        if let Some(allowed) = &self.allowed {
+            fields.push((
+                f::ALLOWED,
+                allowed
+                    .iter()
+                    .map(ChannelPattern::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+        }
+        if let Some(t) = &self.token_hash {
+            fields.push((f::TOKEN_HASH, t.clone()));
+        }
+        fields
+    }
+
+    fn from_fields(id: &ConnectionId, mut map: HashMap<String, String>) -> Option<Self> {
+        let channel = ChannelName::parse(map.get(f::CHANNEL)?).ok()?;
+        Some(Self {
+            id: id.clone(),
+            channel,
+            subject: map.get(f::SUBJECT).and_then(|s| Subject::parse(s).ok()),
+            allowed: map.get(f::ALLOWED).map(|a| {
+                a.split(',')
+                    .filter(|p| !p.is_empty())
+                    .filter_map(|p| ChannelPattern::parse(p).ok())
+                    .collect()
+            }),
+            api_id: map.remove(f::API_ID).unwrap_or_default(),
+            stage: map.remove(f::STAGE).unwrap_or_default(),
+            connected_at_ms: map
+                .get(f::CONNECTED_AT_MS)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            source_ip: map.remove(f::SOURCE_IP).unwrap_or_default(),
+            token_hash: map.remove(f::TOKEN_HASH),
+        })
+    }
+}
+
+/// Writes the record (with its TTL) and adds the connection to its channel, subject and bucket sets.
+/// Idempotent: registering the same connection again changes nothing.
+pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::RedisError> {
+    let id = conn.id.as_str();
+    let key = state.keys.connection(id);
+    let mut hset = redis::cmd("HSET");
+    hset.arg(&key);
+    for (field, value) in conn.fields() {
+        hset.arg(field).arg(value);
+    }
+    let mut cmds = vec![
+        hset,
+        redis::cmd("PEXPIRE")
+            .arg(&key)
+            .arg(state.settings.connection_ttl.as_millis() as u64)
+            .to_owned(),
+        redis::cmd("SADD")
+            .arg(state.keys.channel(conn.channel.as_str()))
+            .arg(id)
+            .to_owned(),
+        redis::cmd("SADD")
+            .arg(state.keys.all_bucket_of(id))
+            .arg(id)
+            .to_owned(),
+    ];
+    if let Some(subject) = &conn.subject {
+        cmds.push(
+            redis::cmd("SADD")
+                .arg(state.keys.subject(subject.as_str()))
+                .arg(id)
+                .to_owned(),
+        );
+    }
+    state.redis.batch(cmds).await.map(drop)
+}
+
+/// Reads a connection's record and pushes its expiry back (any message counts as activity).
+pub async fn lookup(
+    state: &AppState,
+    id: &ConnectionId,
+) -> Result<Option<Connection>, redis::RedisError> {
+    let key = state.keys.connection(id.as_str());
+    let (map, _): (HashMap<String, String>, i64) = redis::pipe()
+        .cmd("HGETALL")
+        .arg(&key)
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(state.settings.connection_ttl.as_millis() as u64)
+        .query_async(&mut state.conn())
+        .await?;
+    Ok(Connection::from_fields(id, map))
+}
+
+/// Reads a connection's record without touching its expiry.
+pub async fn peek(
+    state: &AppState,
+    id: &ConnectionId,
+) -> Result<Option<Connection>, redis::RedisError> {
+    let map: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(state.keys.connection(id.as_str()))
+        .query_async(&mut state.conn())
+        .await?;
+    Ok(Connection::from_fields(id, map))
+}
+
+/// Removes a connection from every set and deletes its record. Returns the record it had, if any.
+pub async fn remove(
+    state: &AppState,
+    id: &ConnectionId,
+) -> Result<Option<Connection>, redis::RedisError> {
+    let Some(conn) = peek(state, id).await? else {
+        // No record (already gone, or expired): still clear the bucket, the one set we can name without it.
+        redis::cmd("SREM")
+            .arg(state.keys.all_bucket_of(id.as_str()))
+            .arg(id.as_str())
+            .query_async::<()>(&mut state.conn())
+            .await?;
+        return Ok(None);
+    };
+    let id_str = id.as_str();
+    let mut cmds = vec![
+        redis::cmd("SREM")
+            .arg(state.keys.channel(conn.channel.as_str()))
+            .arg(id_str)
+            .to_owned(),
+        redis::cmd("SREM")
+            .arg(state.keys.all_bucket_of(id_str))
+            .arg(id_str)
+            .to_owned(),
+    ];
+    if let Some(subject) = &conn.subject {
+        cmds.push(
+            redis::cmd("SREM")
+                .arg(state.keys.subject(subject.as_str()))
+                .arg(id_str)
+                .to_owned(),
+        );
+    }
+    state.redis.batch(cmds).await?;
+    redis::cmd("DEL")
+        .arg(state.keys.connection(id_str))
+        .query_async::<()>(&mut state.conn())
+        .await?;
+    Ok(Some(conn))
+}
+
+/// Moves a connection to another channel: the record first, then the sets.
+pub async fn move_to(
+    state: &AppState,
+    conn: &mut Connection,
+    channel: ChannelName,
+) -> Result<(), redis::RedisError> {
+    let id = conn.id.as_str();
+    let cmds = vec![
+        redis::cmd("HSET")
+            .arg(state.keys.connection(id))
+            .arg(f::CHANNEL)
+            .arg(channel.as_str())
+            .to_owned(),
+        redis::cmd("SADD")
+            .arg(state.keys.channel(channel.as_str()))
+            .arg(id)
+            .to_owned(),
+        redis::cmd("SREM")
+            .arg(state.keys.channel(conn.channel.as_str()))
+            .arg(id)
+            .to_owned(),
+    ];
+    state.redis.batch(cmds).await?;
+    conn.channel = channel;
+    Ok(())
+}
+
+/// Whether a connection may join `channel`: public channels are open to all; otherwise it needs a
+/// subject, and the token's channel list (if it had one) must allow it.
+pub fn may_join(
+    state: &AppState,
+    subject: Option<&Subject>,
+    allowed: Option<&[ChannelPattern]>,
+    channel: &ChannelName,
+) -> bool {
+    if ChannelPattern::any_matches(&state.settings.public_channels, channel) {
+        return true;
+    }
+    subject.is_some()
+        && allowed.is_none_or(|patterns| ChannelPattern::any_matches(patterns, channel))
+}
+
+/// Number of connections in a channel, and of distinct subjects among them (anonymous not counted).
+pub async fn channel_stats(
+    state: &AppState,
+    channel: &ChannelName,
+) -> Result<(u64, u64), redis::RedisError> {
+    let set = state.keys.channel(channel.as_str());
+    let mut conn = state.conn();
+    let connections: u64 = redis::cmd("SCARD").arg(&set).query_async(&mut conn).await?;
+    let mut subjects = std::collections::HashSet::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+            .arg(&set)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut conn)
+            .await?;
+        let cmds = ids
+            .iter()
+            .map(|id| {
+                redis::cmd("HGET")
+                    .arg(state.keys.connection(id))
+                    .arg(f::SUBJECT)
+                    .to_owned()
+            })
+            .collect();
+        for value in state.redis.batch(cmds).await? {
+            if let Ok(Some(s)) = redis::from_redis_value::<Option<String>>(value) {
+                subjects.insert(s);
+            }
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    Ok((connections, subjects.len() as u64))
+}
+
+/// Connections registered, summed over the "every connection" buckets.
+pub async fn live_connections(state: &AppState) -> Result<u64, redis::RedisError> {
+    let cmds = (0..common::keys::ALL_BUCKETS)
+        .map(|b| redis::cmd("SCARD").arg(state.keys.all_bucket(b)).to_owned())
+        .collect();
+    let counts = state.redis.batch(cmds).await?;
+    Ok(counts
+        .into_iter()
+        .filter_map(|v| redis::from_redis_value::<u64>(v).ok())
+        .sum())
+}

@@ -1,0 +1,137 @@
+//! The `$connect` Origin check: the browser's `Origin` header, parsed (never substring-matched), must
+//! match an allowed origin by scheme, host and port. An allowed host may be `*.example.com`, which
+//! matches sub-domains of `example.com` but not `example.com` itself nor look-alikes such as
+//! `example.com.attacker.net`.
+
+/// One allowed origin from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedOrigin {
+    scheme: String,
+    /// Lower-case host; for a wildcard entry, the suffix after `*.`.
+    host: String,
+    wildcard: bool,
+    port: u16,
+}
+
+impl AllowedOrigin {
+    /// Parses `https://app.example.com`, `http://localhost:3000` or `https://*.example.com`.
+    pub fn parse(entry: &str) -> Option<Self> {
+        let (scheme, rest) = entry.split_once("://")?;
+        let (wildcard, rest) = match rest.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
+        let url = url::Url::parse(&format!("{scheme}://{rest}")).ok()?;
+        let origin = Origin::from_url(&url)?;
+        if url.path() != "/" || url.query().is_some() {
+            return None;
+        }
+        Some(Self {
+            scheme: origin.scheme,
+            host: origin.host,
+            wildcard,
+            port: origin.port,
+        })
+    }
+
+    fn allows(&self, origin: &Origin) -> bool {
+        if origin.scheme != self.scheme || origin.port != self.port {
+            return false;
+        }
+        if self.wildcard {
+            origin.host.len() > self.host.len() + 1
+                && origin.host.ends_with(&self.host)
+                && origin.host.as_bytes()[origin.host.len() - self.host.len() - 1] == b'.'
+        } else {
+            origin.host == self.host
+        }
+    }
+}
+
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn from_url(url: &url::Url) -> Option<Self> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return None;
+        }
+        Some(Self {
+            scheme: url.scheme().to_owned(),
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default()?,
+        })
+    }
+}
+
+/// True when the `Origin` header value is allowed. With no allowed origins configured, any origin is.
+pub fn origin_allowed(allowed: &[AllowedOrigin], header: Option<&str>) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = header
+        .and_then(|h| url::Url::parse(h).ok())
+        .and_then(|u| Origin::from_url(&u))
+    else {
+        return false;
+    };
+    allowed.iter().any(|a| a.allows(&origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(allowed: &[&str], origin: Option<&str>) -> bool {
+        let allowed: Vec<_> = allowed
+            .iter()
+            .map(|a| AllowedOrigin::parse(a).unwrap())
+            .collect();
+        origin_allowed(&allowed, origin)
+    }
+
+    #[test]
+    fn exact_origins() {
+        let allowed = ["https://app.example.com"];
+        assert!(check(&allowed, Some("https://app.example.com")));
+        assert!(check(&allowed, Some("https://APP.example.com:443")));
+        assert!(!check(&allowed, Some("http://app.example.com")));
+        assert!(!check(&allowed, Some("https://app.example.com:8443")));
+        assert!(!check(
+            &allowed,
+            Some("https://app.example.com.attacker.net")
+        ));
+        assert!(!check(&allowed, Some("https://evilapp.example.com")));
+        assert!(!check(&allowed, Some("null")));
+        assert!(!check(&allowed, None));
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_only() {
+        let allowed = ["https://*.example.com"];
+        assert!(check(&allowed, Some("https://www.example.com")));
+        assert!(check(&allowed, Some("https://a.b.example.com")));
+        assert!(!check(&allowed, Some("https://example.com")));
+        assert!(!check(&allowed, Some("https://badexample.com")));
+        assert!(!check(&allowed, Some("https://www.example.com.evil.org")));
+    }
+
+    #[test]
+    fn ports_and_empty_list() {
+        assert!(check(
+            &["http://localhost:3000"],
+            Some("http://localhost:3000")
+        ));
+        assert!(!check(
+            &["http://localhost:3000"],
+            Some("http://localhost:3001")
+        ));
+        assert!(check(&[], None));
+        assert!(AllowedOrigin::parse("https://x.com/path").is_none());
+        assert!(AllowedOrigin::parse("ftp://x.com").is_none());
+        assert!(AllowedOrigin::parse("x.com").is_none());
+    }
+}

@@ -1,0 +1,639 @@
+//! Gateway callbacks over real HTTP against a real Redis: every applicable row of the Django package's
+//! failure table with its status, tokens, rate limits, membership and the built-in actions.
+
+mod support;
+
+use common::job::Target;
+use common::keys::Keyspace;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Ingest, payload};
+
+const K: fn() -> Keyspace = Keyspace::default;
+
+#[tokio::test]
+async fn the_gateway_secret_is_checked_first_on_every_route() {
+    let ingest = Ingest::start(&[]).await;
+    for route in ["connect", "disconnect", "default", "custom"] {
+        // Wrong secret, and even a malformed connection id: 403 comes first.
+        let r = ingest
+            .callback(route, "bad id!")
+            .headers(support::set("X-Ws-Gateway-Secret", "nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{route}");
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains(support::SECRET) && !body.contains("nope"),
+            "{body}"
+        );
+        let r = ingest
+            .http
+            .post(format!("{}/ws/{route}", ingest.url))
+            .header("connectionId", "abc=")
+            .headers(support::set("X-Amzn-Apigateway-Api-Id", support::API_ID))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "{route} without the header"
+        );
+    }
+}
+
+#[tokio::test]
+async fn missing_headers_and_unknown_api_ids_are_refused() {
+    let ingest = Ingest::start(&[]).await;
+    let no_conn = ingest
+        .http
+        .post(format!("{}/ws/default", ingest.url))
+        .headers(support::set("X-Amzn-Apigateway-Api-Id", support::API_ID))
+        .headers(support::set("X-Ws-Gateway-Secret", support::SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_conn.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        no_conn.json::<Value>().await.unwrap()["error"],
+        "invalid_request_headers"
+    );
+    let r = ingest
+        .callback("connect", "abc=")
+        .headers(support::set("X-Amzn-Apigateway-Api-Id", "otherapi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // GET is not a callback.
+    let r = ingest
+        .http
+        .get(format!("{}/ws/connect", ingest.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn connect_registers_the_connection_everywhere() {
+    let ingest = Ingest::start(&[]).await;
+    let token = ingest.token("alice", None).await;
+    let r = ingest
+        .callback(
+            &format!("connect?channel=general&ws_token={token}"),
+            "Abc123=",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({}));
+    assert_eq!(ingest.smembers(&K().channel("general")).await, ["Abc123="]);
+    assert_eq!(ingest.smembers(&K().subject("alice")).await, ["Abc123="]);
+    assert_eq!(
+        ingest.smembers(&K().all_bucket_of("Abc123=")).await,
+        ["Abc123="]
+    );
+    let mut redis = ingest.redis().await;
+    let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(K().connection("Abc123="))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(hash["channel"], "general");
+    assert_eq!(hash["subject"], "alice");
+    assert_eq!(hash["api_id"], support::API_ID);
+    assert_eq!(hash["stage"], "test");
+    assert_eq!(hash["source_ip"], "203.0.113.7");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(K().connection("Abc123="))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 7200 && ttl <= 7500, "{ttl}");
+    // No channel in the URL: the default channel.
+    ingest.join("NoChan=", "bob", "").await;
+    assert_eq!(ingest.smembers(&K().channel("default")).await, ["NoChan="]);
+}
+
+#[tokio::test]
+async fn token_failures_and_replays() {
+    let ingest = Ingest::start(&[]).await;
+    // Missing, unknown.
+    assert_eq!(
+        ingest.connect("c1", "channel=general").await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ingest
+            .connect("c1", "channel=general&ws_token=deadbeef")
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    // Used once, then replayed on another connection.
+    let token = ingest.token("alice", None).await;
+    assert_eq!(
+        ingest
+            .connect("c1", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ingest
+            .connect("c2", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    // The same $connect again (API Gateway retrying) is idempotent.
+    assert_eq!(
+        ingest
+            .connect("c1", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(ingest.smembers(&K().channel("general")).await, ["c1"]);
+    // Expired: make the token's key expire now, wait until Redis has dropped it.
+    let token = ingest.token("alice", None).await;
+    let mut redis = ingest.redis().await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(K().token(&token))
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    while redis::cmd("EXISTS")
+        .arg(K().token(&token))
+        .query_async::<bool>(&mut redis)
+        .await
+        .unwrap()
+    {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        ingest
+            .connect("c3", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_channel_does_not_spend_the_token() {
+    let ingest = Ingest::start(&[]).await;
+    let token = ingest.token("alice", None).await;
+    for bad in ["a%20b", "a.b", &"x".repeat(129)] {
+        let r = ingest
+            .callback(&format!("connect?channel={bad}&ws_token={token}"), "c1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_channel");
+    }
+    // Nor does a bad connection id or a refused origin.
+    assert_eq!(
+        ingest
+            .connect("bad/id", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ingest
+            .connect("c1", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_token_connects_once_under_concurrent_connects() {
+    let ingest = Ingest::start(&["--connect-limit-per-minute=1000"]).await;
+    let token = ingest.token("alice", None).await;
+    let attempts = (0..20).map(|i| {
+        let query = format!("channel=general&ws_token={token}");
+        let ingest = &ingest;
+        async move { ingest.connect(&format!("race{i}"), &query).await }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::BAD_REQUEST)
+            .count(),
+        19
+    );
+    assert_eq!(ingest.smembers(&K().channel("general")).await.len(), 1);
+}
+
+#[tokio::test]
+async fn connect_rate_limits_per_ip_and_per_subject() {
+    let ingest = Ingest::start(&["--connect-limit-per-minute=3"]).await;
+    // Per IP: every attempt counts, even refused ones.
+    for i in 0..3 {
+        assert_eq!(
+            ingest.connect(&format!("ip{i}"), "channel=general").await,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let token = ingest.token("alice", None).await;
+    let r = ingest
+        .callback(&format!("connect?channel=general&ws_token={token}"), "ip4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "too_many_connection_attempts"
+    );
+    // The token survived the refusal; another IP is not limited.
+    let r = ingest
+        .callback(&format!("connect?channel=general&ws_token={token}"), "ip4")
+        .headers(support::set("X-Forwarded-For", "198.51.100.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Per subject, across IPs.
+    for i in 0..3 {
+        let token = ingest.token("bob", None).await;
+        let r = ingest
+            .callback(
+                &format!("connect?channel=general&ws_token={token}"),
+                &format!("bob{i}"),
+            )
+            .headers(support::set("X-Forwarded-For", format!("192.0.2.{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "attempt {i}");
+    }
+    let token = ingest.token("bob", None).await;
+    let r = ingest
+        .callback(&format!("connect?channel=general&ws_token={token}"), "bob9")
+        .headers(support::set("X-Forwarded-For", "192.0.2.99"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "too_many_connection_attempts"
+    );
+}
+
+#[tokio::test]
+async fn origins_and_channel_permissions() {
+    let ingest = Ingest::start(&[
+        "--allowed-origin=https://*.example.com",
+        "--public-channel=lobby",
+    ])
+    .await;
+    let with_origin = |origin: &'static str, token: String, id: &'static str| {
+        ingest
+            .callback(&format!("connect?channel=general&ws_token={token}"), id)
+            .header("Origin", origin)
+            .send()
+    };
+    let token = ingest.token("alice", None).await;
+    assert_eq!(
+        with_origin("https://example.com.attacker.net", token.clone(), "o1")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        with_origin("https://app.example.com", token, "o1")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // A token limited to room-* cannot join general.
+    let token = ingest.token("alice", Some(&["room-*"])).await;
+    let r = ingest
+        .callback(&format!("connect?channel=general&ws_token={token}"), "p1")
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "permission_denied"
+    );
+    // Public channels need no token.
+    let r = ingest
+        .callback("connect?channel=lobby", "anon1")
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(ingest.smembers(&K().channel("lobby")).await, ["anon1"]);
+}
+
+#[tokio::test]
+async fn disconnect_removes_the_connection_from_every_set_and_is_idempotent() {
+    let ingest = Ingest::start(&[]).await;
+    ingest.join("d1", "alice", "general").await;
+    for _ in 0..2 {
+        let r = ingest.callback("disconnect", "d1").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert!(ingest.smembers(&K().channel("general")).await.is_empty());
+    assert!(ingest.smembers(&K().subject("alice")).await.is_empty());
+    assert!(ingest.smembers(&K().all_bucket_of("d1")).await.is_empty());
+    let mut redis = ingest.redis().await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(K().connection("d1"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!exists);
+    assert_eq!(
+        ingest
+            .callback("disconnect", "never-seen")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn malformed_messages() {
+    let ingest = Ingest::start(&[]).await;
+    ingest.join("m1", "alice", "general").await;
+    let send = |body: Vec<u8>| ingest.callback("default", "m1").body(body).send();
+    for (body, status) in [
+        (b"not json".to_vec(), StatusCode::BAD_REQUEST),
+        (b"[1,2]".to_vec(), StatusCode::BAD_REQUEST),
+        (
+            br#"{"message":"no handler"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (br#"{"action":5}"#.to_vec(), StatusCode::BAD_REQUEST),
+        (vec![0xff, 0xfe], StatusCode::BAD_REQUEST),
+        (
+            format!(r#"{{"action":"x","pad":"{}"}}"#, "a".repeat(131_072)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (vec![b' '; 1_000_000], StatusCode::PAYLOAD_TOO_LARGE),
+    ] {
+        let r = send(body).await.unwrap();
+        assert_eq!(r.status(), status);
+    }
+    let r = send(br#"{"message":"x"}"#.to_vec()).await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "invalid_request_format"
+    );
+    // Unknown connection.
+    let (status, body) = ingest
+        .message("ghost", json!({"action": "fetch_history"}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_connection_id"))
+    );
+    assert!(
+        ingest.jobs().await.is_empty(),
+        "nothing was queued for refused messages"
+    );
+}
+
+#[tokio::test]
+async fn change_channel_moves_membership_and_answers() {
+    let ingest = Ingest::start(&["--public-channel=lobby"]).await;
+    ingest.join("cc1", "alice", "general").await;
+    let (status, _) = ingest
+        .message(
+            "cc1",
+            json!({"action": "change_channel", "channel": "support"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ingest.smembers(&K().channel("general")).await.is_empty());
+    assert_eq!(ingest.smembers(&K().channel("support")).await, ["cc1"]);
+    // `handler` wins over `action`.
+    let (status, _) = ingest
+        .message(
+            "cc1",
+            json!({"handler": "change_channel", "action": "dance", "channel": "random"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = ingest
+        .message(
+            "cc1",
+            json!({"action": "change_channel", "channel": "bad name"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_channel"))
+    );
+    let jobs = ingest.jobs().await;
+    let payloads: Vec<Value> = jobs.iter().map(payload).collect();
+    assert_eq!(
+        payloads,
+        [
+            json!({"type": "channel_changed", "channel": "support"}),
+            json!({"type": "channel_changed", "channel": "random"}),
+            json!({"type": "error", "error": "Invalid channel"}),
+        ]
+    );
+    assert!(jobs.iter().all(|j| j.target
+        == Target::Connections {
+            ids: vec!["cc1".into()]
+        }));
+    // An anonymous connection may only move between public channels.
+    assert_eq!(
+        ingest.connect("anon", "channel=lobby").await,
+        StatusCode::OK
+    );
+    let (status, _) = ingest
+        .message(
+            "anon",
+            json!({"action": "change_channel", "channel": "general"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(ingest.smembers(&K().channel("lobby")).await, ["anon"]);
+}
+
+#[tokio::test]
+async fn chat_messages_reach_the_room_and_history_is_capped() {
+    let ingest = Ingest::start(&[
+        "--chat-channel=general",
+        "--history-size=3",
+        "--public-channel=general",
+    ])
+    .await;
+    ingest.join("h1", "alice", "general").await;
+    for i in 0..5 {
+        let (status, _) = ingest
+            .message(
+                "h1",
+                json!({"action": "chat_message", "message": format!("  hello {i} ")}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let jobs = ingest.jobs().await;
+    assert_eq!(jobs.len(), 5);
+    assert_eq!(
+        jobs[0].target,
+        Target::Channel {
+            channel: "general".into()
+        }
+    );
+    let first = payload(&jobs[0]);
+    assert_eq!(
+        (first["type"].as_str(), first["room"].as_str()),
+        (Some("chat_message"), Some("general"))
+    );
+    assert_eq!(
+        (first["username"].as_str(), first["message"].as_str()),
+        (Some("alice"), Some("hello 0"))
+    );
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let (status, _) = ingest
+        .message("h1", json!({"action": "fetch_history"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let history = payload(&ingest.jobs().await[0]);
+    assert_eq!(
+        (history["type"].as_str(), history["room"].as_str()),
+        (Some("history"), Some("general"))
+    );
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["hello 2", "hello 3", "hello 4"]);
+
+    // Empty messages are refused with the package's text; anonymous senders show as Anonymous.
+    let (status, _) = ingest
+        .message("h1", json!({"action": "chat_message", "message": "   "}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        payload(&ingest.jobs().await[0]),
+        json!({"type": "error", "error": "Message cannot be empty."})
+    );
+    assert_eq!(
+        ingest.connect("anon", "channel=general").await,
+        StatusCode::OK
+    );
+    ingest
+        .message("anon", json!({"action": "chat_message", "message": "hi"}))
+        .await;
+    assert_eq!(payload(&ingest.jobs().await[0])["username"], "Anonymous");
+}
+
+#[tokio::test]
+async fn publishing_needs_a_chat_channel_and_unknown_actions_get_an_error() {
+    let ingest = Ingest::start(&[]).await;
+    ingest.join("u1", "alice", "general").await;
+    let (status, _) = ingest
+        .message("u1", json!({"action": "chat_message", "message": "hi"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, body) = ingest.message("u1", json!({"action": "dance"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_action"))
+    );
+    let payloads: Vec<Value> = ingest.jobs().await.iter().map(payload).collect();
+    assert_eq!(
+        payloads,
+        [
+            json!({"type": "error", "error": "Publishing is not allowed on this channel."}),
+            json!({"type": "error", "error": "Unknown WebSocket action."}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn unknown_actions_go_to_the_webhook_with_context() {
+    // The application's webhook is the boundary here: a small HTTP server that records what it gets.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Option<String>, Value)>();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(event): axum::Json<Value>| {
+                let tx = tx.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let reply = if event["action"] == "ping" {
+                        r#"{"type":"pong"}"#
+                    } else {
+                        ""
+                    };
+                    tx.send((auth, event)).unwrap();
+                    reply
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    let ingest = Ingest::start(&[
+        &format!("--webhook-url={hook_url}"),
+        "--webhook-secret=hook-secret",
+    ])
+    .await;
+    ingest.join("w1", "alice", "general").await;
+    let (status, _) = ingest
+        .message("w1", json!({"action": "ping", "n": 1}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (auth, event) = rx.recv().await.unwrap();
+    assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
+    assert_eq!(
+        event,
+        json!({"connection_id": "w1", "subject": "alice", "channel": "general", "route": "default", "action": "ping",
+               "body": {"action": "ping", "n": 1}})
+    );
+    let (status, _) = ingest.message("w1", json!({"action": "silent"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let payloads: Vec<Value> = ingest.jobs().await.iter().map(payload).collect();
+    assert_eq!(
+        payloads,
+        [json!({"type": "pong"})],
+        "an empty webhook answer sends nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_webhook_is_a_bad_gateway() {
+    let ingest = Ingest::start(&[&format!(
+        "--webhook-url=http://127.0.0.1:{}/hook",
+        test_support::free_port()
+    )])
+    .await;
+    ingest.join("w2", "alice", "general").await;
+    let (status, body) = ingest.message("w2", json!({"action": "ping"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("webhook_failed"))
+    );
+    assert_eq!(payload(&ingest.jobs().await[0])["type"], "error");
+}

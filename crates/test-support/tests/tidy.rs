@@ -1,0 +1,88 @@
+//! Keeps the code base honest: every Rust source file opens with a `//!` paragraph on its role, and every
+//! code name ARCHITECTURE.md quotes in backticks still exists in the sources.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            if !matches!(
+                name.as_str(),
+                "target" | ".git" | ".venv" | ".tmp" | "node_modules"
+            ) {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_says_what_it_is_for() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    assert!(files.len() > 20);
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "these files do not open with a //! paragraph: {missing:?}"
+    );
+}
+
+#[test]
+fn architecture_md_names_things_that_exist() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    let sources: String = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let mut stale = Vec::new();
+    for quoted in doc.split('`').skip(1).step_by(2) {
+        if quoted.contains(' ')
+            || quoted.contains('{')
+            || quoted.starts_with("./")
+            || quoted.contains('"')
+        {
+            continue; // a command, a URL or a JSON example, not a name
+        }
+        if quoted.contains('/') {
+            if !root().join(quoted).exists()
+                && !quoted.starts_with("crates/")
+                && !quoted.starts_with("/")
+            {
+                continue; // an HTTP path such as /v1/tokens
+            }
+            if quoted.starts_with("crates/") && !root().join(quoted).exists() {
+                stale.push(quoted.to_owned());
+            }
+            continue;
+        }
+        let name = quoted.rsplit("::").next().unwrap();
+        let is_code = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().any(|c| c.is_ascii_alphabetic());
+        if is_code && !sources.contains(name) {
+            stale.push(quoted.to_owned());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "ARCHITECTURE.md names things the code no longer has: {stale:?}"
+    );
+}
