@@ -38,6 +38,15 @@ async fn every_api_route_needs_a_valid_key() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthorized");
     }
+    // The body is JSON whatever the content type says (curl -d sends a form type).
+    let r = ingest
+        .api(Method::POST, "/v1/tokens")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"subject":"alice"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     // X-Api-Key works too.
     let r = ingest
         .http

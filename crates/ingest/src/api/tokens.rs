@@ -1,14 +1,15 @@
 //! `POST /v1/tokens` `{"subject": ..., "channels": [...]?, "ttl": seconds?}` mints a single-use connect
 //! token and answers `{"token": ..., "expires_in": seconds}`, the Django package's token view shape, so
-//! browser code written for it keeps working. A subject may be issued a limited number of tokens a minute.
+//! browser code written for it keeps working. The body is read as JSON whatever its content type, so a
+//! plain `curl -d '{...}'` works. A subject may be issued a limited number of tokens a minute.
 
 use super::ApiKey;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{limits, tokens};
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use common::names::{ChannelPattern, Subject};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,9 +28,9 @@ pub struct TokenRequest {
 pub async fn issue(
     _: ApiKey,
     State(state): State<AppState>,
-    body: Result<Json<TokenRequest>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let Json(request) = body.map_err(|_| AppError::BadRequest("the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}"))?;
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|_| AppError::BadRequest("the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}"))?;
     let subject = Subject::parse(&request.subject).map_err(|_| {
         AppError::BadRequest(
             "subject must be 1 to 256 printable characters without spaces or braces",
