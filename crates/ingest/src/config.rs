@@ -156,6 +156,11 @@ pub struct Config {
     #[arg(long, env = "FANOUT_CONNECTION_TTL_SECS", default_value_t = 7500)]
     pub connection_ttl_secs: u64,
 
+    /// LOCAL DEMO ONLY: the WebSocket URL of the local gateway. When set, ingest serves the chat page at
+    /// /demo/ and lets anyone mint tokens at POST /demo/token. Never set it in production.
+    #[arg(long, env = "FANOUT_DEMO_WS_URL")]
+    pub demo_ws_url: Option<String>,
+
     /// Log format.
     #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -184,6 +189,8 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     pub webhook_timeout: Duration,
     pub connection_ttl: Duration,
+    /// Set only in the local demo: enables the `/demo/` routes.
+    pub demo_ws_url: Option<url::Url>,
     pub log_format: LogFormat,
 }
 
@@ -224,6 +231,8 @@ pub enum ConfigError {
         "FANOUT_KEY_PREFIX: use letters, digits and : . _ - only (no braces, which Redis Cluster reads as a hash tag)"
     )]
     KeyPrefix,
+    #[error("FANOUT_DEMO_WS_URL: {0:?} is not a ws:// or wss:// URL")]
+    DemoWsUrl(String),
 }
 
 fn patterns(setting: &'static str, values: &[String]) -> Result<Vec<ChannelPattern>, ConfigError> {
@@ -328,6 +337,18 @@ impl Config {
         {
             return Err(ConfigError::KeyPrefix);
         }
+        let demo_ws_url = match self
+            .demo_ws_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(u) => match url::Url::parse(u) {
+                Ok(url) if matches!(url.scheme(), "ws" | "wss") => Some(url),
+                _ => return Err(ConfigError::DemoWsUrl(u.to_owned())),
+            },
+        };
         Ok(Settings {
             listen: self.listen,
             redis_url: self.redis_url,
@@ -352,6 +373,7 @@ impl Config {
                 .map(Secret::new),
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
             connection_ttl: Duration::from_secs(self.connection_ttl_secs),
+            demo_ws_url,
             log_format: self.log_format,
         })
     }

@@ -14,11 +14,13 @@
 //!   Redis, and the checks.
 //! - [`outbox`]: puts jobs on the queue.
 //! - [`health`] and [`observe`]: health, readiness and metrics.
+//! - [`demo`]: the chat page and open token minting, for the local demo only.
 
 pub mod actions;
 pub mod api;
 pub mod callbacks;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod health;
 pub mod history;
@@ -43,7 +45,13 @@ use std::time::Duration;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.settings.demo_ws_url.is_some() {
+        router = router
+            .route("/demo/", get(demo::page))
+            .route("/demo/token", post(demo::token));
+    }
+    router
         .route("/ws/{route}", post(callbacks::gateway_callback))
         .nest("/v1", api::router())
         .route("/healthz", get(health::healthz))
@@ -116,6 +124,11 @@ pub async fn run(
     if settings.gateway_secrets.is_empty() {
         tracing::warn!(
             "no gateway secret configured: anyone who knows an API id can send callbacks (set FANOUT_GATEWAY_SECRETS)"
+        );
+    }
+    if settings.demo_ws_url.is_some() {
+        tracing::warn!(
+            "DEMO MODE: /demo/token lets anyone mint connect tokens; never enable FANOUT_DEMO_WS_URL in production"
         );
     }
     let addr = settings.listen;

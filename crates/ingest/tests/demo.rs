@@ -1,0 +1,61 @@
+//! The local demo's routes: absent unless `--demo-ws-url` is set; when set, the chat page is served and
+//! a demo token opens a connection like any other token.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::Ingest;
+
+#[tokio::test]
+async fn demo_routes_exist_only_in_demo_mode() {
+    let ingest = Ingest::start(&[]).await;
+    for path in ["/demo/", "/demo/token"] {
+        let r = ingest
+            .http
+            .post(format!("{}{path}", ingest.url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn demo_tokens_connect_and_the_page_is_served() {
+    let ingest = Ingest::start(&["--demo-ws-url=ws://127.0.0.1:4001/local"]).await;
+    let page = ingest
+        .http
+        .get(format!("{}/demo/", ingest.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("fetch_history"));
+    let r = ingest
+        .http
+        .post(format!("{}/demo/token", ingest.url))
+        .json(&json!({"name": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ws_url"], "ws://127.0.0.1:4001/local");
+    let token = body["token"].as_str().unwrap();
+    assert_eq!(
+        ingest
+            .connect("demo1", &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    let r = ingest
+        .http
+        .post(format!("{}/demo/token", ingest.url))
+        .json(&json!({"name": "a b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,18 @@
+//! The `local-gateway` binary: parses configuration, sets up logging and runs the emulator until SIGTERM
+//! or Ctrl-C. Run `local-gateway --help` for every setting; for example, in front of a local ingest:
+//! `cargo run -p local-gateway -- --integration-base http://127.0.0.1:8080/ws`, then connect to
+//! `ws://127.0.0.1:4001/local?channel=...&ws_token=...` and give ingest `local=http://127.0.0.1:4000/local`.
+
+use clap::Parser;
+use local_gateway::Config;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    common::telemetry::init_tracing(config.log_format);
+    let settings = config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    local_gateway::run(settings, common::telemetry::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the local gateway over real sockets: a tokio-tungstenite client in front, a small
+//! recording axum app behind it as the integration (the boundary ingest plays), and HTTP calls (plain and
+//! through the AWS SDK) to the Management API.
+
+mod lifecycle;
+mod management;
+mod routing;
+mod sdk_contract;
+mod support;
+mod virtual_conns;
