@@ -1,8 +1,227 @@
 //! The fan-out worker: takes jobs off the queue and delivers them to API Gateway connections through the
-//! Management API. This build only waits for shutdown; delivery arrives with the worker's own issue.
+//! Management API (`PostToConnection`, `DeleteConnection`).
+//!
+//! Read the modules in the order a job meets them:
+//! - [`config`]: flags and `FANOUT_*` environment, validated into [`config::Settings`].
+//! - [`receiver`]: pollers with back-pressure, and the visibility heartbeat of long jobs.
+//! - [`process`]: one job from receipt to acknowledgement.
+//! - [`planner`]: channel, subject and everyone targets expanded with `SSCAN`, split into chunk jobs.
+//! - [`recipients`]: connection ids resolved to Management API endpoints from their records.
+//! - [`dispatch`]: every recipient through the governor, the in-flight limit, the client and retries.
+//! - [`delivery`]: the [`delivery::Deliver`] trait, its [`delivery::Outcome`]s, and the AWS SDK client.
+//! - [`governor`]: the fleet-wide token bucket in Redis, AIMD, and slow-client detection.
+//! - [`retry`]: backoff schedules.
+//! - [`gone`]: forgetting connections API Gateway says are gone, and stale ids.
+//! - [`requeue`]: leftovers back on the queue, or to the dead-letter queue with their reason.
+//! - [`report`]: the per-broadcast delivery report in Redis.
+//! - [`metrics`]: the `/metrics` and `/healthz` listener.
+//! - [`shutdown`]: stop receiving, drain within a grace period, hand back the rest.
 
-/// Runs until `shutdown` resolves.
-pub async fn run(shutdown: impl std::future::Future<Output = ()>) {
-    tracing::warn!("this fanout-worker build does not deliver yet; jobs stay on the queue");
+pub mod config;
+pub mod delivery;
+pub mod dispatch;
+pub mod gone;
+pub mod governor;
+pub mod metrics;
+pub mod planner;
+pub mod process;
+pub mod receiver;
+pub mod recipients;
+pub mod report;
+pub mod requeue;
+pub mod retry;
+pub mod shutdown;
+
+use common::keys::Keyspace;
+use common::metrics::WorkerMetrics;
+use common::queue::{QueueError, QueueOptions, QueueUrl, SharedQueue};
+use common::store::{Redis, StoreError};
+use config::Settings;
+use delivery::Deliver;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Redis: {0}")]
+    Redis(#[from] StoreError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    metrics: WorkerMetrics,
+    metrics_addr: SocketAddr,
+    stop_receiving: CancellationToken,
+    hard_stop: CancellationToken,
+    tracker: TaskTracker,
+    pollers: tokio::task::JoinSet<()>,
+    server: tokio::task::JoinHandle<()>,
+    grace: Duration,
+}
+
+/// Opens the queue the URL names. Redis Streams gets a connection of its own for blocking reads.
+pub async fn open_queue(settings: &Settings) -> Result<SharedQueue, QueueError> {
+    let options = QueueOptions {
+        visibility_timeout: settings.visibility_timeout,
+        dead_letter_url: settings.dead_letter_queue_url.clone(),
+        key_prefix: settings.key_prefix.clone(),
+        consumer: format!(
+            "worker-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ),
+    };
+    match QueueUrl::parse(&settings.queue_url)? {
+        QueueUrl::RedisStreams { redis_url, name } => Ok(Arc::new(
+            common::queue::streams::StreamQueue::connect(&redis_url, &name, options).await?,
+        )),
+        QueueUrl::Sqs { .. } => common::queue::open(&settings.queue_url, options).await,
+    }
+}
+
+impl Worker {
+    /// Connects to Redis and the queue (waiting up to 30 s for them), binds the metrics listener and
+    /// starts the pollers.
+    pub async fn start(settings: Settings, deliver: Arc<dyn Deliver>) -> Result<Self, StartError> {
+        use backon::{ExponentialBuilder, Retryable};
+        let patience = ExponentialBuilder::default()
+            .with_max_delay(Duration::from_secs(5))
+            .with_total_delay(Some(Duration::from_secs(30)))
+            .without_max_times();
+        let redis = (|| Redis::connect(&settings.redis_url))
+            .retry(patience)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "Redis is not reachable yet"))
+            .await?;
+        let queue = (|| open_queue(&settings))
+            .retry(patience)
+            .when(|e| !matches!(e, QueueError::Url(_)))
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the queue is not reachable yet"))
+            .await?;
+        let metrics = WorkerMetrics::new();
+        let keys = Keyspace::new(settings.key_prefix.clone());
+        let governor = governor::Governor::new(
+            redis.clone(),
+            &keys,
+            &settings.rate_bucket,
+            settings.rate_per_sec,
+            settings.burst,
+            metrics.clone(),
+        );
+        let hard_stop = CancellationToken::new();
+        let ctx = Arc::new(process::Ctx {
+            routes: recipients::Routes::new(settings.gateways.clone(), &settings.aws_region),
+            dispatcher: dispatch::Dispatcher {
+                deliver,
+                governor: Arc::new(governor),
+                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                retry: retry::RetryPolicy {
+                    retries: settings.retries,
+                    min_delay: settings.retry_min_delay,
+                    max_delay: settings.retry_max_delay,
+                },
+                metrics: metrics.clone(),
+            },
+            reports: report::Reports {
+                redis: redis.clone(),
+                keys: keys.clone(),
+                ttl: settings.report_ttl,
+            },
+            redis,
+            keys,
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            hard_stop: hard_stop.clone(),
+            settings: Arc::new(settings),
+        });
+        let listener = tokio::net::TcpListener::bind(ctx.settings.metrics_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: ctx.settings.metrics_listen,
+                source,
+            })?;
+        let metrics_addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: ctx.settings.metrics_listen,
+            source,
+        })?;
+        let app = metrics::app(metrics.clone(), queue.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+        let stop_receiving = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let room = Arc::new(Semaphore::new(ctx.settings.max_jobs_in_hand));
+        let mut pollers = tokio::task::JoinSet::new();
+        for _ in 0..ctx.settings.pollers {
+            pollers.spawn(receiver::poll(
+                ctx.clone(),
+                room.clone(),
+                tracker.clone(),
+                stop_receiving.clone(),
+            ));
+        }
+        tracing::info!(
+            queue = queue.backend(),
+            metrics = %metrics_addr,
+            rate_per_sec = ctx.settings.rate_per_sec,
+            "fanout-worker started"
+        );
+        Ok(Self {
+            metrics,
+            metrics_addr,
+            stop_receiving,
+            hard_stop,
+            tracker,
+            pollers,
+            server,
+            grace: ctx.settings.shutdown_grace,
+        })
+    }
+
+    /// This worker's metrics.
+    pub fn metrics(&self) -> &WorkerMetrics {
+        &self.metrics
+    }
+
+    /// Where `/metrics` and `/healthz` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// Stops receiving, drains (see [`shutdown`]) and stops the listener.
+    pub async fn shutdown(mut self) {
+        shutdown::drain(
+            &self.stop_receiving,
+            &self.hard_stop,
+            &self.tracker,
+            self.grace,
+        )
+        .await;
+        while self.pollers.join_next().await.is_some() {}
+        self.server.abort();
+    }
+}
+
+/// Runs a worker with the AWS SDK client until `shutdown` resolves, then drains.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let deliver = Arc::new(delivery::SdkDeliver::from_env(settings.call_timeout).await);
+    let worker = Worker::start(settings, deliver).await?;
     shutdown.await;
+    worker.shutdown().await;
+    Ok(())
 }

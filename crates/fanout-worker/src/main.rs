@@ -1,7 +1,13 @@
-//! The `fanout-worker` binary: sets up logging and runs the worker until SIGTERM or Ctrl-C.
+//! The `fanout-worker` binary: reads its configuration (`fanout-worker --help`), sets up logging and runs
+//! the worker until SIGTERM or Ctrl-C, then drains and exits 0.
+
+use clap::Parser;
+use fanout_worker::config::Config;
 
 #[tokio::main]
-async fn main() {
-    common::telemetry::init_tracing(common::telemetry::LogFormat::Text);
-    fanout_worker::run(common::telemetry::shutdown_signal()).await;
+async fn main() -> anyhow::Result<()> {
+    let settings = Config::parse().validate()?;
+    common::telemetry::init_tracing(settings.log_format);
+    fanout_worker::run(settings, common::telemetry::shutdown_signal()).await?;
+    Ok(())
 }

@@ -191,6 +191,40 @@ pub async fn remove(
     Ok(Some(conn))
 }
 
+/// How long a kicked connection's record outlives its set memberships: long enough for a worker to read
+/// its endpoint and close it, short enough that a lost `$disconnect` does not keep it for hours.
+pub const KICKED_RECORD_TTL_MS: u64 = 300_000;
+
+/// Takes a connection out of every set (no broadcast reaches it any more) but keeps its record for a few
+/// minutes, so the worker that closes it can still find its endpoint. The `$disconnect` that follows the
+/// close deletes the record.
+pub async fn detach(state: &AppState, conn: &Connection) -> Result<(), redis::RedisError> {
+    let id = conn.id.as_str();
+    let mut cmds = vec![
+        redis::cmd("SREM")
+            .arg(state.keys.channel(conn.channel.as_str()))
+            .arg(id)
+            .to_owned(),
+        redis::cmd("SREM")
+            .arg(state.keys.all_bucket_of(id))
+            .arg(id)
+            .to_owned(),
+        redis::cmd("PEXPIRE")
+            .arg(state.keys.connection(id))
+            .arg(KICKED_RECORD_TTL_MS)
+            .to_owned(),
+    ];
+    if let Some(subject) = &conn.subject {
+        cmds.push(
+            redis::cmd("SREM")
+                .arg(state.keys.subject(subject.as_str()))
+                .arg(id)
+                .to_owned(),
+        );
+    }
+    state.redis.batch(cmds).await.map(drop)
+}
+
 /// Moves a connection to another channel: the record first, then the sets.
 pub async fn move_to(
     state: &AppState,

@@ -306,6 +306,23 @@ async fn kick_forgets_the_connection_and_queues_a_disconnect() {
         }
     );
     assert!(matches!(jobs[0].action, Action::Disconnect));
+    // The record lives a few minutes more, for the worker; the gateway's $disconnect then deletes it.
+    let mut redis = ingest.redis().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(Keyspace::default().connection("k1"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 300_000, "{ttl}");
+    assert_eq!(
+        ingest
+            .callback("disconnect", "k1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     let r = ingest
         .api(Method::DELETE, "/v1/connections/k1")
         .send()

@@ -1,6 +1,8 @@
-//! `DELETE /v1/connections/{id}`: kicks a connection. It is removed from Redis at once (no further
-//! message reaches it through a channel) and a `disconnect` job asks a worker to close the socket at API
-//! Gateway (`DeleteConnection`). Answers `202 {"job_id": ...}`, or 404 for an unknown connection.
+//! `DELETE /v1/connections/{id}`: kicks a connection. It leaves every channel, subject and broadcast set
+//! at once (no further message reaches it) and a `disconnect` job asks a worker to close the socket at
+//! API Gateway (`DeleteConnection`); the record stays a few minutes so the worker can find its endpoint,
+//! and the `$disconnect` that follows deletes it. Answers `202 {"job_id": ...}`, or 404 for an unknown
+//! connection.
 
 use super::ApiKey;
 use crate::error::AppError;
@@ -19,7 +21,7 @@ pub async fn kick(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
     let id = ConnectionId::parse(&id).map_err(|_| AppError::ConnectionId)?;
-    membership::peek(&state, &id)
+    let conn = membership::peek(&state, &id)
         .await?
         .ok_or(AppError::UnknownConnection)?;
     // Queue the close first: if the queue is down nothing changes and the caller can retry.
@@ -33,6 +35,6 @@ pub async fn kick(
         ),
     )
     .await?;
-    membership::remove(&state, &id).await?;
+    membership::detach(&state, &conn).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id }))))
 }

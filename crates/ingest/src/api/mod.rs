@@ -11,7 +11,9 @@
 //! | `POST /v1/broadcast` | send the body to every connection |
 //! | `DELETE /v1/connections/{id}` | kick: forget the connection and have a worker close it ([`connections`]) |
 //! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
+//! | `GET /v1/broadcasts/{id}` | a broadcast's delivery report, kept by the workers ([`broadcasts`]) |
 
+mod broadcasts;
 mod channels;
 mod connections;
 mod publish;
@@ -34,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/broadcast", post(publish::to_everyone))
         .route("/connections/{id}", delete(connections::kick))
         .route("/channels/{channel}", get(channels::stats))
+        .route("/broadcasts/{id}", get(broadcasts::report))
 }
 
 /// Proof that the request carried a valid API key. Add it as an argument to protect a handler.

@@ -1,0 +1,305 @@
+//! The whole system on one machine, for end-to-end tests: a private redis-server, a queue (Redis Streams
+//! on that Redis, or an SQS queue on the test SQS server), ingest, the local gateway in front of it and a
+//! fan-out worker posting back through the gateway's Management API, all on free loopback ports, all
+//! stopped when the [`System`] is dropped or [`System::stop`]ped. [`Client`] is a browser's WebSocket.
+
+use clap::Parser;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use test_support::RedisServer;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+/// How long a test waits for an event before failing (a guard, never a synchronisation).
+pub const PATIENCE: Duration = Duration::from_secs(15);
+pub const API_KEY: &str = "e2e-api-key-0123456789-abcdefghijklmn";
+pub const SECRET: &str = "e2e-gateway-secret-0123456789-abcdefgh";
+
+/// Which queue carries the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    RedisStreams,
+    Sqs,
+}
+
+/// A running system.
+#[derive(Debug)]
+pub struct System {
+    /// ingest's base URL, e.g. `http://127.0.0.1:PORT`.
+    pub ingest: String,
+    /// Where browsers connect: `ws://ADDR/local`.
+    pub ws_url: String,
+    /// The gateway's Management API endpoint, `http://ADDR/local`.
+    pub management: String,
+    pub redis: RedisServer,
+    pub http: reqwest::Client,
+    pub keys: common::keys::Keyspace,
+    gateway: Option<local_gateway::RunningGateway>,
+    worker: Option<fanout_worker::Worker>,
+    ingest_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl System {
+    /// Starts everything; `ingest_args` and `gateway_args` are extra flags for those two (in a gateway flag,
+    /// `INGEST` stands for ingest's base URL, e.g. `--route=sendmessage=INGEST/ws/sendmessage`).
+    pub async fn start(backend: Backend, ingest_args: &[&str], gateway_args: &[&str]) -> Self {
+        let redis = RedisServer::start();
+        let (queue_url, dead_letter_url) = match backend {
+            Backend::RedisStreams => (format!("{}?queue=jobs", redis.url()), None),
+            Backend::Sqs => {
+                let q = test_support::create_sqs_queue("e2e", Duration::from_secs(30), true).await;
+                (q.queue_url, q.dead_letter_url)
+            }
+        };
+        // ingest's address must be known before the gateway (its integration) and the gateway's before
+        // ingest's settings (the API list): bind ingest's listener first.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ingest = format!("http://{}", listener.local_addr().unwrap());
+
+        let mut args: Vec<String> = vec![
+            "local-gateway".into(),
+            "--ws-listen=127.0.0.1:0".into(),
+            "--management-listen=127.0.0.1:0".into(),
+            format!("--integration-base={ingest}/ws"),
+            "--api-id=local".into(),
+            "--stage=local".into(),
+            format!("--gateway-secret={SECRET}"),
+        ];
+        args.extend(gateway_args.iter().map(|s| s.replace("INGEST", &ingest)));
+        let settings = local_gateway::Config::try_parse_from(args)
+            .expect("gateway flags")
+            .validate()
+            .expect("gateway settings");
+        let gateway = local_gateway::LocalGateway::bind(settings)
+            .await
+            .expect("the gateway binds");
+        let (ws_url, management) = (gateway.ws_url(), gateway.management_endpoint());
+        let gateway = gateway.spawn();
+
+        let mut args: Vec<String> = vec![
+            "ingest".into(),
+            format!("--redis-url={}", redis.url()),
+            format!("--queue-url={queue_url}"),
+            format!("--api-gateway=local={management}"),
+            format!("--gateway-secret={SECRET}"),
+            format!("--api-key={API_KEY}"),
+            format!("--demo-ws-url={ws_url}"),
+            "--connect-limit-per-minute=10000".into(),
+            "--token-issue-limit-per-minute=10000".into(),
+        ];
+        args.extend(ingest_args.iter().map(|s| s.to_string()));
+        let settings = ingest::config::Config::try_parse_from(args)
+            .expect("ingest flags")
+            .validate()
+            .expect("ingest settings");
+        let state = ingest::build_state(settings, Duration::from_secs(10))
+            .await
+            .expect("ingest starts");
+        let (ingest_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(ingest::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+
+        let mut args: Vec<String> = vec![
+            "fanout-worker".into(),
+            format!("--redis-url={}", redis.url()),
+            format!("--queue-url={queue_url}"),
+            format!("--api-gateway=local={management}"),
+            "--metrics-listen=127.0.0.1:0".into(),
+            "--receive-wait-secs=1".into(),
+            "--requeue-delay-ms=200".into(),
+        ];
+        if let Some(dlq) = dead_letter_url {
+            args.push(format!("--dead-letter-queue-url={dlq}"));
+        }
+        let settings = fanout_worker::config::Config::try_parse_from(args)
+            .expect("worker flags")
+            .validate()
+            .expect("worker settings");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
+                "e2e", "e2e", None, None, "e2e",
+            ))
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        let deliver = Arc::new(fanout_worker::delivery::SdkDeliver::new(
+            sdk,
+            Duration::from_secs(5),
+        ));
+        let worker = fanout_worker::Worker::start(settings, deliver)
+            .await
+            .expect("the worker starts");
+
+        Self {
+            ingest,
+            ws_url,
+            management,
+            redis,
+            http: reqwest::Client::new(),
+            keys: common::keys::Keyspace::default(),
+            gateway: Some(gateway),
+            worker: Some(worker),
+            ingest_stop: Some(ingest_stop),
+        }
+    }
+
+    /// Stops the worker (draining), the gateway and ingest.
+    pub async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await;
+        }
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await.expect("the gateway stops cleanly");
+        }
+        if let Some(stop) = self.ingest_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// An authenticated API request.
+    pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.ingest))
+            .bearer_auth(API_KEY)
+    }
+
+    /// Mints a token through the API.
+    pub async fn token(&self, subject: &str) -> String {
+        let r = self
+            .api(reqwest::Method::POST, "/v1/tokens")
+            .json(&serde_json::json!({ "subject": subject }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK);
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Publishes `payload` through the API at `path`; asserts 202.
+    pub async fn publish(&self, path: &str, payload: Value) {
+        let r = self
+            .api(reqwest::Method::POST, path)
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED, "{path}");
+    }
+
+    /// Opens a WebSocket as `subject` in `channel` with a fresh token.
+    pub async fn join(&self, subject: &str, channel: &str) -> Client {
+        let token = self.token(subject).await;
+        self.connect(&format!("channel={channel}&ws_token={token}"))
+            .await
+            .expect("the handshake succeeds")
+    }
+
+    /// Opens a WebSocket with a query string; a refused handshake returns its HTTP status.
+    pub async fn connect(&self, query: &str) -> Result<Client, u16> {
+        match tokio_tungstenite::connect_async(format!("{}?{query}", self.ws_url)).await {
+            Ok((socket, _)) => Ok(Client { socket }),
+            Err(tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+            Err(e) => panic!("the WebSocket handshake failed: {e}"),
+        }
+    }
+
+    /// Connection ids in a Redis set.
+    pub async fn members(&self, key: &str) -> Vec<String> {
+        let mut conn = common::store::Redis::connect(&self.redis.url())
+            .await
+            .unwrap();
+        let mut m: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        m.sort();
+        m
+    }
+
+    /// Waits until `check` holds, or fails with `what`.
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !check().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A browser's WebSocket.
+#[derive(Debug)]
+pub struct Client {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Client {
+    /// Sends a JSON message.
+    pub async fn send(&mut self, value: Value) {
+        self.socket
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: String) {
+        self.socket.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next JSON message; fails after [`PATIENCE`] or when the socket closes.
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("a message within the patience")
+                .expect("the socket is open")
+                .expect("a frame");
+            match frame {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("JSON from the server");
+                }
+                Message::Close(close) => panic!("the socket closed: {close:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next message whose `type` is `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let m = self.next().await;
+            if m["type"] == kind {
+                return m;
+            }
+        }
+    }
+
+    /// Waits for the server to close the socket and returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.socket.next())
+                .await
+                .expect("a close within the patience");
+            match frame {
+                Some(Ok(Message::Close(close))) => return close.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}

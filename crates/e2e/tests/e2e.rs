@@ -1,0 +1,314 @@
+//! End to end, over real sockets: browsers (WebSocket clients) at the local gateway, ingest behind it, a
+//! worker delivering through the gateway's Management API, Redis, and each queue backend. Every scenario
+//! runs on Redis Streams and on SQS.
+
+use e2e::{Backend, System};
+use serde_json::json;
+
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_streams() {
+                super::$scenario(e2e::Backend::RedisStreams).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqs() {
+                super::$scenario(e2e::Backend::Sqs).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    tokens,
+    broadcasts_reach_exactly_their_targets,
+    client_actions,
+    vanished_clients_are_forgotten,
+    kick
+);
+
+async fn tokens(backend: Backend) {
+    let system = System::start(backend, &[], &[]).await;
+    let token = system.token("alice").await;
+    let query = format!("channel=general&ws_token={token}");
+    let _alice = system
+        .connect(&query)
+        .await
+        .expect("a valid token connects");
+    assert_eq!(
+        system.connect(&query).await.err(),
+        Some(400),
+        "a replayed token is refused"
+    );
+    assert_eq!(
+        system.connect("channel=general&ws_token=0123").await.err(),
+        Some(400),
+        "an unknown token is refused"
+    );
+    // Expired: the token's key expires now.
+    let token = system.token("alice").await;
+    let mut redis = common::store::Redis::connect(&system.redis.url())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(system.keys.token(&token))
+        .arg(1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    system
+        .eventually("the token to expire", || {
+            let mut redis = redis.clone();
+            let key = system.keys.token(&token);
+            async move {
+                !redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<bool>(&mut redis)
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+    assert_eq!(
+        system
+            .connect(&format!("channel=general&ws_token={token}"))
+            .await
+            .err(),
+        Some(400)
+    );
+    assert_eq!(system.connect("channel=bad.name").await.err(), Some(400));
+    assert_eq!(
+        system.members(&system.keys.channel("general")).await.len(),
+        1
+    );
+    system.stop().await;
+}
+
+async fn broadcasts_reach_exactly_their_targets(backend: Backend) {
+    let system = System::start(backend, &[], &[]).await;
+    let mut alice1 = system.join("alice", "general").await;
+    let mut alice2 = system.join("alice", "random").await;
+    let mut bob = system.join("bob", "general").await;
+    let mut carol = system.join("carol", "random").await;
+
+    system
+        .publish(
+            "/v1/channels/general/publish",
+            json!({"type": "system", "message": "to general"}),
+        )
+        .await;
+    assert_eq!(alice1.next().await["message"], "to general");
+    assert_eq!(bob.next().await["message"], "to general");
+
+    system
+        .publish(
+            "/v1/users/alice/publish",
+            json!({"type": "system", "message": "to alice"}),
+        )
+        .await;
+    assert_eq!(alice1.next().await["message"], "to alice");
+    // alice2 (in random) never got "to general": its first message is the one for alice.
+    assert_eq!(alice2.next().await["message"], "to alice");
+
+    system
+        .publish(
+            "/v1/broadcast",
+            json!({"type": "system", "message": "to everyone"}),
+        )
+        .await;
+    for client in [&mut alice1, &mut alice2, &mut bob] {
+        assert_eq!(client.next().await["message"], "to everyone");
+    }
+    // carol (random, not alice) got neither earlier message.
+    assert_eq!(carol.next().await["message"], "to everyone");
+    system.stop().await;
+}
+
+async fn client_actions(backend: Backend) {
+    let system = System::start(backend, &["--chat-channel=*"], &[]).await;
+    let mut alice = system.join("alice", "general").await;
+    let mut bob = system.join("bob", "general").await;
+
+    alice
+        .send(json!({"action": "chat_message", "message": "hello"}))
+        .await;
+    for client in [&mut alice, &mut bob] {
+        let m = client.next_of("chat_message").await;
+        assert_eq!(
+            (
+                m["room"].as_str(),
+                m["username"].as_str(),
+                m["message"].as_str()
+            ),
+            (Some("general"), Some("alice"), Some("hello"))
+        );
+    }
+    bob.send(json!({"action": "fetch_history"})).await;
+    let history = bob.next_of("history").await;
+    assert_eq!(history["room"], "general");
+    assert_eq!(history["messages"][0]["message"], "hello");
+
+    bob.send(json!({"action": "change_channel", "channel": "support"}))
+        .await;
+    assert_eq!(bob.next_of("channel_changed").await["channel"], "support");
+    alice
+        .send(json!({"action": "chat_message", "message": "bob left"}))
+        .await;
+    assert_eq!(alice.next_of("chat_message").await["message"], "bob left");
+    system
+        .publish(
+            "/v1/channels/support/publish",
+            json!({"type": "system", "message": "marker"}),
+        )
+        .await;
+    assert_eq!(
+        bob.next().await["message"],
+        "marker",
+        "bob saw nothing from general after leaving it"
+    );
+
+    alice
+        .send(json!({"action": "chat_message", "message": "  "}))
+        .await;
+    assert_eq!(
+        alice.next_of("error").await["error"],
+        "Message cannot be empty."
+    );
+    alice.send(json!({"action": "no_such_action"})).await;
+    assert_eq!(
+        alice.next_of("error").await["error"],
+        "Unknown WebSocket action."
+    );
+    system.stop().await;
+}
+
+async fn vanished_clients_are_forgotten(backend: Backend) {
+    let system = System::start(backend, &[], &[]).await;
+    let mut alice = system.join("alice", "general").await;
+    // A connection ingest knows but the gateway does not: its client vanished and $disconnect was lost.
+    let token = system.token("ghost").await;
+    let r = system
+        .http
+        .post(format!(
+            "{}/ws/connect?channel=general&ws_token={token}",
+            system.ingest
+        ))
+        .header("connectionId", "ghostConnection=")
+        .header("X-Amzn-Apigateway-Api-Id", "local")
+        .header("X-Ws-Gateway-Secret", e2e::SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        system.members(&system.keys.channel("general")).await.len(),
+        2
+    );
+
+    system
+        .publish(
+            "/v1/channels/general/publish",
+            json!({"type": "system", "message": "anyone there?"}),
+        )
+        .await;
+    assert_eq!(alice.next().await["message"], "anyone there?");
+    let (channel, subject) = (system.keys.channel("general"), system.keys.subject("ghost"));
+    system
+        .eventually(
+            "the vanished connection to be removed after its 410",
+            || async {
+                !system
+                    .members(&channel)
+                    .await
+                    .contains(&"ghostConnection=".to_owned())
+                    && system.members(&subject).await.is_empty()
+            },
+        )
+        .await;
+    system.stop().await;
+}
+
+async fn kick(backend: Backend) {
+    let system = System::start(backend, &[], &[]).await;
+    let mut alice = system.join("alice", "general").await;
+    let id = system
+        .members(&system.keys.channel("general"))
+        .await
+        .remove(0);
+    let r = system
+        .api(reqwest::Method::DELETE, &format!("/v1/connections/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(
+        alice.closed().await.is_some(),
+        "the gateway closed the socket"
+    );
+    assert!(
+        system
+            .members(&system.keys.channel("general"))
+            .await
+            .is_empty()
+    );
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_close_the_socket_with_1009() {
+    let system = System::start(Backend::RedisStreams, &[], &[]).await;
+    let mut alice = system.join("alice", "general").await;
+    alice
+        .send_text(format!(
+            r#"{{"action":"x","pad":"{}"}}"#,
+            "a".repeat(40_000)
+        ))
+        .await;
+    assert_eq!(alice.closed().await, Some(1009));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_selection_reaches_ingest_on_the_selected_route() {
+    // The application's webhook records which route each unknown action arrived on.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let hook = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(event): axum::Json<serde_json::Value>| {
+            let tx = tx.clone();
+            async move {
+                tx.send(event).unwrap();
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await.unwrap() });
+
+    // A custom route to ingest's /ws/sendmessage; everything else goes to $default (/ws/default).
+    let system = System::start(
+        Backend::RedisStreams,
+        &[&format!("--webhook-url={hook_url}")],
+        &["--route=sendmessage=INGEST/ws/sendmessage"],
+    )
+    .await;
+    let mut alice = system.join("alice", "general").await;
+    alice
+        .send(json!({"action": "sendmessage", "text": "a"}))
+        .await;
+    alice.send(json!({"action": "other"})).await;
+    alice.send_text("not json".into()).await;
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert_eq!(
+        (first["route"].as_str(), first["action"].as_str()),
+        (Some("sendmessage"), Some("sendmessage"))
+    );
+    assert_eq!(
+        (second["route"].as_str(), second["action"].as_str()),
+        (Some("default"), Some("other"))
+    );
+    system.stop().await;
+}

@@ -1,0 +1,395 @@
+//! The worker's configuration: command-line flags with `FANOUT_*` environment variables (the shared ones
+//! named as in ingest: `FANOUT_REDIS_URL`, `FANOUT_QUEUE_URL`, `FANOUT_API_GATEWAYS`, `FANOUT_KEY_PREFIX`),
+//! validated once at start-up into [`Settings`] with messages that name the variable. Run
+//! `fanout-worker --help` for every flag with its default.
+
+use clap::Parser;
+use common::gateways::{GatewayParseError, Gateways};
+use common::telemetry::LogFormat;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The fan-out worker: takes jobs off the queue and delivers them through the Management API.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "fanout-worker",
+    version,
+    about = "Takes fan-out jobs off the queue and delivers them to API Gateway WebSocket connections.",
+    long_about = "Takes fan-out jobs off the queue (SQS or Redis Streams), expands channel, user and broadcast \
+targets from Redis into chunk jobs that many workers share, and delivers each payload with the API Gateway \
+Management API (PostToConnection, DeleteConnection). Every worker of a fleet takes its send budget from one \
+token bucket in Redis, so adding workers never turns into a storm of 429s.\n\nEvery flag can also be set through \
+the environment variable shown; lists are comma-separated. AWS credentials come from the usual AWS chain \
+(environment, profile, container or instance role)."
+)]
+pub struct Config {
+    /// Redis holding connections and channels: redis://host:port/db, rediss:// for TLS, or
+    /// redis+cluster://host:port,host:port for Redis Cluster.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key; must match ingest's.
+    #[arg(long, env = "FANOUT_KEY_PREFIX", default_value = "fo:")]
+    pub key_prefix: String,
+
+    /// The job queue: an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any http(s) URL of
+    /// an SQS-compatible endpoint) or Redis Streams (redis://host:port/db?queue=NAME).
+    #[arg(
+        long,
+        env = "FANOUT_QUEUE_URL",
+        default_value = "redis://127.0.0.1:6379/0?queue=jobs"
+    )]
+    pub queue_url: String,
+
+    /// SQS only: the dead-letter queue's URL. Default: read from the queue's redrive policy.
+    #[arg(long, env = "FANOUT_DEAD_LETTER_QUEUE_URL")]
+    pub dead_letter_queue_url: Option<String>,
+
+    /// The WebSocket APIs whose connections are served: API_ID/STAGE, API_ID/STAGE@REGION, or
+    /// API_ID=http://endpoint/STAGE (an emulator or a custom domain). At least one; same list as ingest's.
+    #[arg(
+        long = "api-gateway",
+        env = "FANOUT_API_GATEWAYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub api_gateways: Vec<String>,
+
+    /// Region for API_ID/STAGE entries that name none, and for signing calls to explicit endpoints.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
+    /// Address of the operations listener (/metrics, /healthz).
+    #[arg(long, env = "FANOUT_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+
+    /// Concurrent receive loops on the queue.
+    #[arg(long, env = "FANOUT_POLLERS", default_value_t = 2)]
+    pub pollers: usize,
+
+    /// Most jobs held at once (received and not finished). Pollers receive only while below it.
+    #[arg(long, env = "FANOUT_MAX_JOBS_IN_HAND", default_value_t = 16)]
+    pub max_jobs_in_hand: usize,
+
+    /// Most Management API calls in flight at once, over all jobs. By Little's law, the account's
+    /// 10,000 requests/s at a 30 ms round trip need about 300 in flight fleet-wide.
+    #[arg(long, env = "FANOUT_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// Longest wait of one receive call (SQS long polling is at most 20 s). Shutdown waits for a receive
+    /// in progress (and releases what it brings), so this also bounds that wait.
+    #[arg(long, env = "FANOUT_RECEIVE_WAIT_SECS", default_value_t = 10)]
+    pub receive_wait_secs: u64,
+
+    /// How long a received job stays hidden from other workers; a heartbeat extends it every third of
+    /// this while the job runs. For SQS it should equal the queue's own visibility timeout.
+    #[arg(long, env = "FANOUT_VISIBILITY_TIMEOUT_SECS", default_value_t = 30)]
+    pub visibility_timeout_secs: u64,
+
+    /// Connection ids per chunk job when a target is split; targets up to this size are delivered by
+    /// the job that names them. 1 to 1000 (a chunk must fit SQS's 256 KiB with a full payload).
+    #[arg(long, env = "FANOUT_CHUNK_SIZE", default_value_t = 500)]
+    pub chunk_size: usize,
+
+    /// Timeout of one Management API call, in milliseconds (SDK calls have been seen to hang).
+    #[arg(long, env = "FANOUT_CALL_TIMEOUT_MS", default_value_t = 5000)]
+    pub call_timeout_ms: u64,
+
+    /// Retries of one call within a job (429, 5xx, timeouts), with jittered exponential backoff.
+    #[arg(long, env = "FANOUT_RETRIES", default_value_t = 4)]
+    pub retries: usize,
+
+    /// First retry delay, in milliseconds; doubles on each retry, with jitter.
+    #[arg(long, env = "FANOUT_RETRY_MIN_DELAY_MS", default_value_t = 50)]
+    pub retry_min_delay_ms: u64,
+
+    /// Longest retry delay, in milliseconds.
+    #[arg(long, env = "FANOUT_RETRY_MAX_DELAY_MS", default_value_t = 2000)]
+    pub retry_max_delay_ms: u64,
+
+    /// Attempts of a job (each one a queue round trip with the recipients still undelivered) before its
+    /// leftovers go to the dead-letter queue.
+    #[arg(long, env = "FANOUT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// Delay before a requeued job's first new attempt, in milliseconds; doubles per attempt, at most
+    /// 15 minutes (SQS rounds up to whole seconds).
+    #[arg(long, env = "FANOUT_REQUEUE_DELAY_MS", default_value_t = 2000)]
+    pub requeue_delay_ms: u64,
+
+    /// Receives of one queue message after which it is dead-lettered unread (a job that keeps killing
+    /// workers, or keeps failing before its outcome can be recorded).
+    #[arg(long, env = "FANOUT_MAX_RECEIVES", default_value_t = 10)]
+    pub max_receives: u32,
+
+    /// The account's Management API budget, in requests per second, shared by every worker (API Gateway's
+    /// default is 10,000 per account and region; 2,500 in the smaller regions).
+    #[arg(long, env = "FANOUT_ACCOUNT_RATE_PER_SEC", default_value_t = 10_000)]
+    pub account_rate_per_sec: u32,
+
+    /// The account's burst (API Gateway's bucket holds 5,000 requests; 1,250 in the smaller regions).
+    #[arg(long, env = "FANOUT_ACCOUNT_BURST", default_value_t = 5_000)]
+    pub account_burst: u32,
+
+    /// Share of the budget and burst left for other API Gateway traffic in the account, in percent.
+    #[arg(long, env = "FANOUT_RATE_HEADROOM_PERCENT", default_value_t = 10)]
+    pub rate_headroom_percent: u32,
+
+    /// Name of the shared token bucket: workers serving the same account and region use the same name.
+    #[arg(long, env = "FANOUT_RATE_BUCKET", default_value = "default")]
+    pub rate_bucket: String,
+
+    /// How long a broadcast's delivery report is kept, in seconds.
+    #[arg(long, env = "FANOUT_REPORT_TTL_SECS", default_value_t = 86_400)]
+    pub report_ttl_secs: u64,
+
+    /// On SIGTERM: how long jobs in hand may run before what is left is put back on the queue, in seconds.
+    #[arg(long, env = "FANOUT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log format.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Validated settings, ready to use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub queue_url: String,
+    pub dead_letter_queue_url: Option<String>,
+    pub gateways: Gateways,
+    pub aws_region: String,
+    pub metrics_listen: SocketAddr,
+    pub pollers: usize,
+    pub max_jobs_in_hand: usize,
+    pub max_in_flight: usize,
+    pub receive_wait: Duration,
+    pub visibility_timeout: Duration,
+    pub chunk_size: usize,
+    pub call_timeout: Duration,
+    pub retries: usize,
+    pub retry_min_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub max_attempts: u32,
+    pub requeue_delay: Duration,
+    pub max_receives: u32,
+    /// The fleet's send rate after headroom, requests per second.
+    pub rate_per_sec: u32,
+    /// The fleet's burst after headroom.
+    pub burst: u32,
+    pub rate_bucket: String,
+    pub report_ttl: Duration,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: {0}")]
+    Gateway(#[from] GatewayParseError),
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: list at least one API (API_ID/STAGE)")]
+    NoGateway,
+    #[error("{setting}: {why}")]
+    Range {
+        setting: &'static str,
+        why: &'static str,
+    },
+    #[error(
+        "FANOUT_KEY_PREFIX: use letters, digits and : . _ - only (no braces, which Redis Cluster reads as a hash tag)"
+    )]
+    KeyPrefix,
+    #[error("FANOUT_RATE_BUCKET: use 1 to 64 letters, digits, - or _")]
+    RateBucket,
+}
+
+fn range(ok: bool, setting: &'static str, why: &'static str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Range { setting, why })
+    }
+}
+
+impl Config {
+    /// Checks every setting and builds [`Settings`].
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let gateways = Gateways::parse(&self.api_gateways, &self.aws_region)?;
+        if gateways.is_empty() {
+            return Err(ConfigError::NoGateway);
+        }
+        if !self
+            .key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
+        {
+            return Err(ConfigError::KeyPrefix);
+        }
+        if self.rate_bucket.is_empty()
+            || self.rate_bucket.len() > 64
+            || !self
+                .rate_bucket
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::RateBucket);
+        }
+        range(
+            (1..=64).contains(&self.pollers),
+            "FANOUT_POLLERS",
+            "must be between 1 and 64",
+        )?;
+        range(
+            (1..=10_000).contains(&self.max_jobs_in_hand),
+            "FANOUT_MAX_JOBS_IN_HAND",
+            "must be between 1 and 10000",
+        )?;
+        range(
+            (1..=100_000).contains(&self.max_in_flight),
+            "FANOUT_MAX_IN_FLIGHT",
+            "must be between 1 and 100000",
+        )?;
+        range(
+            self.receive_wait_secs <= 20,
+            "FANOUT_RECEIVE_WAIT_SECS",
+            "must be at most 20 (SQS's longest long poll)",
+        )?;
+        range(
+            (1..=43_200).contains(&self.visibility_timeout_secs),
+            "FANOUT_VISIBILITY_TIMEOUT_SECS",
+            "must be between 1 and 43200 (SQS's 12 hours)",
+        )?;
+        range(
+            (1..=1000).contains(&self.chunk_size),
+            "FANOUT_CHUNK_SIZE",
+            "must be between 1 and 1000 (a chunk job must fit in 256 KiB with a full payload)",
+        )?;
+        range(
+            (10..=120_000).contains(&self.call_timeout_ms),
+            "FANOUT_CALL_TIMEOUT_MS",
+            "must be between 10 and 120000 milliseconds",
+        )?;
+        range(self.retries <= 20, "FANOUT_RETRIES", "must be at most 20")?;
+        range(
+            self.retry_min_delay_ms >= 1 && self.retry_min_delay_ms <= self.retry_max_delay_ms,
+            "FANOUT_RETRY_MIN_DELAY_MS",
+            "must be at least 1 and at most FANOUT_RETRY_MAX_DELAY_MS",
+        )?;
+        range(
+            (1..=100).contains(&self.max_attempts),
+            "FANOUT_MAX_ATTEMPTS",
+            "must be between 1 and 100",
+        )?;
+        range(
+            self.requeue_delay_ms <= 900_000,
+            "FANOUT_REQUEUE_DELAY_MS",
+            "must be at most 900000 (SQS's 15-minute delay limit)",
+        )?;
+        range(
+            self.max_receives >= 2,
+            "FANOUT_MAX_RECEIVES",
+            "must be at least 2 (a job killed once must be able to run again)",
+        )?;
+        range(
+            self.account_rate_per_sec >= 1 && self.account_burst >= 1,
+            "FANOUT_ACCOUNT_RATE_PER_SEC / FANOUT_ACCOUNT_BURST",
+            "must be at least 1",
+        )?;
+        range(
+            self.rate_headroom_percent < 100,
+            "FANOUT_RATE_HEADROOM_PERCENT",
+            "must be below 100",
+        )?;
+        range(
+            self.report_ttl_secs >= 60,
+            "FANOUT_REPORT_TTL_SECS",
+            "must be at least 60 seconds",
+        )?;
+        let keep = |n: u32| {
+            ((u64::from(n) * u64::from(100 - self.rate_headroom_percent)) / 100).max(1) as u32
+        };
+        Ok(Settings {
+            redis_url: self.redis_url,
+            key_prefix: self.key_prefix,
+            queue_url: self.queue_url,
+            dead_letter_queue_url: self.dead_letter_queue_url.filter(|u| !u.is_empty()),
+            gateways,
+            aws_region: self.aws_region,
+            metrics_listen: self.metrics_listen,
+            pollers: self.pollers,
+            max_jobs_in_hand: self.max_jobs_in_hand,
+            max_in_flight: self.max_in_flight,
+            receive_wait: Duration::from_secs(self.receive_wait_secs),
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
+            chunk_size: self.chunk_size,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            retries: self.retries,
+            retry_min_delay: Duration::from_millis(self.retry_min_delay_ms),
+            retry_max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            max_attempts: self.max_attempts,
+            requeue_delay: Duration::from_millis(self.requeue_delay_ms),
+            max_receives: self.max_receives,
+            rate_per_sec: keep(self.account_rate_per_sec),
+            burst: keep(self.account_burst),
+            rate_bucket: self.rate_bucket,
+            report_ttl: Duration::from_secs(self.report_ttl_secs),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[&str]) -> Result<Settings, String> {
+        let mut args = vec!["fanout-worker", "--api-gateway", "abc/prod"];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_keep_headroom() {
+        let s = config(&[]).unwrap();
+        assert_eq!(s.rate_per_sec, 9_000);
+        assert_eq!(s.burst, 4_500);
+        assert_eq!(s.chunk_size, 500);
+        assert_eq!(s.visibility_timeout, Duration::from_secs(30));
+        let s = config(&["--rate-headroom-percent", "0"]).unwrap();
+        assert_eq!((s.rate_per_sec, s.burst), (10_000, 5_000));
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        for (flags, setting) in [
+            (&["--chunk-size", "0"][..], "FANOUT_CHUNK_SIZE"),
+            (&["--chunk-size", "5000"], "FANOUT_CHUNK_SIZE"),
+            (&["--max-receives", "1"], "FANOUT_MAX_RECEIVES"),
+            (&["--receive-wait-secs", "30"], "FANOUT_RECEIVE_WAIT_SECS"),
+            (
+                &["--rate-headroom-percent", "100"],
+                "FANOUT_RATE_HEADROOM_PERCENT",
+            ),
+            (&["--key-prefix", "{x}"], "FANOUT_KEY_PREFIX"),
+            (&["--rate-bucket", "a b"], "FANOUT_RATE_BUCKET"),
+            (
+                &["--retry-min-delay-ms", "5000"],
+                "FANOUT_RETRY_MIN_DELAY_MS",
+            ),
+            (&["--api-gateway", "nope"], "FANOUT_API_GATEWAYS"),
+        ] {
+            let err = config(flags).unwrap_err();
+            assert!(err.contains(setting), "{flags:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Dispatch: runs one job's recipients through the governor, the worker's in-flight limit, the
+//! [`Deliver`] client and the retry schedule, and gives back a final outcome per recipient.
+//!
+//! Each recipient is its own small state machine (one future per recipient, all polled by the job's task):
+//! take a token from the governor, take an in-flight slot, call, give the slot back, then either finish
+//! or wait out its own backoff. A connection waiting to retry holds neither a token nor a slot, so a slow
+//! client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
+//! the recipient becomes a leftover with its reason, for [`crate::requeue`].
+
+use crate::delivery::{Deliver, Outcome, RetryReason};
+use crate::governor::{Governor, ThrottleKind};
+use crate::recipients::Recipient;
+use crate::retry::RetryPolicy;
+use bytes::Bytes;
+use common::metrics::WorkerMetrics;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// What to do to each recipient.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Post(Bytes),
+    Delete,
+}
+
+/// Why a recipient was not delivered by this job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Why {
+    /// Still answering 429 after its retries.
+    Throttled,
+    /// Still failing (5xx, timeouts, network) after its retries.
+    Failed(RetryReason),
+    /// 403: the worker's configuration (endpoint, region, IAM) is wrong for this connection's API.
+    Forbidden,
+    /// The connection's API id is not configured.
+    Unroutable,
+    /// 413: this payload can never be delivered.
+    PayloadTooLarge,
+    /// The worker is shutting down and its grace period ended.
+    Shutdown,
+}
+
+impl Why {
+    /// A bounded label for metrics and the dead-letter reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            Why::Throttled => "throttled",
+            Why::Failed(_) => "failed",
+            Why::Forbidden => "forbidden",
+            Why::Unroutable => "unroutable",
+            Why::PayloadTooLarge => "payload_too_large",
+            Why::Shutdown => "shutdown",
+        }
+    }
+
+    /// Trying again later cannot help.
+    pub fn is_permanent(self) -> bool {
+        matches!(self, Why::PayloadTooLarge)
+    }
+}
+
+/// The outcomes of one job's recipients.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sent: u64,
+    pub gone: Vec<Recipient>,
+    /// 429 answers seen (every one was retried or left over).
+    pub throttled: u64,
+    pub leftovers: Vec<(String, Why)>,
+}
+
+enum Final {
+    Sent,
+    Gone,
+    Left(Why),
+}
+
+/// The delivery engine shared by every job of a worker.
+#[derive(Debug)]
+pub struct Dispatcher {
+    pub deliver: Arc<dyn Deliver>,
+    pub governor: Arc<Governor>,
+    pub in_flight: Arc<Semaphore>,
+    pub retry: RetryPolicy,
+    pub metrics: WorkerMetrics,
+}
+
+impl Dispatcher {
+    /// Delivers `op` to every recipient; stops early (leftovers with [`Why::Shutdown`]) once `stop` fires.
+    pub async fn run(&self, recipients: Vec<Recipient>, op: Op, stop: &CancellationToken) -> Tally {
+        let mut tally = Tally::default();
+        let mut throttled = 0u64;
+        let mut calls: FuturesUnordered<_> = recipients
+            .into_iter()
+            .map(|r| {
+                let op = op.clone();
+                async move {
+                    let (fin, n429) = self.one(&r, &op, stop).await;
+                    (r, fin, n429)
+                }
+            })
+            .collect();
+        while let Some((r, fin, n429)) = calls.next().await {
+            throttled += n429;
+            match fin {
+                Final::Sent => {
+                    tally.sent += 1;
+                    self.metrics.deliveries.with_label_values(&["sent"]).inc();
+                }
+                Final::Gone => {
+                    self.metrics.deliveries.with_label_values(&["gone"]).inc();
+                    tally.gone.push(r);
+                }
+                Final::Left(why) => tally.leftovers.push((r.id, why)),
+            }
+        }
+        tally.throttled = throttled;
+        tally
+    }
+
+    /// One recipient, to a final outcome. Returns it and the number of 429s seen on the way.
+    async fn one(&self, r: &Recipient, op: &Op, stop: &CancellationToken) -> (Final, u64) {
+        let mut schedule = self.retry.schedule();
+        let mut throttled = 0;
+        loop {
+            if stop.is_cancelled() {
+                return (Final::Left(Why::Shutdown), throttled);
+            }
+            tokio::select! {
+                _ = self.governor.acquire() => {}
+                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), throttled),
+            }
+            let outcome = {
+                let _slot = self
+                    .in_flight
+                    .acquire()
+                    .await
+                    .expect("the in-flight semaphore is never closed");
+                self.metrics.deliveries_in_flight.inc();
+                let started = std::time::Instant::now();
+                let (outcome, operation) = match op {
+                    Op::Post(payload) => (
+                        self.deliver.post(&r.endpoint, &r.id, payload.clone()).await,
+                        "post",
+                    ),
+                    Op::Delete => (self.deliver.delete(&r.endpoint, &r.id).await, "delete"),
+                };
+                self.metrics
+                    .delivery_duration
+                    .with_label_values(&[operation])
+                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.deliveries_in_flight.dec();
+                outcome
+            };
+            let why = match outcome {
+                Outcome::Sent => return (Final::Sent, throttled),
+                Outcome::Gone => return (Final::Gone, throttled),
+                Outcome::Forbidden => {
+                    // Logged once per job, loudly, by `process`.
+                    tracing::debug!(connection_id = %r.id, endpoint = %r.endpoint.url, "403 ForbiddenException");
+                    return (Final::Left(Why::Forbidden), throttled);
+                }
+                Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), throttled),
+                Outcome::Throttled => {
+                    throttled += 1;
+                    let kind = self.governor.classify(&r.id);
+                    self.metrics
+                        .throttles
+                        .with_label_values(&[kind.label()])
+                        .inc();
+                    if kind == ThrottleKind::Account {
+                        self.governor.cut().await;
+                    }
+                    Why::Throttled
+                }
+                Outcome::Retryable(reason) => Why::Failed(reason),
+            };
+            let Some(delay) = schedule.next() else {
+                return (Final::Left(why), throttled);
+            };
+            let label = match why {
+                Why::Failed(reason) => reason.label(),
+                other => other.label(),
+            };
+            self.metrics
+                .delivery_retries
+                .with_label_values(&[label])
+                .inc();
+            tracing::debug!(connection_id = %r.id, reason = label, ?delay, "retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), throttled),
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! One job, from receipt to acknowledgement: decode it (dead-letter what is not a job of this version),
+//! plan it (a channel, subject or everyone target) or resolve its connection ids, dispatch, forget the
+//! gone connections, hand on the leftovers, record the outcome in the broadcast's report, and only then
+//! acknowledge.
+//!
+//! A failure to reach Redis or the queue leaves the message unacknowledged: it is delivered again after
+//! its visibility timeout (some recipients then receive the payload twice; none is lost), and after
+//! `FANOUT_MAX_RECEIVES` receives it is dead-lettered.
+
+use crate::config::Settings;
+use crate::dispatch::{Dispatcher, Op, Why};
+use crate::planner::{Plan, PlanError, Planner};
+use crate::recipients::{Routes, resolve};
+use crate::report::{Counts, Reports};
+use crate::{gone, requeue};
+use bytes::Bytes;
+use common::job::{Action, Job, JobDecodeError, Target, now_ms};
+use common::keys::Keyspace;
+use common::metrics::WorkerMetrics;
+use common::queue::{QueueError, Received, SharedQueue};
+use common::store::Redis;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Everything a job needs, shared by the worker's tasks.
+#[derive(Debug)]
+pub struct Ctx {
+    pub settings: Arc<Settings>,
+    pub redis: Redis,
+    pub keys: Keyspace,
+    pub queue: SharedQueue,
+    pub routes: Routes,
+    pub dispatcher: Dispatcher,
+    pub reports: Reports,
+    pub metrics: WorkerMetrics,
+    /// Fires when the shutdown grace period ends: dispatch and planning stop and hand back what is left.
+    pub hard_stop: CancellationToken,
+}
+
+/// Why a job was left on the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl From<PlanError> for JobError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::Redis(e) => JobError::Redis(e),
+            PlanError::Queue(e) => JobError::Queue(e),
+        }
+    }
+}
+
+/// Handles one received message to its end.
+pub async fn handle(ctx: &Ctx, message: Received) {
+    let job = match message.job() {
+        Ok(job) => job,
+        Err(e) => {
+            ctx.metrics
+                .jobs_received
+                .with_label_values(&["invalid"])
+                .inc();
+            let label = match e {
+                JobDecodeError::Malformed(_) => "malformed",
+                JobDecodeError::Version(_) => "unsupported_version",
+            };
+            dead_letter(ctx, &message, &e.to_string(), label).await;
+            return;
+        }
+    };
+    ctx.metrics
+        .jobs_received
+        .with_label_values(&[job.target_kind()])
+        .inc();
+    let span = tracing::info_span!("job", job_id = %job.id, target = job.target_kind(), attempt = job.attempt);
+    async {
+        if message.receive_count > ctx.settings.max_receives {
+            let reason = format!(
+                "received {} times without finishing (a worker died on it, or Redis or the queue failed each time)",
+                message.receive_count
+            );
+            dead_letter(ctx, &message, &reason, "too_many_receives").await;
+            return;
+        }
+        let result = match &job.target {
+            Target::Connections { ids } => {
+                let report = job.broadcast.as_ref().map(|b| b.id.clone());
+                deliver(ctx, &message, &job, ids.clone(), report.as_deref(), false).await
+            }
+            _ => broadcast(ctx, &message, &job).await,
+        };
+        if let Err(e) = result {
+            ctx.metrics.redis_errors.inc();
+            tracing::warn!(error = %e, "job left on the queue; it comes back after its visibility timeout");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Dead-letters a whole message.
+async fn dead_letter(ctx: &Ctx, message: &Received, reason: &str, label: &'static str) {
+    match ctx.queue.dead_letter(message, reason).await {
+        Ok(()) => {
+            ctx.metrics
+                .jobs_dead_lettered
+                .with_label_values(&[label])
+                .inc();
+            tracing::error!(reason, "job moved to the dead-letter queue");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, reason, "could not dead-letter the job; it stays on the queue")
+        }
+    }
+}
+
+/// A channel, subject or everyone job.
+async fn broadcast(ctx: &Ctx, message: &Received, job: &Job) -> Result<(), JobError> {
+    let planner = Planner {
+        redis: &ctx.redis,
+        keys: &ctx.keys,
+        queue: ctx.queue.as_ref(),
+        reports: &ctx.reports,
+        metrics: &ctx.metrics,
+        chunk_size: ctx.settings.chunk_size,
+    };
+    match planner.plan(job, &ctx.hard_stop).await? {
+        Plan::Direct(ids) => deliver(ctx, message, job, ids, Some(&job.id), true).await,
+        Plan::Chunked { chunks } => {
+            tracing::info!(chunks, "broadcast planned");
+            ctx.queue
+                .ack(std::slice::from_ref(&message.receipt))
+                .await?;
+            ctx.metrics
+                .jobs_completed
+                .with_label_values(&["acked"])
+                .inc();
+            Ok(())
+        }
+        Plan::Interrupted => {
+            ctx.queue.release(&message.receipt).await?;
+            ctx.metrics
+                .jobs_completed
+                .with_label_values(&["released"])
+                .inc();
+            Ok(())
+        }
+    }
+}
+
+/// Delivers to `ids`. `report` names the broadcast the job counts towards; `direct` when `job` is the
+/// broadcast itself, delivered without chunks.
+async fn deliver(
+    ctx: &Ctx,
+    message: &Received,
+    job: &Job,
+    ids: Vec<String>,
+    report: Option<&str>,
+    direct: bool,
+) -> Result<(), JobError> {
+    let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
+    let stale = resolved.stale.len() as u64;
+    if stale > 0 {
+        let source = match report {
+            Some(id) => ctx.reports.source(id).await.ok().flatten(),
+            None => None,
+        };
+        match gone::drop_stale(&ctx.redis, &ctx.keys, &resolved.stale, source.as_deref()).await {
+            Ok(()) => ctx
+                .metrics
+                .connections_removed
+                .with_label_values(&["stale"])
+                .inc_by(stale),
+            Err(e) => tracing::warn!(error = %e, "could not drop stale connection ids"),
+        }
+        ctx.metrics
+            .deliveries
+            .with_label_values(&["stale"])
+            .inc_by(stale);
+    }
+    let op = match &job.action {
+        Action::Post { payload } => Op::Post(Bytes::copy_from_slice(payload.get().as_bytes())),
+        Action::Disconnect => Op::Delete,
+    };
+    let mut tally = ctx
+        .dispatcher
+        .run(resolved.recipients, op, &ctx.hard_stop)
+        .await;
+    tally.leftovers.extend(
+        resolved
+            .unroutable
+            .into_iter()
+            .map(|id| (id, Why::Unroutable)),
+    );
+    if !tally.gone.is_empty() {
+        match gone::remove(&ctx.redis, &ctx.keys, &tally.gone).await {
+            Ok(()) => ctx
+                .metrics
+                .connections_removed
+                .with_label_values(&["gone"])
+                .inc_by(tally.gone.len() as u64),
+            // They answer 410 again next time, and are removed then.
+            Err(e) => tracing::warn!(error = %e, "could not remove gone connections"),
+        }
+    }
+    let forbidden = tally
+        .leftovers
+        .iter()
+        .filter(|(_, w)| matches!(w, Why::Forbidden | Why::Unroutable))
+        .count();
+    if forbidden > 0 {
+        tracing::error!(
+            connections = forbidden,
+            "the Management API refused calls (403 ForbiddenException) or the API id is not configured: check FANOUT_API_GATEWAYS, the region and execute-api:ManageConnections; connections are kept and the job retried, then dead-lettered"
+        );
+    }
+    let settlement = requeue::split(job, tally.leftovers, ctx.settings.max_attempts, report);
+    requeue::send(ctx.queue.as_ref(), &settlement, ctx.settings.requeue_delay).await?;
+    let handed_on = settlement.handed_on();
+    if let Some(id) = report {
+        if direct {
+            ctx.reports.checkpoint(id, 1, 0, 0, true).await?;
+        }
+        let counts = Counts {
+            sent: tally.sent,
+            gone: tally.gone.len() as u64 + stale,
+            throttled: tally.throttled,
+            failed: settlement.dead_count() as u64,
+        };
+        match ctx
+            .reports
+            .record(id, &job.id, counts, handed_on == 0)
+            .await
+        {
+            Ok(true) => {
+                ctx.metrics
+                    .end_to_end
+                    .with_label_values(&["broadcast"])
+                    .observe(since(job.enqueued_at_ms));
+                tracing::info!(broadcast_id = id, "broadcast finished");
+            }
+            Ok(false) => {}
+            // Deliveries are done: acknowledge rather than deliver them all again for a report.
+            Err(e) => tracing::warn!(error = %e, "could not record the delivery report"),
+        }
+    } else if handed_on == 0 {
+        ctx.metrics
+            .end_to_end
+            .with_label_values(&["job"])
+            .observe(since(job.enqueued_at_ms));
+    }
+    requeue::finish(ctx.queue.as_ref(), message, &settlement).await?;
+    if let Some((_, reason, label)) = &settlement.dead {
+        ctx.metrics
+            .jobs_dead_lettered
+            .with_label_values(&[label])
+            .inc();
+        ctx.metrics
+            .deliveries
+            .with_label_values(&["failed"])
+            .inc_by(settlement.dead_count() as u64);
+        tracing::error!(reason = %reason, "undelivered recipients moved to the dead-letter queue");
+    }
+    let outcome = if handed_on > 0 { "requeued" } else { "acked" };
+    ctx.metrics
+        .jobs_completed
+        .with_label_values(&[outcome])
+        .inc();
+    Ok(())
+}
+
+fn since(ms: u64) -> f64 {
+    now_ms().saturating_sub(ms) as f64 / 1000.0
+}

@@ -1,0 +1,185 @@
+//! Recipients: turns connection ids into the Management API endpoint to call, from each connection's
+//! record (`conn:{id}` hash: api id, stage, channel, subject), read with one pipelined round of `HMGET`s.
+//!
+//! An id without a record is stale (the hash expired, or a `$disconnect` removed it while a set still
+//! named it): it is not called, and [`crate::gone::drop_stale`] takes it out of the sets it can name. An
+//! id whose API id is not configured cannot be routed: that is a configuration error, kept and reported.
+
+use crate::delivery::Endpoint;
+use common::gateways::Gateways;
+use common::keys::{Keyspace, conn_field as f};
+use common::store::Redis;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A connection to deliver to.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub id: String,
+    pub endpoint: Endpoint,
+    pub channel: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// The ids of a job, sorted by what can be done with them.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub recipients: Vec<Recipient>,
+    /// No record: nothing to call.
+    pub stale: Vec<String>,
+    /// A record whose API id is not in `FANOUT_API_GATEWAYS`.
+    pub unroutable: Vec<String>,
+}
+
+/// The Management API endpoint of each configured API, and of its other stages.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    gateways: Gateways,
+    default_region: Arc<str>,
+    known: HashMap<(String, String), Endpoint>,
+}
+
+impl Routes {
+    pub fn new(gateways: Gateways, default_region: &str) -> Self {
+        let default_region: Arc<str> = Arc::from(default_region);
+        let known = gateways
+            .iter()
+            .map(|api| {
+                let region = api
+                    .region
+                    .as_deref()
+                    .map_or_else(|| default_region.clone(), Arc::from);
+                (
+                    (api.api_id.clone(), api.stage.clone()),
+                    Endpoint {
+                        url: Arc::from(api.endpoint.as_str()),
+                        region,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            gateways,
+            default_region,
+            known,
+        }
+    }
+
+    /// The endpoint for a connection of `api_id` on `stage`. An explicit endpoint URL is used as it is; an
+    /// AWS endpoint follows the connection's stage when it differs from the configured one.
+    pub fn endpoint(&self, api_id: &str, stage: &str) -> Option<Endpoint> {
+        if let Some(e) = self.known.get(&(api_id.to_owned(), stage.to_owned())) {
+            return Some(e.clone());
+        }
+        let api = self.gateways.get(api_id)?;
+        match &api.region {
+            Some(region) if !stage.is_empty() => Some(Endpoint {
+                url: Arc::from(format!(
+                    "https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
+                )),
+                region: Arc::from(region.as_str()),
+            }),
+            _ => Some(Endpoint {
+                url: Arc::from(api.endpoint.as_str()),
+                region: api
+                    .region
+                    .as_deref()
+                    .map_or_else(|| self.default_region.clone(), Arc::from),
+            }),
+        }
+    }
+}
+
+/// Runs read commands in one round trip: a plain pipeline on a single node; on a cluster, each command to
+/// its own node, concurrently.
+pub async fn read_many(
+    redis: &Redis,
+    commands: Vec<redis::Cmd>,
+) -> Result<Vec<redis::Value>, redis::RedisError> {
+    if commands.is_empty() {
+        return Ok(Vec::new());
+    }
+    if redis.is_cluster() {
+        return redis.batch(commands).await;
+    }
+    let mut pipe = redis::pipe();
+    for cmd in commands {
+        pipe.add_command(cmd);
+    }
+    let mut conn = redis.clone();
+    pipe.query_async(&mut conn).await
+}
+
+/// Reads the records of `ids`.
+pub async fn resolve(
+    redis: &Redis,
+    keys: &Keyspace,
+    routes: &Routes,
+    ids: &[String],
+) -> Result<Resolved, redis::RedisError> {
+    let commands = ids
+        .iter()
+        .map(|id| {
+            redis::cmd("HMGET")
+                .arg(keys.connection(id))
+                .arg(f::API_ID)
+                .arg(f::STAGE)
+                .arg(f::CHANNEL)
+                .arg(f::SUBJECT)
+                .to_owned()
+        })
+        .collect();
+    let values = read_many(redis, commands).await?;
+    let mut out = Resolved::default();
+    for (id, value) in ids.iter().zip(values) {
+        let [api_id, stage, channel, subject]: [Option<String>; 4] =
+            redis::from_redis_value(value)?;
+        let Some(api_id) = api_id else {
+            out.stale.push(id.clone());
+            continue;
+        };
+        match routes.endpoint(&api_id, stage.as_deref().unwrap_or_default()) {
+            Some(endpoint) => out.recipients.push(Recipient {
+                id: id.clone(),
+                endpoint,
+                channel,
+                subject,
+            }),
+            None => out.unroutable.push(id.clone()),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_follow_the_configuration() {
+        let gateways = Gateways::parse(
+            &[
+                "abc/prod@eu-west-1".to_owned(),
+                "local=http://127.0.0.1:4000/local".to_owned(),
+            ],
+            "us-east-1",
+        )
+        .unwrap();
+        let routes = Routes::new(gateways, "us-east-1");
+        let e = routes.endpoint("abc", "prod").unwrap();
+        assert_eq!(
+            &*e.url,
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+        );
+        assert_eq!(&*e.region, "eu-west-1");
+        let e = routes.endpoint("abc", "beta").unwrap();
+        assert_eq!(
+            &*e.url,
+            "https://abc.execute-api.eu-west-1.amazonaws.com/beta"
+        );
+        let e = routes.endpoint("local", "whatever").unwrap();
+        assert_eq!(&*e.url, "http://127.0.0.1:4000/local");
+        assert_eq!(&*e.region, "us-east-1");
+        assert!(routes.endpoint("nope", "prod").is_none());
+    }
+}

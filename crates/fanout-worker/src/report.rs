@@ -1,0 +1,215 @@
+//! The delivery report of a broadcast (a channel, subject or everyone job and all its chunks): one hash
+//! (`bcast:{id}`, fields in `common::keys::report_field`) with sent, gone, throttled and failed counts,
+//! started and finished times and the planner's progress, kept for `FANOUT_REPORT_TTL_SECS` and read by
+//! ingest's `GET /v1/broadcasts/{id}`. The id is the job id ingest's publish answered with.
+//!
+//! Counting survives redelivery: each job records its counts once, under its job id, in a set beside the
+//! hash (`bcast:{id}:done`), so a chunk redelivered after a worker died is not counted twice. The report
+//! knows it is finished when planning has read the whole target (`planned`) and no chunk is outstanding
+//! (`outstanding`: chunks planned minus chunks at a final outcome; a requeued chunk stays outstanding).
+//! Both updates are Lua scripts on the two keys, which share a hash tag.
+
+use common::keys::{Keyspace, report_field as f};
+use common::store::Redis;
+use redis::Script;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Shared by the scripts: sets `finished_ms` when planning is done and nothing is outstanding; returns 1
+/// if this call finished the broadcast.
+const FINISH: &str = r"
+local function finish(key, now)
+  local h = redis.call('HMGET', key, 'planned', 'outstanding', 'finished_ms')
+  if h[1] == '1' and (tonumber(h[2]) or 0) <= 0 and not h[3] then
+    redis.call('HSET', key, 'finished_ms', now)
+    return 1
+  end
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// `KEYS`: report, done set. `ARGV`: ttl ms, job id, sent, gone, throttled, failed, settled (1 when the
+/// job is at a final outcome; 0 when its leftovers were requeued and stay outstanding).
+static RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{FINISH}
+local counted = redis.call('SADD', KEYS[2], ARGV[2])
+local finished = 0
+if counted == 1 then
+  redis.call('HINCRBY', KEYS[1], 'sent', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'gone', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'throttled', ARGV[5])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[6])
+  if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'outstanding', -1) end
+  finished = finish(KEYS[1], now)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return {{counted, finished}}
+"
+    ))
+});
+
+/// `KEYS`: report. `ARGV`: ttl ms, chunks added, bucket, cursor, planned (1 when planning read everything).
+static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{FINISH}
+redis.call('HINCRBY', KEYS[1], 'outstanding', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'chunks', ARGV[2])
+redis.call('HSET', KEYS[1], 'plan_bucket', ARGV[3], 'plan_cursor', ARGV[4])
+if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'planned', '1') end
+local finished = finish(KEYS[1], now)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return finished
+"
+    ))
+});
+
+/// The planning fields of a report as read: planned, chunks, bucket, cursor.
+type PlanFields = (Option<String>, Option<u32>, Option<u32>, Option<u64>);
+
+/// Where planning of a broadcast stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Planning already read the whole target (this job is a redelivery after planning finished).
+    pub planned: bool,
+    /// Chunks already sent; the next chunk's index.
+    pub chunks: u32,
+    /// The `all:{n}` bucket and `SSCAN` cursor to resume from.
+    pub bucket: u32,
+    pub cursor: u64,
+}
+
+/// What one job adds to its broadcast's report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub sent: u64,
+    pub gone: u64,
+    pub throttled: u64,
+    pub failed: u64,
+}
+
+/// The reports, under one key prefix and TTL.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    pub redis: Redis,
+    pub keys: Keyspace,
+    pub ttl: Duration,
+}
+
+impl Reports {
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    /// Opens a broadcast's report (first writer wins for the start fields) and reads planning's progress.
+    pub async fn start(
+        &self,
+        id: &str,
+        target: &str,
+        enqueued_ms: u64,
+        source: Option<&str>,
+    ) -> Result<Progress, redis::RedisError> {
+        let key = self.keys.report(id);
+        let now = common::job::now_ms();
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg(f::STARTED_MS)
+            .arg(now)
+            .ignore();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg(f::ENQUEUED_MS)
+            .arg(enqueued_ms)
+            .ignore();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg(f::TARGET)
+            .arg(target)
+            .ignore();
+        if let Some(source) = source {
+            pipe.cmd("HSETNX")
+                .arg(&key)
+                .arg(f::SOURCE)
+                .arg(source)
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&key).arg(self.ttl_ms()).ignore();
+        pipe.cmd("HMGET")
+            .arg(&key)
+            .arg(f::PLANNED)
+            .arg(f::CHUNKS)
+            .arg(f::PLAN_BUCKET)
+            .arg(f::PLAN_CURSOR);
+        let mut conn = self.redis.clone();
+        let ((planned, chunks, bucket, cursor),): (PlanFields,) =
+            pipe.query_async(&mut conn).await?;
+        Ok(Progress {
+            planned: planned.as_deref() == Some("1"),
+            chunks: chunks.unwrap_or(0),
+            bucket: bucket.unwrap_or(0),
+            cursor: cursor.unwrap_or(0),
+        })
+    }
+
+    /// Records that `added` chunks are on the queue and planning may resume at (`bucket`, `cursor`);
+    /// `planned` when the target has been read to the end. Returns true if this finished the broadcast.
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        added: u32,
+        bucket: u32,
+        cursor: u64,
+        planned: bool,
+    ) -> Result<bool, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        let finished: i64 = CHECKPOINT
+            .key(self.keys.report(id))
+            .arg(self.ttl_ms())
+            .arg(added)
+            .arg(bucket)
+            .arg(cursor)
+            .arg(u8::from(planned))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(finished == 1)
+    }
+
+    /// Adds one job's counts, once per job id; `settled` when none of its recipients was requeued.
+    /// Returns true if this finished the broadcast.
+    pub async fn record(
+        &self,
+        id: &str,
+        job_id: &str,
+        counts: Counts,
+        settled: bool,
+    ) -> Result<bool, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        let (_counted, finished): (i64, i64) = RECORD
+            .key(self.keys.report(id))
+            .key(self.keys.report_done(id))
+            .arg(self.ttl_ms())
+            .arg(job_id)
+            .arg(counts.sent)
+            .arg(counts.gone)
+            .arg(counts.throttled)
+            .arg(counts.failed)
+            .arg(u8::from(settled))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(finished == 1)
+    }
+
+    /// The set a broadcast reads, for cleaning stale ids out of it.
+    pub async fn source(&self, id: &str) -> Result<Option<String>, redis::RedisError> {
+        let mut conn = self.redis.clone();
+        redis::cmd("HGET")
+            .arg(self.keys.report(id))
+            .arg(f::SOURCE)
+            .query_async(&mut conn)
+            .await
+    }
+}

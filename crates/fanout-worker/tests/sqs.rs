@@ -1,0 +1,131 @@
+//! The worker on SQS (moto's server, started by `./dev test`; kept small, moto is slow): a 403 ends in
+//! the dead-letter queue with its reason while the connection stays registered, and a worker killed with
+//! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs.
+
+mod support;
+
+use common::job::{Job, Target};
+use common::keys::report_field as rf;
+use common::queue::QueueOptions;
+use common::store::Redis;
+use serde_json::json;
+use std::time::Duration;
+use support::{Env, eventually, sigterm, spawn_binary};
+use test_support::{RedisServer, create_sqs_queue};
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn sqs_env(visibility: Duration) -> (Env, String) {
+    let sqs = create_sqs_queue("worker", visibility, true).await;
+    let dlq = sqs.dead_letter_url.clone().unwrap();
+    let queue = common::queue::open(
+        &sqs.queue_url,
+        QueueOptions {
+            dead_letter_url: Some(dlq.clone()),
+            ..QueueOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let redis_server = RedisServer::start();
+    let redis = Redis::connect(&redis_server.url()).await.unwrap();
+    (
+        Env::with_queue(redis_server, redis, queue, sqs.queue_url).await,
+        dlq,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_ends_in_the_dead_letter_queue_and_the_connection_is_kept() {
+    let (env, dlq) = sqs_env(Duration::from_secs(10)).await;
+    let ids = env.register("f", 5, "secure", "kim").await;
+    env.gateway.always(&ids[3], 403);
+    let dlq_flag = format!("--dead-letter-queue-url={dlq}");
+    let worker = env
+        .worker(&["--max-attempts=2", "--requeue-delay-ms=0", &dlq_flag])
+        .await;
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "secure".into(),
+            },
+            json!({"s": 1}),
+        )
+        .await;
+    eventually(LONG, "a dead letter", || async {
+        !env.queue.peek_dead_letters(5).await.unwrap().is_empty()
+    })
+    .await;
+    let letters = env.queue.peek_dead_letters(5).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("403 ForbiddenException"),
+        "{}",
+        letters[0].reason
+    );
+    let dead = Job::decode(&letters[0].body).unwrap();
+    assert_eq!(
+        dead.target,
+        Target::Connections {
+            ids: vec![ids[3].clone()]
+        }
+    );
+    assert_eq!(dead.broadcast.as_ref().unwrap().id, job.id);
+    // Tried once per attempt, and kept: a 403 is configuration, not connection state.
+    let calls = env.gateway.calls();
+    assert_eq!(
+        calls.iter().filter(|c| c.connection_id == ids[3]).count(),
+        2
+    );
+    assert!(env.exists(&env.keys.connection(&ids[3])).await);
+    assert!(env.is_member(&env.keys.channel("secure"), &ids[3]).await);
+    assert_eq!(env.gateway.delivered().len(), 4);
+    eventually(LONG, "the report is finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let report = env.report(&job.id).await;
+    assert_eq!(
+        (report[rf::SENT].as_str(), report[rf::FAILED].as_str()),
+        ("4", "1")
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_loses_nothing_on_sqs() {
+    let (env, dlq) = sqs_env(Duration::from_secs(2)).await;
+    let ids = env.register("q", 60, "sqs", "lee").await;
+    env.gateway.delay(Duration::from_millis(50));
+    let dlq_flag = format!("--dead-letter-queue-url={dlq}");
+    let flags = [
+        "--chunk-size=10",
+        "--max-in-flight=2",
+        "--visibility-timeout-secs=2",
+        dlq_flag.as_str(),
+    ];
+    let mut first = spawn_binary(&env, &flags);
+    env.publish(
+        Target::Channel {
+            channel: "sqs".into(),
+        },
+        json!({"q": 1}),
+    )
+    .await;
+    eventually(LONG, "a third delivered", || async {
+        env.gateway.delivered().len() >= 20
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(env.gateway.delivered().len() < ids.len());
+    let mut second = spawn_binary(&env, &flags);
+    eventually(LONG, "every connection received the payload", || async {
+        env.gateway.delivered().len() == ids.len()
+    })
+    .await;
+    sigterm(&second);
+    let status = second.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(env.queue.peek_dead_letters(5).await.unwrap().is_empty());
+}

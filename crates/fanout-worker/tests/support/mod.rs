@@ -1,0 +1,258 @@
+//! Shared set-up for the worker's tests: a private redis-server, the Management API test server
+//! ([`gateway::MgmtServer`]), connections registered the way ingest registers them, jobs put on the
+//! Redis Streams queue, workers started in-process or as the real binary, and waiting on conditions
+//! with a deadline.
+#![allow(dead_code)]
+
+pub mod gateway;
+
+use clap::Parser;
+use common::job::{Job, Target, payload_of};
+use common::keys::{Keyspace, conn_field as f};
+use common::queue::streams::StreamQueue;
+use common::queue::{Queue, QueueOptions};
+use common::store::Redis;
+use fanout_worker::Worker;
+use fanout_worker::config::{Config, Settings};
+use fanout_worker::delivery::SdkDeliver;
+use gateway::MgmtServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::RedisServer;
+
+pub const API_ID: &str = "testapi";
+pub const STAGE: &str = "test";
+pub const PREFIX: &str = "fo:";
+
+/// Redis, the gateway and a queue for one test.
+pub struct Env {
+    pub redis_server: RedisServer,
+    pub redis: Redis,
+    pub keys: Keyspace,
+    pub gateway: MgmtServer,
+    pub queue: Arc<dyn Queue>,
+    pub queue_url: String,
+}
+
+impl Env {
+    /// Redis Streams queue `jobs` on a fresh redis-server.
+    pub async fn start() -> Self {
+        let redis_server = RedisServer::start();
+        let queue_url = format!("{}?queue=jobs", redis_server.url());
+        let redis = Redis::connect(&redis_server.url()).await.unwrap();
+        let queue = Arc::new(
+            StreamQueue::new(redis.clone(), "jobs", QueueOptions::default())
+                .await
+                .unwrap(),
+        );
+        Self::with_queue(redis_server, redis, queue, queue_url).await
+    }
+
+    pub async fn with_queue(
+        redis_server: RedisServer,
+        redis: Redis,
+        queue: Arc<dyn Queue>,
+        queue_url: String,
+    ) -> Self {
+        Self {
+            redis_server,
+            redis,
+            keys: Keyspace::new(PREFIX),
+            gateway: MgmtServer::start().await,
+            queue,
+            queue_url,
+        }
+    }
+
+    /// The worker's flags for this environment, plus `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "fanout-worker".to_owned(),
+            format!("--redis-url={}", self.redis_server.url()),
+            format!("--queue-url={}", self.queue_url),
+            format!("--api-gateway={API_ID}={}", self.gateway.endpoint(STAGE)),
+            "--metrics-listen=127.0.0.1:0".into(),
+            "--receive-wait-secs=1".into(),
+            "--retry-min-delay-ms=5".into(),
+            "--retry-max-delay-ms=50".into(),
+            "--requeue-delay-ms=100".into(),
+            "--shutdown-grace-secs=5".into(),
+        ];
+        // A flag given in `extra` replaces the default above.
+        args.retain(|a| {
+            let name = a.split('=').next().unwrap_or(a);
+            !extra.iter().any(|e| e.split('=').next() == Some(name))
+        });
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    pub fn settings(&self, extra: &[&str]) -> Settings {
+        Config::try_parse_from(self.args(extra))
+            .expect("flags parse")
+            .validate()
+            .expect("settings valid")
+    }
+
+    /// An in-process worker with the AWS SDK client and static test credentials.
+    pub async fn worker(&self, extra: &[&str]) -> Worker {
+        let settings = self.settings(extra);
+        let deliver = test_deliver(settings.call_timeout).await;
+        Worker::start(settings, Arc::new(deliver)).await.unwrap()
+    }
+
+    /// Registers connections `{stem}-0 .. {stem}-{n-1}` in `channel`, all of `subject`, as ingest does.
+    pub async fn register(
+        &self,
+        stem: &str,
+        n: usize,
+        channel: &str,
+        subject: &str,
+    ) -> Vec<String> {
+        let ids: Vec<String> = (0..n).map(|i| format!("{stem}-{i}")).collect();
+        for batch in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in batch {
+                pipe.cmd("HSET")
+                    .arg(self.keys.connection(id))
+                    .arg(f::CHANNEL)
+                    .arg(channel)
+                    .arg(f::SUBJECT)
+                    .arg(subject)
+                    .arg(f::API_ID)
+                    .arg(API_ID)
+                    .arg(f::STAGE)
+                    .arg(STAGE)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(self.keys.channel(channel))
+                    .arg(id)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(self.keys.subject(subject))
+                    .arg(id)
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(self.keys.all_bucket_of(id))
+                    .arg(id)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut self.redis.clone())
+                .await
+                .unwrap();
+        }
+        ids
+    }
+
+    /// Puts a post job for `target` with `payload` on the queue; returns it.
+    pub async fn publish(&self, target: Target, payload: serde_json::Value) -> Job {
+        let job = Job::post(target, payload_of(&payload));
+        self.queue
+            .send_batch(std::slice::from_ref(&job))
+            .await
+            .unwrap();
+        job
+    }
+
+    pub async fn is_member(&self, set: &str, id: &str) -> bool {
+        redis::cmd("SISMEMBER")
+            .arg(set)
+            .arg(id)
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap()
+    }
+
+    pub async fn exists(&self, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<i64>(&mut self.redis.clone())
+            .await
+            .unwrap()
+            == 1
+    }
+
+    /// The delivery report of a broadcast, as a map.
+    pub async fn report(&self, id: &str) -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(self.keys.report(id))
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap()
+    }
+}
+
+/// The AWS SDK client with static test credentials.
+pub async fn test_deliver(timeout: Duration) -> SdkDeliver {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .region(aws_config::Region::new("us-east-1"))
+        .load()
+        .await;
+    SdkDeliver::new(base, timeout)
+}
+
+/// Polls `check` until it is true or `limit` passes; panics with `what` then.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A metric's value from a worker's registry (summed over label sets matching `labels`).
+pub fn metric(worker: &Worker, name: &str, labels: &[(&str, &str)]) -> f64 {
+    worker
+        .metrics()
+        .registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .sum()
+}
+
+/// The real binary, with the environment's settings as `FANOUT_*` variables plus `extra` flags.
+pub fn spawn_binary(env: &Env, extra: &[&str]) -> std::process::Child {
+    let args = env.args(extra);
+    std::process::Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
+        .args(&args[1..])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the fanout-worker binary")
+}
+
+/// Sends SIGTERM to a child.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
