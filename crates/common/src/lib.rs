@@ -1,6 +1,7 @@
 //! Shared pieces of the fan-out backend, used by `ingest` and `fanout-worker`.
 //!
 //! Read the modules in this order:
+//! - [`config`]: the settings every process shares (Redis, queue, key prefix, APIs, region, log format).
 //! - [`names`]: the validated identifiers (connection ids, channel names, subjects) and the payload limit.
 //! - [`job`]: the versioned job schema that travels on the queue from ingest to the workers.
 //! - [`keys`]: every Redis key the product uses, with hash tags so the same code runs on Redis Cluster.
@@ -11,6 +12,7 @@
 //! - [`metrics`]: every Prometheus metric name and the registries that hold them.
 //! - [`telemetry`]: tracing set-up (text or JSON) and the shutdown signal shared by the binaries.
 
+pub mod config;
 pub mod gateways;
 pub mod job;
 pub mod keys;

@@ -2,6 +2,11 @@
 //! on that Redis, or an SQS queue on the test SQS server), ingest, the local gateway in front of it and a
 //! fan-out worker posting back through the gateway's Management API, all on free loopback ports, all
 //! stopped when the [`System`] is dropped or [`System::stop`]ped. [`Client`] is a browser's WebSocket.
+//!
+//! The worker delivers with the lean client (`fanout_worker::delivery::LeanDeliver`, the default) and the
+//! gateway verifies every Management API signature against the same credentials ([`SIGV4_ACCESS_KEY`],
+//! region us-east-1), as API Gateway does, so a signing bug fails every scenario that expects a message;
+//! [`System::stop`] also checks that no signature was refused.
 
 use clap::Parser;
 use futures::{SinkExt, StreamExt};
@@ -15,6 +20,11 @@ use tokio_tungstenite::tungstenite::{self, Message};
 pub const PATIENCE: Duration = Duration::from_secs(15);
 pub const API_KEY: &str = "e2e-api-key-0123456789-abcdefghijklmn";
 pub const SECRET: &str = "e2e-gateway-secret-0123456789-abcdefgh";
+/// The credentials the worker signs with and the gateway verifies.
+pub const SIGV4_ACCESS_KEY: &str = "AKIDE2EWORKER";
+pub const SIGV4_SECRET_KEY: &str = "e2e-sigv4-secret-key-0123456789";
+/// The region the worker signs for and the gateway expects.
+pub const SIGV4_REGION: &str = "us-east-1";
 
 /// Which queue carries the jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +75,8 @@ impl System {
             "--api-id=local".into(),
             "--stage=local".into(),
             format!("--gateway-secret={SECRET}"),
+            format!("--verify-sigv4={SIGV4_ACCESS_KEY}:{SIGV4_SECRET_KEY}"),
+            format!("--verify-sigv4-region={SIGV4_REGION}"),
         ];
         args.extend(gateway_args.iter().map(|s| s.replace("INGEST", &ingest)));
         let settings = local_gateway::Config::try_parse_from(args)
@@ -109,6 +121,8 @@ impl System {
             "--metrics-listen=127.0.0.1:0".into(),
             "--receive-wait-secs=1".into(),
             "--requeue-delay-ms=200".into(),
+            format!("--aws-region={SIGV4_REGION}"),
+            "--delivery-client=lean".into(),
         ];
         if let Some(dlq) = dead_letter_url {
             args.push(format!("--dead-letter-queue-url={dlq}"));
@@ -117,17 +131,18 @@ impl System {
             .expect("worker flags")
             .validate()
             .expect("worker settings");
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
-                "e2e", "e2e", None, None, "e2e",
-            ))
-            .region(aws_config::Region::new("us-east-1"))
-            .load()
-            .await;
-        let deliver = Arc::new(fanout_worker::delivery::SdkDeliver::new(
-            sdk,
-            Duration::from_secs(5),
-        ));
+        let credentials = mgmt_client::CredentialsSource::fixed(
+            mgmt_client::SigningCredentials::new(SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY, None)
+                .expect("valid test credentials"),
+        );
+        let deliver = Arc::new(
+            fanout_worker::delivery::LeanDeliver::new(
+                credentials,
+                settings.call_timeout,
+                settings.max_in_flight,
+            )
+            .expect("the lean client builds"),
+        );
         let worker = fanout_worker::Worker::start(settings, deliver)
             .await
             .expect("the worker starts");
@@ -145,11 +160,38 @@ impl System {
         }
     }
 
-    /// Stops the worker (draining), the gateway and ingest.
+    /// Management API calls the gateway refused for their signature, from its `/metrics`.
+    pub async fn signatures_refused(&self) -> u64 {
+        let base = self
+            .management
+            .rsplit_once('/')
+            .map_or(self.management.as_str(), |(base, _stage)| base);
+        let text = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("the gateway's /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| l.starts_with("fanout_emulator_signatures_refused_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Stops the worker (draining), the gateway and ingest, after checking that the gateway refused no
+    /// signature.
     pub async fn stop(mut self) {
         if let Some(worker) = self.worker.take() {
             worker.shutdown().await;
         }
+        assert_eq!(
+            self.signatures_refused().await,
+            0,
+            "the gateway refused Management API signatures"
+        );
         if let Some(gateway) = self.gateway.take() {
             gateway.stop().await.expect("the gateway stops cleanly");
         }

@@ -1,9 +1,13 @@
 //! Benchmarks of the worker (not tests; `cargo bench -p fanout-worker`, or `./dev bench`):
 //!
-//! 1. **Delivery path vs. bare POSTs.** The same number of calls (`BENCH_CALLS`, default 20,000; 64 in
-//!    flight) against a sink process answering 200 at once: first through the worker's dispatch path
-//!    (governor, in-flight limit, AWS SDK client with SigV4, outcome classification), then as plain
-//!    unsigned hyper POSTs. Prints calls/s, this process's CPU time per call, and the ratios.
+//! 1. **Delivery paths.** The same number of calls (`BENCH_CALLS`, default 20,000; 64 in flight; median
+//!    of `BENCH_ROUNDS`, default 3, interleaved rounds) against a bare-hyper sink in a child process
+//!    answering 200 at once, over plain HTTP and over TLS (rustls, an rcgen certificate, HTTP/1.1):
+//!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
+//!    classification) with the lean client, and the same with the AWS SDK client; on a tokio runtime
+//!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (utime+stime), the
+//!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
+//!    `BENCH_SKIP_BROADCAST=1` stops after this part.
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
 //!    Redis Streams, `fanout-worker` processes) against a sink enforcing API Gateway's default account
 //!    throttle (a 10,000/s token bucket with a 5,000 burst), with 1 and with 4 worker processes, against
@@ -22,7 +26,7 @@ use common::keys::{Keyspace, conn_field as f};
 use common::metrics::WorkerMetrics;
 use common::queue::{Queue, QueueOptions};
 use common::store::Redis;
-use fanout_worker::delivery::{Endpoint, SdkDeliver};
+use fanout_worker::delivery::{Endpoint, LeanDeliver, SdkDeliver};
 use fanout_worker::dispatch::{Dispatcher, Op};
 use fanout_worker::governor::Governor;
 use fanout_worker::recipients::Recipient;
@@ -46,12 +50,47 @@ fn main() {
         rt.block_on(sink(&args[2..]));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("hyper-sink") {
+        rt.block_on(hyper_sink());
+        return;
+    }
     if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
     }
+    let calls = env_usize("BENCH_CALLS", 20_000);
+    let rounds = env_usize("BENCH_ROUNDS", 3);
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_der = generated.cert.der().to_vec();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert_der.clone()))
+        .unwrap();
+    let tls = Tls {
+        roots,
+        pem: generated.cert.pem(),
+    };
+    let (mut hyper_sink, http_port, https_port) =
+        start_hyper_sink(&cert_der, &generated.signing_key.serialize_der());
+    for threads in [1, 2] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(delivery_paths(
+            calls,
+            rounds,
+            threads,
+            (http_port, https_port),
+            &tls,
+        ));
+    }
+    drop(hyper_sink.stdin.take());
+    let _ = hyper_sink.wait();
+    if std::env::var_os("BENCH_SKIP_BROADCAST").is_some() {
+        return;
+    }
     rt.block_on(async {
-        let calls = env_usize("BENCH_CALLS", 20_000);
-        delivery_vs_plain(calls).await;
         let size = env_usize("BENCH_BROADCAST", 100_000);
         for workers in [1, 4] {
             broadcast(size, workers).await;
@@ -70,6 +109,7 @@ async fn sink(args: &[String]) {
     let port: u16 = args[0].parse().unwrap();
     let server = gateway::MgmtServer::start_on(port).await;
     server.forget_bodies();
+    server.skip_signature_checks();
     if let (Some(rate), Some(burst)) = (args.get(1), args.get(2)) {
         server.throttle(rate.parse().unwrap(), burst.parse().unwrap());
     }
@@ -104,46 +144,145 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10) // CLK_TCK is 100 on Linux
 }
 
-struct Run {
-    per_sec: f64,
-    cpu_us: f64,
+/// A sink in a child process answering 200 at once to everything, over plain HTTP and over TLS
+/// (rustls, the generated certificate, HTTP/1.1 by ALPN), on bare hyper so it costs as little as possible.
+/// Returns the child and its two ports.
+fn start_hyper_sink(cert: &[u8], key: &[u8]) -> (Child, u16, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("hyper-sink")
+        .env("BENCH_CERT", hex::encode(cert))
+        .env("BENCH_KEY", hex::encode(key))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|p| p.parse().unwrap())
+        .collect();
+    (child, ports[0], ports[1])
 }
 
-fn report(name: &str, calls: usize, wall: Duration, cpu: Duration) -> Run {
-    let run = Run {
-        per_sec: calls as f64 / wall.as_secs_f64(),
-        cpu_us: cpu.as_secs_f64() * 1e6 / calls as f64,
-    };
+/// The child process of [`start_hyper_sink`]; exits when the parent closes its stdin.
+async fn hyper_sink() {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let cert = hex::decode(std::env::var("BENCH_CERT").unwrap()).unwrap();
+    let key = hex::decode(std::env::var("BENCH_KEY").unwrap()).unwrap();
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        std::process::exit(0);
+    });
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!(
-        "  {name:<34} {calls:>7} calls in {:>6.2} s: {:>8.0} calls/s, {:>6.1} µs CPU per call",
-        wall.as_secs_f64(),
-        run.per_sec,
-        run.cpu_us
+        "PORTS {} {}",
+        plain.local_addr().unwrap().port(),
+        tls.local_addr().unwrap().port()
     );
-    run
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = plain.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve_one(hyper_util::rt::TokioIo::new(stream)));
+        }
+    });
+    loop {
+        let (stream, _) = tls.accept().await.unwrap();
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            if let Ok(stream) = acceptor.accept(stream).await {
+                serve_one(hyper_util::rt::TokioIo::new(stream)).await;
+            }
+        });
+    }
 }
 
-async fn delivery_vs_plain(calls: usize) {
-    println!(
-        "\n== delivery path vs. plain POSTs ({calls} calls, {IN_FLIGHT} in flight, sink answers 200) =="
-    );
-    let (mut sink, base) = start_sink(None).await;
-    let redis_server = RedisServer::start();
-    let redis = Redis::connect(&redis_server.url()).await.unwrap();
-    let metrics = WorkerMetrics::new();
-    let base_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
-            "AKIDEXAMPLE",
-            "secret",
-            None,
-            None,
-            "bench",
-        ))
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
+async fn serve_one<I>(io: I)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let service =
+        hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+            let _ = request.into_body().collect().await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
+        });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
         .await;
-    let dispatcher = Dispatcher {
-        deliver: Arc::new(SdkDeliver::new(base_config, Duration::from_secs(5))),
+}
+
+/// The peak resident set size of this process since the last [`reset_peak_rss`], in MiB (VmHWM).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// Resets VmHWM to the current RSS (`echo 5 > /proc/self/clear_refs`, Linux 4.0+).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Plain,
+    Lean,
+    Sdk,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Plain, Kind::Lean, Kind::Sdk];
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain unsigned hyper POST",
+            Kind::Lean => "worker path, lean client (mgmt-client)",
+            Kind::Sdk => "worker path, AWS SDK client",
+        }
+    }
+}
+
+type PlainClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// Everything one transport's measurements need.
+struct Paths {
+    base: String,
+    plain: PlainClient,
+    lean: Dispatcher,
+    sdk: Dispatcher,
+}
+
+fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) -> Dispatcher {
+    let metrics = WorkerMetrics::new();
+    Dispatcher {
+        deliver,
         governor: Arc::new(Governor::new(
             redis,
             &Keyspace::default(),
@@ -159,93 +298,174 @@ async fn delivery_vs_plain(calls: usize) {
             max_delay: Duration::from_millis(1),
         },
         metrics,
-    };
-    let endpoint = Endpoint {
-        url: Arc::from(format!("{base}/bench")),
-        region: Arc::from("us-east-1"),
-    };
-    let payload = Bytes::from(format!(
-        r#"{{"type":"system","message":"{}"}}"#,
-        "x".repeat(70)
-    ));
-    let recipients = |round: usize| -> Vec<Recipient> {
-        (0..calls)
-            .map(|i| Recipient {
-                id: format!("conn-{round}-{i}="),
-                endpoint: endpoint.clone(),
-                channel: None,
-                subject: None,
-            })
-            .collect()
-    };
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let stop = CancellationToken::new();
-    // Warm up both clients (connections, credentials, endpoint resolution).
-    dispatcher
-        .run(
-            recipients(99).into_iter().take(500).collect(),
-            Op::Post(payload.clone()),
-            &stop,
-        )
-        .await;
-    plain(&client, &base, 500, &payload).await;
-    let mut worker_runs = Vec::new();
-    let mut plain_runs = Vec::new();
-    for round in 0..3 {
-        let list = recipients(round);
-        let (cpu0, t0) = (cpu_time(), Instant::now());
-        let tally = dispatcher.run(list, Op::Post(payload.clone()), &stop).await;
-        assert_eq!(tally.sent as usize, calls, "every call answered 200");
-        worker_runs.push(report(
-            "worker delivery path (AWS SDK)",
-            calls,
-            t0.elapsed(),
-            cpu_time() - cpu0,
-        ));
-        let (cpu0, t0) = (cpu_time(), Instant::now());
-        plain(&client, &base, calls, &payload).await;
-        plain_runs.push(report(
-            "plain unsigned hyper POST",
-            calls,
-            t0.elapsed(),
-            cpu_time() - cpu0,
-        ));
     }
-    let median = |runs: &[Run], f: fn(&Run) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (w_rate, w_cpu) = (
-        median(&worker_runs, |r| r.per_sec),
-        median(&worker_runs, |r| r.cpu_us),
-    );
-    let (p_rate, p_cpu) = (
-        median(&plain_runs, |r| r.per_sec),
-        median(&plain_runs, |r| r.cpu_us),
-    );
-    println!(
-        "  medians: worker {w_rate:.0}/s at {w_cpu:.1} µs CPU; plain {p_rate:.0}/s at {p_cpu:.1} µs CPU"
-    );
-    println!(
-        "  ratio worker/plain: CPU per call {:.2}×, throughput {:.2}×",
-        w_cpu / p_cpu,
-        w_rate / p_rate
-    );
-    let _ = sink.kill();
-    let _ = sink.wait();
 }
 
-async fn plain(
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
-    base: &str,
-    calls: usize,
-    payload: &Bytes,
-) {
+impl Paths {
+    async fn new(base: &str, redis: &Redis, roots: &rustls::RootCertStore, pem: &str) -> Self {
+        let tls =
+            mgmt_client::client::tls_config(&mgmt_client::TlsRoots::Custom(roots.clone())).unwrap();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let plain =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(IN_FLIGHT)
+                .build(connector);
+
+        let lean = LeanDeliver::with_options(
+            mgmt_client::ClientOptions {
+                call_timeout: Duration::from_secs(5),
+                max_in_flight_per_endpoint: IN_FLIGHT,
+                tls_roots: mgmt_client::TlsRoots::Custom(roots.clone()),
+                ..mgmt_client::ClientOptions::default()
+            },
+            mgmt_client::CredentialsSource::fixed(
+                mgmt_client::SigningCredentials::new("AKIDEXAMPLE", "secret", None).unwrap(),
+            ),
+        )
+        .unwrap();
+
+        use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(
+                tls::TlsContext::builder()
+                    .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem.as_bytes()))
+                    .build()
+                    .unwrap(),
+            )
+            .build_https();
+        let sdk_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
+                "AKIDEXAMPLE",
+                "secret",
+                None,
+                None,
+                "bench",
+            ))
+            .region(aws_config::Region::new("us-east-1"))
+            .http_client(http_client)
+            .load()
+            .await;
+        Self {
+            base: base.to_owned(),
+            plain,
+            lean: dispatcher(redis.clone(), Arc::new(lean)),
+            sdk: dispatcher(
+                redis.clone(),
+                Arc::new(SdkDeliver::new(sdk_config, Duration::from_secs(5))),
+            ),
+        }
+    }
+
+    /// `calls` deliveries with `kind`, 64 in flight; (calls/s, CPU µs per call, peak RSS MiB).
+    async fn measure(&self, kind: Kind, calls: usize, round: usize) -> (f64, f64, f64) {
+        let payload = Bytes::from(format!(
+            r#"{{"type":"system","message":"{}"}}"#,
+            "x".repeat(70)
+        ));
+        let dispatcher = match kind {
+            Kind::Plain => None,
+            Kind::Lean => Some(&self.lean),
+            Kind::Sdk => Some(&self.sdk),
+        };
+        let recipients: Vec<Recipient> = match dispatcher {
+            None => Vec::new(),
+            Some(_) => {
+                let endpoint = Endpoint {
+                    url: Arc::from(format!("{}/bench", self.base)),
+                    region: Arc::from("us-east-1"),
+                };
+                (0..calls)
+                    .map(|i| Recipient {
+                        id: format!("conn-{round}-{i}="),
+                        endpoint: endpoint.clone(),
+                        channel: None,
+                        subject: None,
+                    })
+                    .collect()
+            }
+        };
+        reset_peak_rss();
+        let (cpu0, t0) = (cpu_time(), Instant::now());
+        match dispatcher {
+            None => plain(&self.plain, &self.base, calls, &payload).await,
+            Some(d) => {
+                let tally = d
+                    .run(recipients, Op::Post(payload), &CancellationToken::new())
+                    .await;
+                assert_eq!(tally.sent as usize, calls, "every call answered 200");
+            }
+        }
+        let (wall, cpu) = (t0.elapsed(), cpu_time() - cpu0);
+        (
+            calls as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / calls as f64,
+            peak_rss_mib(),
+        )
+    }
+}
+
+/// CPU per delivery and deliveries per second of the three paths, over HTTP and TLS, on a tokio runtime
+/// with `threads` worker threads (the caller builds it).
+async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16, u16), tls: &Tls) {
+    println!(
+        "\n== delivery paths: {calls} calls per measurement, {IN_FLIGHT} in flight, {threads} tokio worker thread(s), median of {rounds} interleaved rounds =="
+    );
+    println!(
+        "  {:<6} {:<42} {:>9} {:>12} {:>7} {:>13}",
+        "", "client", "calls/s", "CPU µs/call", "ratio", "peak RSS MiB"
+    );
+    let redis_server = RedisServer::start();
+    let redis = Redis::connect(&redis_server.url()).await.unwrap();
+    for (transport, base) in [
+        ("http", format!("http://localhost:{}", sink.0)),
+        ("https", format!("https://localhost:{}", sink.1)),
+    ] {
+        let paths = Paths::new(&base, &redis, &tls.roots, &tls.pem).await;
+        for kind in Kind::ALL {
+            paths.measure(kind, 500, 99).await; // warm-up: connections, keys, allocator
+        }
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); Kind::ALL.len()];
+        for round in 0..rounds {
+            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                results[i].push(paths.measure(kind, calls, round).await);
+            }
+        }
+        let median = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x[x.len() / 2]
+        };
+        let plain_cpu = median(&results[0], |r| r.1);
+        for (kind, r) in Kind::ALL.into_iter().zip(&results) {
+            let cpu = median(r, |r| r.1);
+            println!(
+                "  {:<6} {:<42} {:>9.0} {:>12.1} {:>6.2}× {:>13.1}",
+                transport,
+                kind.name(),
+                median(r, |r| r.0),
+                cpu,
+                cpu / plain_cpu,
+                median(r, |r| r.2),
+            );
+        }
+    }
+}
+
+/// The sink's generated certificate, as the clients trust it.
+struct Tls {
+    roots: rustls::RootCertStore,
+    pem: String,
+}
+
+async fn plain(client: &PlainClient, base: &str, calls: usize, payload: &Bytes) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..IN_FLIGHT {

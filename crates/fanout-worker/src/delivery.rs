@@ -6,6 +6,13 @@
 //! all sharing one HTTP connection pool, the SDK's own retries off (`RetryConfig::disabled()`, so the
 //! worker sees and owns every 429), and an outer `tokio::time::timeout` per call, because SDK calls to
 //! `execute-api` have been seen to hang past their configured timeouts.
+//!
+//! [`LeanDeliver`] is the default (`--delivery-client lean`): the same calls through
+//! [`mgmt_client::MgmtClient`] (SigV4 with a cached signing key on a pooled hyper/rustls client), at
+//! about the CPU cost of a plain HTTP POST. It maps [`MgmtError`] onto [`Outcome`] as [`SdkDeliver`]
+//! maps the SDK's errors (typed codes first, then the status); a credentials failure is retryable
+//! and loud: logged at ERROR (at most once a second) and counted in
+//! `fanout_delivery_credentials_failures_total`, never a silent drop.
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::error::SdkError;
@@ -14,9 +21,14 @@ use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectio
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
 use bytes::Bytes;
+use mgmt_client::MgmtError;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// Failed calls for want of usable AWS credentials (lean client).
+pub const CREDENTIALS_FAILURES_TOTAL: &str = "fanout_delivery_credentials_failures_total";
 
 /// A Management API endpoint: `https://{api-id}.execute-api.{region}.amazonaws.com/{stage}` or an explicit
 /// URL, and the region to sign for.
@@ -71,6 +83,8 @@ pub trait Deliver: Send + Sync + std::fmt::Debug {
     async fn post(&self, endpoint: &Endpoint, connection_id: &str, payload: Bytes) -> Outcome;
     /// `DeleteConnection`: closes the connection.
     async fn delete(&self, endpoint: &Endpoint, connection_id: &str) -> Outcome;
+    /// Adds the client's own metrics, if any, to the worker's registry.
+    fn register_metrics(&self, _registry: &prometheus::Registry) {}
 }
 
 /// The outcome an HTTP status means, for answers the SDK could not type (no `x-amzn-ErrorType`).
@@ -207,9 +221,277 @@ fn classify_transport<E>(e: &SdkError<E, HttpResponse>) -> Outcome {
     }
 }
 
+/// The lean client: [`mgmt_client::MgmtClient`].
+#[derive(Debug)]
+pub struct LeanDeliver {
+    client: mgmt_client::MgmtClient,
+    endpoints: RwLock<HashMap<Endpoint, mgmt_client::Endpoint>>,
+    credentials_failures: prometheus::IntCounter,
+    /// Unix second of the last credentials ERROR log, so a broken provider logs once a second.
+    last_credentials_log: AtomicU64,
+}
+
+impl LeanDeliver {
+    /// A client signing with `credentials`; calls limited to `timeout` (slot, exchange and response),
+    /// at most `max_in_flight` per endpoint.
+    pub fn new(
+        credentials: mgmt_client::CredentialsSource,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, mgmt_client::client::ClientError> {
+        Self::with_options(
+            mgmt_client::ClientOptions {
+                call_timeout: timeout,
+                max_in_flight_per_endpoint: max_in_flight,
+                ..mgmt_client::ClientOptions::default()
+            },
+            credentials,
+        )
+    }
+
+    /// A client with explicit options (custom TLS roots in tests and benchmarks).
+    pub fn with_options(
+        options: mgmt_client::ClientOptions,
+        credentials: mgmt_client::CredentialsSource,
+    ) -> Result<Self, mgmt_client::client::ClientError> {
+        Ok(Self {
+            client: mgmt_client::MgmtClient::new(options, credentials)?,
+            endpoints: RwLock::new(HashMap::new()),
+            credentials_failures: prometheus::IntCounter::new(
+                CREDENTIALS_FAILURES_TOTAL,
+                "Management API calls that failed for want of usable AWS credentials (retried).",
+            )
+            .expect("valid metric"),
+            last_credentials_log: AtomicU64::new(0),
+        })
+    }
+
+    /// The default AWS credential chain (environment, profile, web identity, container or instance role).
+    pub async fn from_env(
+        region: &str,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Result<Self, mgmt_client::client::ClientError> {
+        let credentials = mgmt_client::CredentialsSource::default_chain(region).await;
+        Self::new(credentials, timeout, max_in_flight)
+    }
+
+    /// Calls that failed for want of credentials, since start.
+    pub fn credentials_failures(&self) -> u64 {
+        self.credentials_failures.get()
+    }
+
+    fn endpoint(&self, endpoint: &Endpoint) -> Result<mgmt_client::Endpoint, Outcome> {
+        if let Some(e) = self
+            .endpoints
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(endpoint)
+        {
+            return Ok(e.clone());
+        }
+        match self.client.endpoint(&endpoint.url, &endpoint.region) {
+            Ok(e) => {
+                self.endpoints
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(endpoint.clone(), e.clone());
+                Ok(e)
+            }
+            Err(error) => {
+                tracing::error!(%error, endpoint = %endpoint.url, "unusable Management API endpoint");
+                Err(Outcome::Retryable(RetryReason::Other))
+            }
+        }
+    }
+
+    fn outcome(&self, result: Result<(), MgmtError>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Sent,
+            Err(MgmtError::Credentials(error)) => {
+                self.credentials_failures.inc();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if self.last_credentials_log.swap(now, Ordering::Relaxed) != now {
+                    tracing::error!(
+                        %error,
+                        failures = self.credentials_failures.get(),
+                        "no usable AWS credentials: Management API calls fail and are retried"
+                    );
+                }
+                Outcome::Retryable(RetryReason::Other)
+            }
+            Err(e) => outcome_of_error(&e),
+        }
+    }
+}
+
+/// The outcome a lean client error means, as [`SdkDeliver`] classifies the SDK's.
+pub fn outcome_of_error(error: &MgmtError) -> Outcome {
+    match error {
+        MgmtError::Gone => Outcome::Gone,
+        MgmtError::LimitExceeded => Outcome::Throttled,
+        MgmtError::Forbidden => Outcome::Forbidden,
+        MgmtError::PayloadTooLarge => Outcome::PayloadTooLarge,
+        MgmtError::Server(_) => Outcome::Retryable(RetryReason::Http5xx),
+        MgmtError::Timeout => Outcome::Retryable(RetryReason::Timeout),
+        MgmtError::Transport(_) => Outcome::Retryable(RetryReason::Network),
+        MgmtError::Credentials(_) | MgmtError::InvalidRequest(_) => {
+            Outcome::Retryable(RetryReason::Other)
+        }
+        MgmtError::Other { status, .. } => outcome_of_status(*status),
+    }
+}
+
+#[async_trait]
+impl Deliver for LeanDeliver {
+    async fn post(&self, endpoint: &Endpoint, connection_id: &str, payload: Bytes) -> Outcome {
+        let endpoint = match self.endpoint(endpoint) {
+            Ok(e) => e,
+            Err(outcome) => return outcome,
+        };
+        let result = self
+            .client
+            .post_to_connection(&endpoint, connection_id, payload)
+            .await;
+        self.outcome(result)
+    }
+
+    async fn delete(&self, endpoint: &Endpoint, connection_id: &str) -> Outcome {
+        let endpoint = match self.endpoint(endpoint) {
+            Ok(e) => e,
+            Err(outcome) => return outcome,
+        };
+        let result = self
+            .client
+            .delete_connection(&endpoint, connection_id)
+            .await;
+        self.outcome(result)
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) {
+        if let Err(error) = registry.register(Box::new(self.credentials_failures.clone())) {
+            tracing::debug!(%error, "credentials failure counter not registered");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lean_errors_map_like_the_sdk() {
+        for (error, outcome) in [
+            (MgmtError::Gone, Outcome::Gone),
+            (MgmtError::LimitExceeded, Outcome::Throttled),
+            (MgmtError::Forbidden, Outcome::Forbidden),
+            (MgmtError::PayloadTooLarge, Outcome::PayloadTooLarge),
+            (
+                MgmtError::Server(502),
+                Outcome::Retryable(RetryReason::Http5xx),
+            ),
+            (MgmtError::Timeout, Outcome::Retryable(RetryReason::Timeout)),
+            (
+                MgmtError::Transport("reset".into()),
+                Outcome::Retryable(RetryReason::Network),
+            ),
+            (
+                MgmtError::Credentials("none".into()),
+                Outcome::Retryable(RetryReason::Other),
+            ),
+            (
+                MgmtError::InvalidRequest("empty"),
+                Outcome::Retryable(RetryReason::Other),
+            ),
+            (
+                MgmtError::Other {
+                    status: 400,
+                    code: Some("BadRequestException".into()),
+                },
+                Outcome::Retryable(RetryReason::Other),
+            ),
+            (
+                MgmtError::Other {
+                    status: 410,
+                    code: Some("SomethingNew".into()),
+                },
+                Outcome::Gone,
+            ),
+        ] {
+            assert_eq!(outcome_of_error(&error), outcome, "{error:?}");
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoCredentials;
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::not_loaded("no role"),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_credentials_failure_is_counted_and_retryable() {
+        let source = mgmt_client::CredentialsSource::from_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials),
+        );
+        let deliver = LeanDeliver::new(source, Duration::from_secs(1), 8).unwrap();
+        let registry = prometheus::Registry::new();
+        deliver.register_metrics(&registry);
+        // Credentials come first, so nothing listens at this address and nothing needs to.
+        let endpoint = Endpoint {
+            url: Arc::from("http://127.0.0.1:9/prod"),
+            region: Arc::from("eu-west-1"),
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                deliver
+                    .post(&endpoint, "abc=", Bytes::from_static(b"{}"))
+                    .await,
+                Outcome::Retryable(RetryReason::Other)
+            );
+        }
+        assert_eq!(
+            deliver.delete(&endpoint, "abc=").await,
+            Outcome::Retryable(RetryReason::Other)
+        );
+        assert_eq!(deliver.credentials_failures(), 4);
+        let exported = registry
+            .gather()
+            .iter()
+            .find(|f| f.name() == CREDENTIALS_FAILURES_TOTAL)
+            .map(|f| f.get_metric()[0].get_counter().get_value());
+        assert_eq!(exported, Some(4.0));
+    }
+
+    #[test]
+    fn a_bad_region_is_not_a_drop() {
+        let deliver = LeanDeliver::new(
+            mgmt_client::CredentialsSource::fixed(
+                mgmt_client::SigningCredentials::new("AKID", "secret", None).unwrap(),
+            ),
+            Duration::from_secs(1),
+            8,
+        )
+        .unwrap();
+        let endpoint = Endpoint {
+            url: Arc::from("http://127.0.0.1:9/prod"),
+            region: Arc::from("Not A Region"),
+        };
+        assert_eq!(
+            deliver.endpoint(&endpoint).unwrap_err(),
+            Outcome::Retryable(RetryReason::Other)
+        );
+    }
 
     #[test]
     fn statuses_map_to_outcomes() {

@@ -8,7 +8,8 @@
 //! - [`planner`]: channel, subject and everyone targets expanded with `SSCAN`, split into chunk jobs.
 //! - [`recipients`]: connection ids resolved to Management API endpoints from their records.
 //! - [`dispatch`]: every recipient through the governor, the in-flight limit, the client and retries.
-//! - [`delivery`]: the [`delivery::Deliver`] trait, its [`delivery::Outcome`]s, and the AWS SDK client.
+//! - [`delivery`]: the [`delivery::Deliver`] trait, its [`delivery::Outcome`]s, the lean client
+//!   ([`delivery::LeanDeliver`], the default) and the AWS SDK client ([`delivery::SdkDeliver`]).
 //! - [`governor`]: the fleet-wide token bucket in Redis, AIMD, and slow-client detection.
 //! - [`retry`]: backoff schedules.
 //! - [`gone`]: forgetting connections API Gateway says are gone, and stale ids.
@@ -53,6 +54,8 @@ pub enum StartError {
     Redis(#[from] StoreError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("Management API client: {0}")]
+    Client(#[from] mgmt_client::client::ClientError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -112,6 +115,7 @@ impl Worker {
             .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the queue is not reachable yet"))
             .await?;
         let metrics = WorkerMetrics::new();
+        deliver.register_metrics(&metrics.registry);
         let keys = Keyspace::new(settings.key_prefix.clone());
         let governor = governor::Governor::new(
             redis.clone(),
@@ -217,9 +221,27 @@ impl Worker {
     }
 }
 
-/// Runs a worker with the AWS SDK client until `shutdown` resolves, then drains.
+/// The client `settings.delivery_client` names, with the default AWS credential chain.
+pub async fn deliver_from_env(settings: &Settings) -> Result<Arc<dyn Deliver>, StartError> {
+    Ok(match settings.delivery_client {
+        config::DeliveryClient::Lean => Arc::new(
+            delivery::LeanDeliver::from_env(
+                &settings.aws_region,
+                settings.call_timeout,
+                settings.max_in_flight,
+            )
+            .await?,
+        ),
+        config::DeliveryClient::Sdk => {
+            Arc::new(delivery::SdkDeliver::from_env(settings.call_timeout).await)
+        }
+    })
+}
+
+/// Runs a worker with the configured client until `shutdown` resolves, then drains.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let deliver = Arc::new(delivery::SdkDeliver::from_env(settings.call_timeout).await);
+    tracing::info!(client = ?settings.delivery_client, "Management API client");
+    let deliver = deliver_from_env(&settings).await?;
     let worker = Worker::start(settings, deliver).await?;
     shutdown.await;
     worker.shutdown().await;

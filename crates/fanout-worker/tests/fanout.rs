@@ -1,7 +1,9 @@
 //! The worker end to end in-process, against a real redis-server, the Redis Streams queue and the
 //! Management API test server: broadcasts reach everyone exactly once, gone connections are forgotten,
 //! 429s are retried, one slow client slows nobody else, bad jobs are dead-lettered, kicks close
-//! connections, and two workers share one broadcast.
+//! connections, and two workers share one broadcast. Workers use the lean client (the default); the
+//! 429/5xx classification test also runs with the AWS SDK client, the reference, and the governor test
+//! runs a mixed fleet of one of each. The test server verifies every signature.
 
 mod support;
 
@@ -132,12 +134,25 @@ async fn gone_connections_are_removed_from_every_set() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_burst_is_retried_then_delivered() {
+    a_429_burst(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_burst_is_retried_then_delivered_by_the_sdk_client() {
+    a_429_burst(true).await;
+}
+
+async fn a_429_burst(sdk: bool) {
     let env = Env::start().await;
     let ids = env.register("t", 30, "busy", "dave").await;
     for id in &ids {
         env.gateway.script(id, &[429, 429, 503]);
     }
-    let worker = env.worker(&["--retries=5"]).await;
+    let worker = if sdk {
+        env.sdk_worker(&["--retries=5"]).await
+    } else {
+        env.worker(&["--retries=5"]).await
+    };
     let job = env
         .publish(
             Target::Subject {
@@ -389,8 +404,9 @@ async fn the_governor_holds_the_fleet_to_the_configured_rate() {
         "--rate-headroom-percent=0",
         "--chunk-size=50",
     ];
+    // A mixed fleet: the lean client and the SDK share one budget.
     let a = env.worker(&flags).await;
-    let b = env.worker(&flags).await;
+    let b = env.sdk_worker(&flags).await;
     let started = Instant::now();
     let job = env
         .publish(
@@ -409,6 +425,81 @@ async fn the_governor_holds_the_fleet_to_the_configured_rate() {
     assert!(took >= Duration::from_millis(1300), "{took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(env.gateway.delivered().len(), 300);
+    assert!(metric(&a, "fanout_deliveries_total", &[("outcome", "sent")]) > 0.0);
+    assert!(metric(&b, "fanout_deliveries_total", &[("outcome", "sent")]) > 0.0);
+    assert_eq!(env.gateway.signature_refusals(), 0);
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_nothing_is_dropped_and_the_failure_is_counted() {
+    #[derive(Debug)]
+    struct NoCredentials;
+    impl aws_credential_types::provider::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                aws_credential_types::provider::error::CredentialsError::not_loaded("no role"),
+            ))
+        }
+    }
+    let env = Env::start().await;
+    let ids = env.register("k", 5, "dark", "ivan").await;
+    let flags = ["--retries=1", "--max-attempts=2", "--requeue-delay-ms=0"];
+    let source = mgmt_client::CredentialsSource::from_provider(
+        aws_credential_types::provider::SharedCredentialsProvider::new(NoCredentials),
+    );
+    let settings = env.settings(&flags);
+    let deliver = std::sync::Arc::new(
+        fanout_worker::delivery::LeanDeliver::new(
+            source,
+            settings.call_timeout,
+            settings.max_in_flight,
+        )
+        .unwrap(),
+    );
+    let worker = env.worker_with(&flags, deliver).await;
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "dark".into(),
+            },
+            json!({"lost": false}),
+        )
+        .await;
+    eventually(
+        LONG,
+        "the leftovers reach the dead-letter queue",
+        || async { !env.queue.peek_dead_letters(10).await.unwrap().is_empty() },
+    )
+    .await;
+    // Two attempts of two calls for each of the five: every one failed, counted, and retried.
+    assert_eq!(
+        metric(&worker, "fanout_delivery_credentials_failures_total", &[]),
+        20.0
+    );
+    assert_eq!(
+        metric(
+            &worker,
+            "fanout_delivery_retries_total",
+            &[("reason", "other")]
+        ),
+        10.0
+    );
+    assert!(env.gateway.calls().is_empty(), "nothing unsigned was sent");
+    let letters = env.queue.peek_dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let dead = Job::decode(&letters[0].body).unwrap();
+    let Target::Connections { ids: mut left } = dead.target else {
+        panic!("leftovers are a connections job: {:?}", dead.target);
+    };
+    left.sort();
+    assert_eq!(left, ids, "every recipient handed on, none dropped");
+    assert_eq!(dead.broadcast.as_ref().unwrap().id, job.id);
+    worker.shutdown().await;
 }

@@ -1,9 +1,11 @@
-//! Ingest's configuration: command-line flags with environment-variable equivalents (`FANOUT_*`),
+//! Ingest's configuration: command-line flags with environment-variable equivalents (`FANOUT_*`; the
+//! settings every process shares come from [`common::config::SharedArgs`]),
 //! validated once at start-up into [`Settings`], with messages that say which setting is wrong and how
 //! to fix it. Run `ingest --help` for the full list with defaults.
 
 use clap::Parser;
-use common::gateways::{GatewayParseError, Gateways};
+use common::config::{SharedArgs, SharedConfigError};
+use common::gateways::Gateways;
 use common::names::{ChannelName, ChannelPattern};
 use common::secret::{Secret, SecretSet};
 use common::telemetry::LogFormat;
@@ -26,41 +28,8 @@ pub struct Config {
     #[arg(long, env = "FANOUT_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Redis holding connections, channels, tokens and history: redis://host:port/db, rediss:// for TLS,
-    /// or redis+cluster://host:port,host:port for Redis Cluster.
-    #[arg(
-        long,
-        env = "FANOUT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
-    )]
-    pub redis_url: String,
-
-    /// Prefix of every Redis key, so several deployments can share one Redis.
-    #[arg(long, env = "FANOUT_KEY_PREFIX", default_value = "fo:")]
-    pub key_prefix: String,
-
-    /// The job queue: an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any http(s) URL
-    /// of an SQS-compatible endpoint) or Redis Streams (redis://host:port/db?queue=NAME).
-    #[arg(
-        long,
-        env = "FANOUT_QUEUE_URL",
-        default_value = "redis://127.0.0.1:6379/0?queue=jobs"
-    )]
-    pub queue_url: String,
-
-    /// The WebSocket APIs whose callbacks are accepted: API_ID/STAGE, API_ID/STAGE@REGION, or
-    /// API_ID=http://endpoint/STAGE (an emulator). At least one.
-    #[arg(
-        long = "api-gateway",
-        env = "FANOUT_API_GATEWAYS",
-        value_delimiter = ',',
-        required = true
-    )]
-    pub api_gateways: Vec<String>,
-
-    /// Region for API_ID/STAGE entries that name none.
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub aws_region: String,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 
     /// Accepted values of the X-Ws-Gateway-Secret header that API Gateway adds to every callback (list the
     /// new and the old value while rotating). Each at least 32 characters of [A-Za-z0-9._~+/=-]. When
@@ -160,10 +129,6 @@ pub struct Config {
     /// /demo/ and lets anyone mint tokens at POST /demo/token. Never set it in production.
     #[arg(long, env = "FANOUT_DEMO_WS_URL")]
     pub demo_ws_url: Option<String>,
-
-    /// Log format.
-    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 /// Validated settings, ready to use.
@@ -197,10 +162,8 @@ pub struct Settings {
 /// A setting that cannot be used, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("FANOUT_API_GATEWAYS / --api-gateway: {0}")]
-    Gateway(#[from] GatewayParseError),
-    #[error("FANOUT_API_GATEWAYS / --api-gateway: list at least one API (API_ID/STAGE)")]
-    NoGateway,
+    #[error("{0}")]
+    Shared(#[from] SharedConfigError),
     #[error(
         "FANOUT_GATEWAY_SECRETS / --gateway-secret: entry {0} must be at least 32 characters of [A-Za-z0-9._~+/=-] (generate one with `openssl rand -base64 33`)"
     )]
@@ -227,10 +190,6 @@ pub enum ConfigError {
     },
     #[error("FANOUT_WEBHOOK_URL: {0:?} is not an http(s) URL")]
     Webhook(String),
-    #[error(
-        "FANOUT_KEY_PREFIX: use letters, digits and : . _ - only (no braces, which Redis Cluster reads as a hash tag)"
-    )]
-    KeyPrefix,
     #[error("FANOUT_DEMO_WS_URL: {0:?} is not a ws:// or wss:// URL")]
     DemoWsUrl(String),
 }
@@ -256,10 +215,7 @@ fn nonempty(values: &[String]) -> impl Iterator<Item = &str> {
 impl Config {
     /// Checks every setting and builds [`Settings`].
     pub fn validate(self) -> Result<Settings, ConfigError> {
-        let gateways = Gateways::parse(&self.api_gateways, &self.aws_region)?;
-        if gateways.is_empty() {
-            return Err(ConfigError::NoGateway);
-        }
+        let shared = self.shared.validate()?;
         let mut secrets = Vec::new();
         for (i, s) in nonempty(&self.gateway_secrets).enumerate() {
             let ok = s.len() >= 32
@@ -330,13 +286,6 @@ impl Config {
                 _ => return Err(ConfigError::Webhook(u.to_owned())),
             },
         };
-        if !self
-            .key_prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
-        {
-            return Err(ConfigError::KeyPrefix);
-        }
         let demo_ws_url = match self
             .demo_ws_url
             .as_deref()
@@ -351,10 +300,10 @@ impl Config {
         };
         Ok(Settings {
             listen: self.listen,
-            redis_url: self.redis_url,
-            key_prefix: self.key_prefix,
-            queue_url: self.queue_url,
-            gateways,
+            redis_url: shared.redis_url,
+            key_prefix: shared.key_prefix,
+            queue_url: shared.queue_url,
+            gateways: shared.gateways,
             gateway_secrets: SecretSet::new(secrets),
             api_keys: SecretSet::new(keys),
             allowed_origins,
@@ -374,7 +323,7 @@ impl Config {
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
             connection_ttl: Duration::from_secs(self.connection_ttl_secs),
             demo_ws_url,
-            log_format: self.log_format,
+            log_format: shared.log_format,
         })
     }
 }

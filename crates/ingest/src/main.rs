@@ -7,7 +7,7 @@ use ingest::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    common::telemetry::init_tracing(config.log_format);
+    common::telemetry::init_tracing(config.shared.log_format);
     let settings = config
         .validate()
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;

@@ -134,6 +134,20 @@ pub struct Config {
     #[arg(long, env = "EMULATOR_CLIENT_BUFFER_FRAMES", default_value_t = 1024)]
     pub client_buffer_frames: usize,
 
+    /// Verify SigV4 signatures on the Management API, as API Gateway does for IAM-authorized callers:
+    /// ACCESS_KEY_ID:SECRET_ACCESS_KEY of the one caller accepted. A missing, malformed, wrongly signed
+    /// or stale (more than 15 minutes off) request gets 403 ForbiddenException. Unset: no checking.
+    #[arg(long, env = "EMULATOR_VERIFY_SIGV4", hide_env_values = true, value_parser = parse_secret)]
+    pub verify_sigv4: Option<Secret>,
+
+    /// With --verify-sigv4: the region requests must be signed for (the credential scope's region).
+    #[arg(
+        long,
+        env = "EMULATOR_VERIFY_SIGV4_REGION",
+        default_value = "us-east-1"
+    )]
+    pub verify_sigv4_region: String,
+
     /// Log format.
     #[arg(long, env = "EMULATOR_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -157,6 +171,27 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// The caller the Management API accepts when signatures are verified. `Debug` hides the secret.
+#[derive(Debug, Clone)]
+pub struct SigV4Check {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub region: String,
+}
+
+impl SigV4Check {
+    /// The verifier for these credentials and region.
+    pub fn verifier(&self) -> mgmt_client::Verifier {
+        let credentials = mgmt_client::SigningCredentials::new(
+            self.access_key_id.clone(),
+            self.secret_access_key.expose(),
+            None,
+        )
+        .expect("checked when the settings were validated");
+        mgmt_client::Verifier::new(credentials, Some(self.region.clone()))
+    }
+}
+
 /// Validated settings, ready to use.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -175,6 +210,8 @@ pub struct Settings {
     pub mgmt_limit: Option<RateLimit>,
     pub connect_limit: Option<RateLimit>,
     pub client_buffer_frames: usize,
+    /// Signature verification on the Management API, when configured.
+    pub verify_sigv4: Option<SigV4Check>,
     pub log_format: LogFormat,
 }
 
@@ -199,6 +236,12 @@ pub enum ConfigError {
     Rate { flag: &'static str, value: f64 },
     #[error("--gateway-secret must not be empty and must be a valid header value")]
     Secret,
+    #[error(
+        "--verify-sigv4 / EMULATOR_VERIFY_SIGV4: {0} (expected ACCESS_KEY_ID:SECRET_ACCESS_KEY)"
+    )]
+    VerifySigV4(&'static str),
+    #[error("--verify-sigv4-region {0:?}: use an AWS region name such as eu-west-1")]
+    VerifySigV4Region(String),
 }
 
 impl Config {
@@ -232,6 +275,29 @@ impl Config {
         {
             return Err(ConfigError::Secret);
         }
+        let verify_sigv4 = match &self.verify_sigv4 {
+            None => None,
+            Some(value) => {
+                let (access_key_id, secret) =
+                    value
+                        .expose()
+                        .split_once(':')
+                        .ok_or(ConfigError::VerifySigV4(
+                            "no ':' between the key id and the secret",
+                        ))?;
+                mgmt_client::SigningCredentials::new(access_key_id, secret, None).map_err(
+                    |_| ConfigError::VerifySigV4("the key id or the secret is empty or unusable"),
+                )?;
+                if !mgmt_client::signer::is_valid_region(&self.verify_sigv4_region) {
+                    return Err(ConfigError::VerifySigV4Region(self.verify_sigv4_region));
+                }
+                Some(SigV4Check {
+                    access_key_id: access_key_id.to_owned(),
+                    secret_access_key: Secret::new(secret),
+                    region: self.verify_sigv4_region.clone(),
+                })
+            }
+        };
         let routes = RouteTable::parse(
             &self.integration_base,
             &self.routes,
@@ -253,6 +319,7 @@ impl Config {
             mgmt_limit: rate_limit("mgmt-rate", self.mgmt_rate, self.mgmt_burst, 0.5)?,
             connect_limit: rate_limit("connect-rate", self.connect_rate, self.connect_burst, 1.0)?,
             client_buffer_frames: self.client_buffer_frames,
+            verify_sigv4,
             log_format: self.log_format,
         })
     }
@@ -353,6 +420,47 @@ mod tests {
         let settings = config.validate().unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
         assert_eq!(settings.gateway_secret.unwrap().expose(), "hunter2-hunter2");
+    }
+
+    #[test]
+    fn sigv4_verification_is_off_by_default_and_its_secret_never_prints() {
+        assert!(parse(&[]).unwrap().verify_sigv4.is_none());
+        let config = Config::try_parse_from([
+            "local-gateway",
+            "--verify-sigv4",
+            "AKIDEXAMPLE:s3cr3t-s3cr3t",
+            "--verify-sigv4-region",
+            "eu-west-1",
+        ])
+        .unwrap();
+        assert!(!format!("{config:?}").contains("s3cr3t"));
+        let settings = config.validate().unwrap();
+        assert!(!format!("{settings:?}").contains("s3cr3t"));
+        let check = settings.verify_sigv4.unwrap();
+        assert_eq!(check.access_key_id, "AKIDEXAMPLE");
+        assert_eq!(check.secret_access_key.expose(), "s3cr3t-s3cr3t");
+        assert_eq!(check.region, "eu-west-1");
+        for (args, needle) in [
+            (&["--verify-sigv4", "no-colon"][..], "--verify-sigv4"),
+            (&["--verify-sigv4", ":secret"][..], "--verify-sigv4"),
+            (&["--verify-sigv4", "AKID:"][..], "--verify-sigv4"),
+            (
+                &[
+                    "--verify-sigv4",
+                    "AKID:x",
+                    "--verify-sigv4-region",
+                    "EU West",
+                ][..],
+                "--verify-sigv4-region",
+            ),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(
+                !err.contains("secret") || needle == "--verify-sigv4",
+                "{err}"
+            );
+        }
     }
 
     #[test]

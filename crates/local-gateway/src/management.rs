@@ -12,6 +12,13 @@
 //! which is what API Gateway answers a caller configured with the wrong endpoint). Ids arrive
 //! percent-encoded (`%3D` for `=`, and sometimes `%40connections`); path extraction decodes both.
 //!
+//! With `--verify-sigv4` every call's SigV4 signature is checked first, as API Gateway checks an
+//! IAM-authorized caller's (`mgmt_client::Verifier`: `host` and `x-amz-date` signed, the scope's key,
+//! region and `execute-api`, 15 minutes of clock skew, the signature over the method, path, signed
+//! headers and body). A refusal is 403 `ForbiddenException` with a `{"message"}` that says why but never
+//! echoes the signature, counted in `fanout_emulator_signatures_refused_total{reason}`. A POST body over
+//! the payload limit is answered 413 before the check, because it is never read.
+//!
 //! The listener also serves `GET /metrics` and the virtual-connection admin API ([`crate::virtual_conns`]).
 
 use crate::metrics::Operation;
@@ -25,7 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
 use chrono::SecondsFormat;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use mgmt_client::VerifyError;
 
 /// A Management API error, as API Gateway reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -40,12 +48,15 @@ pub enum ApiError {
     LimitExceeded,
     #[error("Bad request")]
     BadRequest,
+    /// SigV4 verification refused the call; the message says why (never the signature).
+    #[error("{0}")]
+    Unauthenticated(&'static str),
 }
 
 impl ApiError {
     pub fn status(self) -> StatusCode {
         match self {
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::Unauthenticated(_) => StatusCode::FORBIDDEN,
             ApiError::Gone => StatusCode::GONE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
@@ -56,7 +67,7 @@ impl ApiError {
     /// The `x-amzn-ErrorType` header value.
     pub fn error_type(self) -> &'static str {
         match self {
-            ApiError::Forbidden => "ForbiddenException",
+            ApiError::Forbidden | ApiError::Unauthenticated(_) => "ForbiddenException",
             ApiError::Gone => "GoneException",
             ApiError::PayloadTooLarge => "PayloadTooLargeException",
             ApiError::LimitExceeded => "LimitExceededException",
@@ -64,14 +75,18 @@ impl ApiError {
         }
     }
 
-    fn body(self) -> &'static str {
-        match self {
+    fn body(self) -> String {
+        let fixed = match self {
             ApiError::Forbidden => r#"{"message":"Forbidden"}"#,
             ApiError::Gone => r#"{"message":"Gone"}"#,
             ApiError::PayloadTooLarge => r#"{"message":"Payload too large"}"#,
             ApiError::LimitExceeded => r#"{"message":"Limit Exceeded"}"#,
             ApiError::BadRequest => r#"{"message":"Bad request"}"#,
-        }
+            ApiError::Unauthenticated(message) => {
+                return serde_json::json!({ "message": message }).to_string();
+            }
+        };
+        fixed.to_owned()
     }
 }
 
@@ -114,8 +129,69 @@ pub fn router(state: AppState) -> Router {
 
 type IdPath = Result<Path<(String, String, String)>, PathRejection>;
 
-/// Checks the stage and the account throttle; returns the decoded connection id.
-fn admit_call(state: &AppState, path: IdPath) -> Result<String, ApiError> {
+/// What a signature covers.
+struct Signed<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
+/// The metric label and the message of a refusal, as API Gateway words them.
+fn refusal(error: &VerifyError) -> (&'static str, &'static str) {
+    match error {
+        VerifyError::MissingHeader(h) if h == "authorization" => {
+            ("missing_header", "Missing Authentication Token")
+        }
+        VerifyError::MissingHeader(_) => (
+            "missing_header",
+            "A header listed in SignedHeaders is missing from the request.",
+        ),
+        VerifyError::Malformed(_) => (
+            "malformed",
+            "Authorization header is not a valid AWS4-HMAC-SHA256 signature.",
+        ),
+        VerifyError::UnsignedHeader(_) => (
+            "unsigned_header",
+            "The host and x-amz-date headers must be signed.",
+        ),
+        VerifyError::UnknownAccessKey | VerifyError::SessionToken => (
+            "unknown_credentials",
+            "The security token included in the request is invalid.",
+        ),
+        VerifyError::WrongScope(_) => (
+            "wrong_scope",
+            "Credential should be scoped to a valid region and the execute-api service.",
+        ),
+        VerifyError::Stale { .. } => (
+            "stale",
+            "Signature expired: the request time is more than 15 minutes from the server's time.",
+        ),
+        VerifyError::BadSignature => (
+            "bad_signature",
+            "The request signature we calculated does not match the signature you provided. \
+Check your AWS Secret Access Key and signing method.",
+        ),
+    }
+}
+
+/// Checks the signature (when verification is on), the stage and the account throttle; returns the
+/// decoded connection id.
+fn admit_call(state: &AppState, path: IdPath, signed: Signed<'_>) -> Result<String, ApiError> {
+    if let Some(verifier) = &state.verifier
+        && let Err(error) = verifier.verify(
+            signed.method,
+            signed.uri,
+            signed.headers,
+            signed.body,
+            std::time::SystemTime::now(),
+        )
+    {
+        let (reason, message) = refusal(&error);
+        state.metrics.signature_refused(reason);
+        tracing::warn!(%error, path = %signed.uri.path(), "Management API call refused: signature");
+        return Err(ApiError::Unauthenticated(message));
+    }
     let Path((stage, collection, id)) = path.map_err(|_| ApiError::Forbidden)?;
     if stage != state.settings.stage || collection != "@connections" {
         return Err(ApiError::Forbidden);
@@ -136,11 +212,13 @@ fn respond(state: &AppState, op: Operation, result: Result<Response, ApiError>) 
 
 async fn post_to_connection(
     State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
     path: IdPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = (|| {
-        let id = admit_call(&state, path)?;
         let data = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
@@ -148,6 +226,13 @@ async fn post_to_connection(
                 ApiError::BadRequest
             }
         })?;
+        let signed = Signed {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: &data,
+        };
+        let id = admit_call(&state, path, signed)?;
         if data.len() > state.settings.max_payload_bytes {
             return Err(ApiError::PayloadTooLarge);
         }
@@ -184,8 +269,21 @@ struct Identity {
     user_agent: Option<String>,
 }
 
-async fn get_connection(State(state): State<AppState>, path: IdPath) -> Response {
-    let result = admit_call(&state, path).and_then(|id| {
+async fn get_connection(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: IdPath,
+    body: Bytes,
+) -> Response {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+    };
+    let result = admit_call(&state, path, signed).and_then(|id| {
         let conn = state.registry.get(&id).ok_or(ApiError::Gone)?;
         let iso = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
         let info = ConnectionInfo {
@@ -201,8 +299,21 @@ async fn get_connection(State(state): State<AppState>, path: IdPath) -> Response
     respond(&state, Operation::Get, result)
 }
 
-async fn delete_connection(State(state): State<AppState>, path: IdPath) -> Response {
-    let result = admit_call(&state, path).and_then(|id| {
+async fn delete_connection(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    path: IdPath,
+    body: Bytes,
+) -> Response {
+    let signed = Signed {
+        method: &method,
+        uri: &uri,
+        headers: &headers,
+        body: &body,
+    };
+    let result = admit_call(&state, path, signed).and_then(|id| {
         let conn = state.registry.remove(&id).ok_or(ApiError::Gone)?;
         if conn.is_virtual() {
             let state = state.clone();

@@ -19,6 +19,7 @@ pub mod names {
     pub const INTEGRATION_DURATION_SECONDS: &str = "fanout_emulator_integration_duration_seconds";
     pub const MANAGEMENT_CALLS_TOTAL: &str = "fanout_emulator_management_calls_total";
     pub const FRAMES_TOTAL: &str = "fanout_emulator_frames_total";
+    pub const SIGNATURES_REFUSED_TOTAL: &str = "fanout_emulator_signatures_refused_total";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -29,6 +30,7 @@ pub mod names {
         INTEGRATION_DURATION_SECONDS,
         MANAGEMENT_CALLS_TOTAL,
         FRAMES_TOTAL,
+        SIGNATURES_REFUSED_TOTAL,
     ];
 }
 
@@ -78,6 +80,8 @@ pub struct Metrics {
     /// Client frames received (`direction="in"`) and frames written to clients (`direction="out"`).
     pub frames_in: IntCounter,
     pub frames_out: IntCounter,
+    /// Management API calls refused by SigV4 verification, by `reason`.
+    signatures_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,7 +124,13 @@ impl Metrics {
             "WebSocket data frames by direction (in: from clients, out: to clients).",
             &["direction"],
         );
+        let signatures_refused = counter_vec(
+            names::SIGNATURES_REFUSED_TOTAL,
+            "Management API calls refused with 403 by SigV4 verification, by reason.",
+            &["reason"],
+        );
         Self {
+            signatures_refused,
             sockets_open: open.with_label_values(&["socket"]),
             virtual_open: open.with_label_values(&["virtual"]),
             handshakes: counter_vec(
@@ -169,6 +179,11 @@ impl Metrics {
                 .with_label_values(&[op.label(), status.as_str()])
                 .inc(),
         }
+    }
+
+    /// A call refused by signature verification; `reason` is one of a handful of fixed labels.
+    pub fn signature_refused(&self, reason: &'static str) {
+        self.signatures_refused.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text format.

@@ -38,6 +38,8 @@ pub struct Shared {
     /// The new-connection limit, when configured.
     pub connect_limiter: Option<TokenBucket>,
     pub virtual_stats: VirtualStats,
+    /// Checks Management API signatures, when `--verify-sigv4` is set.
+    pub verifier: Option<mgmt_client::Verifier>,
     shutdown: watch::Receiver<bool>,
     /// Dropped with the last clone of the state; the server waits for that to drain.
     _drain: mpsc::Sender<()>,
@@ -77,6 +79,7 @@ impl AppState {
             mgmt_limiter: settings.mgmt_limit.map(TokenBucket::new),
             connect_limiter: settings.connect_limit.map(TokenBucket::new),
             virtual_stats: VirtualStats::new(),
+            verifier: settings.verify_sigv4.as_ref().map(|c| c.verifier()),
             metrics,
             settings,
             shutdown,

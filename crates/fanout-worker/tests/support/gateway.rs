@@ -5,6 +5,12 @@
 //! 429 like the account throttle, and records every call it received. For a benchmark run in another
 //! process, `GET /__stats` answers `"<2xx count> <429 count>"` and `GET /__reset` clears the record and
 //! refills the bucket.
+//!
+//! Like API Gateway, it checks every call's SigV4 signature (access key `test`, secret `test`, region
+//! `us-east-1`, as [`super::test_deliver`] and the real binary in tests sign) with
+//! `mgmt_client::Verifier`, and answers a bad, missing or stale one with 403 `ForbiddenException`,
+//! recorded as a call with status 403 and counted in [`MgmtServer::signature_refusals`]; so a signing
+//! bug fails every test that expects a delivery.
 #![allow(dead_code)]
 
 use axum::Router;
@@ -36,6 +42,8 @@ struct Inner {
     record_bodies: bool,
     bucket: Option<Bucket>,
     delay: Duration,
+    verifier: Option<Arc<mgmt_client::Verifier>>,
+    signature_refusals: usize,
 }
 
 #[derive(Debug)]
@@ -61,8 +69,13 @@ impl MgmtServer {
 
     /// Starts on `port` of 127.0.0.1 (0: a free one).
     pub async fn start_on(port: u16) -> Self {
+        let credentials = mgmt_client::SigningCredentials::new("test", "test", None).unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             record_bodies: true,
+            verifier: Some(Arc::new(mgmt_client::Verifier::new(
+                credentials,
+                Some("us-east-1".to_owned()),
+            ))),
             ..Inner::default()
         }));
         let app = Router::new().fallback(answer).with_state(inner.clone());
@@ -104,6 +117,16 @@ impl MgmtServer {
     /// Waits this long before answering each call.
     pub fn delay(&self, delay: Duration) {
         self.lock().delay = delay;
+    }
+
+    /// Stops checking signatures (a benchmark sink measures clients, not the verifier).
+    pub fn skip_signature_checks(&self) {
+        self.lock().verifier = None;
+    }
+
+    /// Calls refused for a bad, missing or stale signature.
+    pub fn signature_refusals(&self) -> usize {
+        self.lock().signature_refusals
     }
 
     /// Keeps only statuses, not bodies (for big runs).
@@ -164,6 +187,7 @@ async fn answer(
     State(inner): State<Arc<Mutex<Inner>>>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     if uri.path() == "/__stats" {
@@ -194,6 +218,11 @@ async fn answer(
     let Some(id) = segments.get(pos + 1).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let verifier = inner.lock().unwrap().verifier.clone();
+    let refused = verifier.and_then(|v| {
+        v.verify(&method, &uri, &headers, &body, std::time::SystemTime::now())
+            .err()
+    });
     let delay = inner.lock().unwrap().delay;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -216,7 +245,10 @@ async fn answer(
             .get_mut(&id)
             .and_then(|s| s.pop_front())
             .or_else(|| inner.always.get(&id).copied());
-        let status = if throttled {
+        let status = if refused.is_some() {
+            inner.signature_refusals += 1;
+            403
+        } else if throttled {
             429
         } else {
             scripted.unwrap_or(if method == Method::DELETE { 204 } else { 200 })

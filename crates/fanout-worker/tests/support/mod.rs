@@ -14,7 +14,7 @@ use common::queue::{Queue, QueueOptions};
 use common::store::Redis;
 use fanout_worker::Worker;
 use fanout_worker::config::{Config, Settings};
-use fanout_worker::delivery::SdkDeliver;
+use fanout_worker::delivery::{Deliver, LeanDeliver, SdkDeliver};
 use gateway::MgmtServer;
 use std::future::Future;
 use std::sync::Arc;
@@ -95,11 +95,23 @@ impl Env {
             .expect("settings valid")
     }
 
-    /// An in-process worker with the AWS SDK client and static test credentials.
+    /// An in-process worker with the lean client (the default) and static test credentials.
     pub async fn worker(&self, extra: &[&str]) -> Worker {
         let settings = self.settings(extra);
-        let deliver = test_deliver(settings.call_timeout).await;
+        let deliver = test_deliver(&settings);
         Worker::start(settings, Arc::new(deliver)).await.unwrap()
+    }
+
+    /// An in-process worker with the reference client, the AWS SDK, and static test credentials.
+    pub async fn sdk_worker(&self, extra: &[&str]) -> Worker {
+        let settings = self.settings(extra);
+        let deliver = sdk_deliver(settings.call_timeout).await;
+        Worker::start(settings, Arc::new(deliver)).await.unwrap()
+    }
+
+    /// An in-process worker with `deliver`.
+    pub async fn worker_with(&self, extra: &[&str], deliver: Arc<dyn Deliver>) -> Worker {
+        Worker::start(self.settings(extra), deliver).await.unwrap()
     }
 
     /// Registers connections `{stem}-0 .. {stem}-{n-1}` in `channel`, all of `subject`, as ingest does.
@@ -183,8 +195,16 @@ impl Env {
     }
 }
 
+/// The lean client with static test credentials (`test`/`test`), as the worker builds it.
+pub fn test_deliver(settings: &Settings) -> LeanDeliver {
+    let credentials = mgmt_client::CredentialsSource::fixed(
+        mgmt_client::SigningCredentials::new("test", "test", None).unwrap(),
+    );
+    LeanDeliver::new(credentials, settings.call_timeout, settings.max_in_flight).unwrap()
+}
+
 /// The AWS SDK client with static test credentials.
-pub async fn test_deliver(timeout: Duration) -> SdkDeliver {
+pub async fn sdk_deliver(timeout: Duration) -> SdkDeliver {
     let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .credentials_provider(aws_sdk_apigatewaymanagement::config::Credentials::new(
             "test", "test", None, None, "tests",

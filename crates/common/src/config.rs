@@ -1,0 +1,165 @@
+//! The settings every process of a deployment shares, defined once: where Redis and the queue are, the
+//! key prefix, the WebSocket APIs served, the default AWS region and the log format. Each binary flattens
+//! [`SharedArgs`] into its own clap configuration, so the flags (`--redis-url`, ...) and environment
+//! variables (`FANOUT_REDIS_URL`, ...) are spelled the same everywhere, and validates them into [`Shared`].
+
+use crate::gateways::{GatewayParseError, Gateways};
+use crate::telemetry::LogFormat;
+
+/// The shared flags. Every flag can also be set through the environment variable shown.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SharedArgs {
+    /// Redis holding connections, channels, tokens and history: redis://host:port/db, rediss:// for TLS,
+    /// or redis+cluster://host:port,host:port for Redis Cluster.
+    #[arg(
+        long,
+        env = "FANOUT_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis. The same in every process.
+    #[arg(long, env = "FANOUT_KEY_PREFIX", default_value = "fo:")]
+    pub key_prefix: String,
+
+    /// The job queue: an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, or any http(s) URL
+    /// of an SQS-compatible endpoint) or Redis Streams (redis://host:port/db?queue=NAME).
+    #[arg(
+        long,
+        env = "FANOUT_QUEUE_URL",
+        default_value = "redis://127.0.0.1:6379/0?queue=jobs"
+    )]
+    pub queue_url: String,
+
+    /// The WebSocket APIs served: API_ID/STAGE, API_ID/STAGE@REGION, or API_ID=http://endpoint/STAGE (an
+    /// emulator or a custom domain). At least one; the same list in every process.
+    #[arg(
+        long = "api-gateway",
+        env = "FANOUT_API_GATEWAYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub api_gateways: Vec<String>,
+
+    /// Region for API_ID/STAGE entries that name none, and for signing calls to explicit endpoints.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub aws_region: String,
+
+    /// Log format: text for people, json for log pipelines.
+    #[arg(long, env = "FANOUT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The shared settings, validated.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub queue_url: String,
+    pub gateways: Gateways,
+    pub aws_region: String,
+    pub log_format: LogFormat,
+}
+
+/// A shared setting that cannot be used, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedConfigError {
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: {0}")]
+    Gateway(#[from] GatewayParseError),
+    #[error("FANOUT_API_GATEWAYS / --api-gateway: list at least one API (API_ID/STAGE)")]
+    NoGateway,
+    #[error(
+        "FANOUT_KEY_PREFIX: use letters, digits and : . _ - only (no braces, which Redis Cluster reads as a hash tag)"
+    )]
+    KeyPrefix,
+    #[error("FANOUT_QUEUE_URL: {0}")]
+    QueueUrl(String),
+    #[error("AWS_REGION: {0:?} does not look like a region (e.g. eu-west-1)")]
+    Region(String),
+}
+
+impl SharedArgs {
+    pub fn validate(self) -> Result<Shared, SharedConfigError> {
+        let region_ok = !self.aws_region.is_empty()
+            && self
+                .aws_region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(SharedConfigError::Region(self.aws_region));
+        }
+        let gateways = Gateways::parse(&self.api_gateways, &self.aws_region)?;
+        if gateways.is_empty() {
+            return Err(SharedConfigError::NoGateway);
+        }
+        if !self
+            .key_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
+        {
+            return Err(SharedConfigError::KeyPrefix);
+        }
+        crate::queue::QueueUrl::parse(&self.queue_url)
+            .map_err(|e| SharedConfigError::QueueUrl(e.to_string()))?;
+        Ok(Shared {
+            redis_url: self.redis_url,
+            key_prefix: self.key_prefix,
+            queue_url: self.queue_url,
+            gateways,
+            aws_region: self.aws_region,
+            log_format: self.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        shared: SharedArgs,
+    }
+
+    fn shared(args: &[&str]) -> Result<Shared, String> {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .shared
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_errors_that_name_the_variable() {
+        let s = shared(&["--api-gateway", "abc/prod"]).unwrap();
+        assert_eq!(
+            (s.key_prefix.as_str(), s.aws_region.as_str()),
+            ("fo:", "us-east-1")
+        );
+        assert!(shared(&[]).unwrap_err().contains("--api-gateway"));
+        assert!(
+            shared(&["--api-gateway", "abc"])
+                .unwrap_err()
+                .contains("FANOUT_API_GATEWAYS")
+        );
+        assert!(
+            shared(&["--api-gateway", "a/b", "--key-prefix", "{x}"])
+                .unwrap_err()
+                .contains("FANOUT_KEY_PREFIX")
+        );
+        assert!(
+            shared(&["--api-gateway", "a/b", "--queue-url", "amqp://x"])
+                .unwrap_err()
+                .contains("FANOUT_QUEUE_URL")
+        );
+        assert!(
+            shared(&["--api-gateway", "a/b", "--aws-region", "EU"])
+                .unwrap_err()
+                .contains("AWS_REGION")
+        );
+    }
+}
