@@ -160,6 +160,12 @@ impl System {
         }
     }
 
+    /// The worker's `/metrics` URL, `http://ADDR/metrics` (its metrics listener).
+    pub fn worker_metrics_url(&self) -> String {
+        let worker = self.worker.as_ref().expect("the worker runs until stop");
+        format!("http://{}/metrics", worker.metrics_addr())
+    }
+
     /// Management API calls the gateway refused for their signature, from its `/metrics`.
     pub async fn signatures_refused(&self) -> u64 {
         let base = self

@@ -4,7 +4,8 @@
 //!    of `BENCH_ROUNDS`, default 3, interleaved rounds) against a bare-hyper sink in a child process
 //!    answering 200 at once, over plain HTTP and over TLS (rustls, an rcgen certificate, HTTP/1.1):
 //!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
-//!    classification) with the lean client, and the same with the AWS SDK client; on a tokio runtime
+//!    classification) with an unsigned POST client (the path's own cost), with the lean client, and with
+//!    the AWS SDK client; on a tokio runtime
 //!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (utime+stime), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
 //!    `BENCH_SKIP_BROADCAST=1` stops after this part.
@@ -251,18 +252,55 @@ fn reset_peak_rss() {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Plain,
+    PlainPath,
     Lean,
     Sdk,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Plain, Kind::Lean, Kind::Sdk];
+    const ALL: [Kind; 4] = [Kind::Plain, Kind::PlainPath, Kind::Lean, Kind::Sdk];
     fn name(self) -> &'static str {
         match self {
             Kind::Plain => "plain unsigned hyper POST",
+            Kind::PlainPath => "worker path, plain unsigned POST client",
             Kind::Lean => "worker path, lean client (mgmt-client)",
             Kind::Sdk => "worker path, AWS SDK client",
         }
+    }
+}
+
+/// An unsigned hyper POST behind the worker's `Deliver` seam: the worker path with a client that costs
+/// what a bare POST costs, so `lean / this` is the lean client's own price inside the worker.
+#[derive(Debug)]
+struct PlainDeliver(PlainClient);
+
+#[async_trait::async_trait]
+impl fanout_worker::delivery::Deliver for PlainDeliver {
+    async fn post(
+        &self,
+        endpoint: &Endpoint,
+        connection_id: &str,
+        payload: Bytes,
+    ) -> fanout_worker::delivery::Outcome {
+        let req = http::Request::post(format!("{}/@connections/{connection_id}", endpoint.url))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(payload))
+            .unwrap();
+        match self.0.request(req).await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                use http_body_util::BodyExt;
+                let _ = res.into_body().collect().await;
+                fanout_worker::delivery::outcome_of_status(status)
+            }
+            Err(_) => fanout_worker::delivery::Outcome::Retryable(
+                fanout_worker::delivery::RetryReason::Other,
+            ),
+        }
+    }
+
+    async fn delete(&self, _: &Endpoint, _: &str) -> fanout_worker::delivery::Outcome {
+        fanout_worker::delivery::Outcome::Sent
     }
 }
 
@@ -275,6 +313,7 @@ type PlainClient = hyper_util::client::legacy::Client<
 struct Paths {
     base: String,
     plain: PlainClient,
+    plain_path: Dispatcher,
     lean: Dispatcher,
     sdk: Dispatcher,
 }
@@ -355,6 +394,7 @@ impl Paths {
             .await;
         Self {
             base: base.to_owned(),
+            plain_path: dispatcher(redis.clone(), Arc::new(PlainDeliver(plain.clone()))),
             plain,
             lean: dispatcher(redis.clone(), Arc::new(lean)),
             sdk: dispatcher(
@@ -372,6 +412,7 @@ impl Paths {
         ));
         let dispatcher = match kind {
             Kind::Plain => None,
+            Kind::PlainPath => Some(&self.plain_path),
             Kind::Lean => Some(&self.lean),
             Kind::Sdk => Some(&self.sdk),
         };
@@ -419,8 +460,8 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
         "\n== delivery paths: {calls} calls per measurement, {IN_FLIGHT} in flight, {threads} tokio worker thread(s), median of {rounds} interleaved rounds =="
     );
     println!(
-        "  {:<6} {:<42} {:>9} {:>12} {:>7} {:>13}",
-        "", "client", "calls/s", "CPU µs/call", "ratio", "peak RSS MiB"
+        "  {:<6} {:<42} {:>9} {:>12} {:>9} {:>11} {:>13}",
+        "", "client", "calls/s", "CPU µs/call", "vs plain", "vs path", "peak RSS MiB"
     );
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
@@ -444,15 +485,17 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
             x[x.len() / 2]
         };
         let plain_cpu = median(&results[0], |r| r.1);
+        let path_cpu = median(&results[1], |r| r.1);
         for (kind, r) in Kind::ALL.into_iter().zip(&results) {
             let cpu = median(r, |r| r.1);
             println!(
-                "  {:<6} {:<42} {:>9.0} {:>12.1} {:>6.2}× {:>13.1}",
+                "  {:<6} {:<42} {:>9.0} {:>12.1} {:>8.2}× {:>10.2}× {:>13.1}",
                 transport,
                 kind.name(),
                 median(r, |r| r.0),
                 cpu,
                 cpu / plain_cpu,
+                cpu / path_cpu,
                 median(r, |r| r.2),
             );
         }
