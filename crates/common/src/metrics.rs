@@ -77,6 +77,19 @@ pub mod names {
     ];
 }
 
+/// Every `reason` label of `fanout_jobs_dead_lettered_total`.
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "throttled",
+    "failed",
+    "forbidden",
+    "unroutable",
+    "payload_too_large",
+    "shutdown",
+    "malformed",
+    "unsupported_version",
+    "too_many_receives",
+];
+
 /// Callback latency buckets: ingest's own time is well under a millisecond; Redis adds a round trip.
 const CALLBACK_BUCKETS: &[f64] = &[
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -277,7 +290,7 @@ impl WorkerMetrics {
                 .expect("valid metric"),
             )
         };
-        Self {
+        let metrics = Self {
             jobs_received: counter_vec(
                 names::JOBS_RECEIVED_TOTAL,
                 "Jobs taken off the queue, by target kind.",
@@ -341,7 +354,13 @@ impl WorkerMetrics {
             queue_depth: gauge(names::QUEUE_DEPTH, "Jobs waiting on the queue."),
             redis_errors: counter(names::REDIS_ERRORS_TOTAL, "Redis commands that failed."),
             registry,
+        };
+        // Every dead-letter reason starts at 0, so the first dead letter is an increase Prometheus can
+        // see (a series that appears at 1 has no increase) and alerts fire on it.
+        for reason in DEAD_LETTER_REASONS {
+            metrics.jobs_dead_lettered.with_label_values(&[reason]);
         }
+        metrics
     }
 }
 
@@ -434,5 +453,14 @@ mod tests {
             );
         }
         assert!(render(&m.registry).contains("fanout_deliveries_total{outcome=\"sent\"} 1"));
+    }
+
+    #[test]
+    fn dead_letter_reasons_start_at_zero() {
+        let text = render(&WorkerMetrics::new().registry);
+        for reason in DEAD_LETTER_REASONS {
+            let line = format!("fanout_jobs_dead_lettered_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&line), "{line} missing");
+        }
     }
 }
