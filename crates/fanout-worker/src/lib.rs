@@ -35,7 +35,7 @@ pub mod shutdown;
 
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
-use common::queue::{QueueError, QueueOptions, QueueUrl, SharedQueue};
+use common::queue::{QueueError, QueueOptions, SharedQueue};
 use common::store::{Redis, StoreError};
 use config::Settings;
 use delivery::Deliver;
@@ -76,7 +76,7 @@ pub struct Worker {
     grace: Duration,
 }
 
-/// Opens the queue the URL names. Redis Streams gets a connection of its own for blocking reads.
+/// Opens the queue the URL names (Redis Streams with a connection of its own for blocking reads).
 pub async fn open_queue(settings: &Settings) -> Result<SharedQueue, QueueError> {
     let options = QueueOptions {
         visibility_timeout: settings.visibility_timeout,
@@ -88,12 +88,7 @@ pub async fn open_queue(settings: &Settings) -> Result<SharedQueue, QueueError> 
             uuid::Uuid::new_v4().simple()
         ),
     };
-    match QueueUrl::parse(&settings.queue_url)? {
-        QueueUrl::RedisStreams { redis_url, name } => Ok(Arc::new(
-            common::queue::streams::StreamQueue::connect(&redis_url, &name, options).await?,
-        )),
-        QueueUrl::Sqs { .. } => common::queue::open(&settings.queue_url, options).await,
-    }
+    common::queue::open(&settings.queue_url, options).await
 }
 
 impl Worker {
