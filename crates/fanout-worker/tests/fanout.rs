@@ -402,7 +402,10 @@ async fn the_governor_holds_the_fleet_to_the_configured_rate() {
         "--account-rate-per-sec=200",
         "--account-burst=20",
         "--rate-headroom-percent=0",
-        "--chunk-size=50",
+        "--chunk-size=10",
+        // One job in hand each: while one worker paces through a chunk, the other takes the next, so both
+        // take part whichever polls first.
+        "--max-jobs-in-hand=1",
     ];
     // A mixed fleet: the lean client and the SDK share one budget.
     let a = env.worker(&flags).await;
