@@ -164,31 +164,28 @@ pub async fn remove(
             .await?;
         return Ok(None);
     };
-    let id_str = id.as_str();
-    let mut cmds = vec![
-        redis::cmd("SREM")
-            .arg(state.keys.channel(conn.channel.as_str()))
-            .arg(id_str)
-            .to_owned(),
-        redis::cmd("SREM")
-            .arg(state.keys.all_bucket_of(id_str))
-            .arg(id_str)
-            .to_owned(),
-    ];
-    if let Some(subject) = &conn.subject {
-        cmds.push(
-            redis::cmd("SREM")
-                .arg(state.keys.subject(subject.as_str()))
-                .arg(id_str)
-                .to_owned(),
-        );
-    }
+    let cmds = leave_sets(state, &conn);
     state.redis.batch(cmds).await?;
     redis::cmd("DEL")
-        .arg(state.keys.connection(id_str))
+        .arg(state.keys.connection(id.as_str()))
         .query_async::<()>(&mut state.conn())
         .await?;
     Ok(Some(conn))
+}
+
+/// The commands that take a connection out of its channel, subject and bucket sets.
+fn leave_sets(state: &AppState, conn: &Connection) -> Vec<redis::Cmd> {
+    let id = conn.id.as_str();
+    let mut sets = vec![
+        state.keys.channel(conn.channel.as_str()),
+        state.keys.all_bucket_of(id),
+    ];
+    if let Some(subject) = &conn.subject {
+        sets.push(state.keys.subject(subject.as_str()));
+    }
+    sets.into_iter()
+        .map(|set| redis::cmd("SREM").arg(set).arg(id).to_owned())
+        .collect()
 }
 
 /// How long a kicked connection's record outlives its set memberships: long enough for a worker to read
@@ -199,29 +196,13 @@ pub const KICKED_RECORD_TTL_MS: u64 = 300_000;
 /// minutes, so the worker that closes it can still find its endpoint. The `$disconnect` that follows the
 /// close deletes the record.
 pub async fn detach(state: &AppState, conn: &Connection) -> Result<(), redis::RedisError> {
-    let id = conn.id.as_str();
-    let mut cmds = vec![
-        redis::cmd("SREM")
-            .arg(state.keys.channel(conn.channel.as_str()))
-            .arg(id)
-            .to_owned(),
-        redis::cmd("SREM")
-            .arg(state.keys.all_bucket_of(id))
-            .arg(id)
-            .to_owned(),
+    let mut cmds = leave_sets(state, conn);
+    cmds.push(
         redis::cmd("PEXPIRE")
-            .arg(state.keys.connection(id))
+            .arg(state.keys.connection(conn.id.as_str()))
             .arg(KICKED_RECORD_TTL_MS)
             .to_owned(),
-    ];
-    if let Some(subject) = &conn.subject {
-        cmds.push(
-            redis::cmd("SREM")
-                .arg(state.keys.subject(subject.as_str()))
-                .arg(id)
-                .to_owned(),
-        );
-    }
+    );
     state.redis.batch(cmds).await.map(drop)
 }
 

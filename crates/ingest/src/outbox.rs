@@ -5,7 +5,7 @@
 use crate::error::AppError;
 use crate::state::AppState;
 use common::job::{Job, Target};
-use common::names::ConnectionId;
+use common::names::{ChannelName, ConnectionId};
 use serde_json::value::RawValue;
 
 /// Enqueues one job and returns its id.
@@ -53,4 +53,25 @@ pub async fn reply_error(
         common::job::payload_of(&serde_json::json!({ "type": "error", "error": message })),
     )
     .await
+}
+
+/// Enqueues a channel job whose payload is also kept in the channel's history. History is written first
+/// and taken back if the queue refuses the job, so history never holds a message nobody was sent.
+pub async fn enqueue_kept(
+    state: &AppState,
+    channel: &ChannelName,
+    job: Job,
+) -> Result<String, AppError> {
+    let entry = job
+        .payload()
+        .map(|p| p.get().to_owned())
+        .unwrap_or_default();
+    crate::history::append(state, channel, &entry).await?;
+    let result = enqueue(state, job).await;
+    if result.is_err()
+        && let Err(undo) = crate::history::remove(state, channel, &entry).await
+    {
+        tracing::error!(error = %undo, "could not take an unsent message back out of history");
+    }
+    result
 }

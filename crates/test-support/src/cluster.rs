@@ -32,29 +32,14 @@ impl RedisCluster {
         for port in &ports {
             let node_dir = dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("create a node directory");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+            let child = crate::redis_server(*port, &node_dir)
                 .args([
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
-                    "--cluster-node-timeout",
-                    "5000",
                 ])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .args(["--cluster-node-timeout", "5000"])
                 .spawn()
                 .expect("redis-server starts (./dev test installs it)");
             cluster.children.push(child);

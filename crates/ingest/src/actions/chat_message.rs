@@ -6,8 +6,8 @@
 use super::refuse;
 use crate::error::AppError;
 use crate::membership::Connection;
+use crate::outbox;
 use crate::state::AppState;
-use crate::{history, outbox};
 use common::job::{Job, Target};
 use common::names::ChannelPattern;
 use serde_json::json;
@@ -44,19 +44,13 @@ pub async fn run(
         "message": text,
         "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }));
-    let entry = payload.get().to_owned();
-    history::append(state, &conn.channel, &entry).await?;
     let job = Job::post(
         Target::Channel {
             channel: conn.channel.as_str().to_owned(),
         },
         payload,
     );
-    if let Err(e) = outbox::enqueue(state, job).await {
-        if let Err(undo) = history::remove(state, &conn.channel, &entry).await {
-            tracing::error!(error = %undo, "could not take an unsent message back out of history");
-        }
-        return Err(e);
-    }
-    Ok(())
+    outbox::enqueue_kept(state, &conn.channel, job)
+        .await
+        .map(drop)
 }

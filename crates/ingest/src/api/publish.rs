@@ -6,7 +6,7 @@
 use super::ApiKey;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::{history, membership, outbox};
+use crate::{membership, outbox};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -57,26 +57,18 @@ pub async fn to_channel(
 ) -> Result<Accepted, AppError> {
     let channel = ChannelName::parse(&channel).map_err(|_| AppError::Channel)?;
     let payload = payload(body)?;
-    let entry = options.history.then(|| payload.get().to_owned());
-    if let Some(entry) = &entry {
-        history::append(&state, &channel, entry).await?;
-    }
-    let result = accept(
-        &state,
-        Job::post(
-            Target::Channel {
-                channel: channel.as_str().to_owned(),
-            },
-            payload,
-        ),
-    )
-    .await;
-    if let (Err(_), Some(entry)) = (&result, &entry)
-        && let Err(e) = history::remove(&state, &channel, entry).await
-    {
-        tracing::error!(error = %e, "could not take an unsent message back out of history");
-    }
-    result
+    let job = Job::post(
+        Target::Channel {
+            channel: channel.as_str().to_owned(),
+        },
+        payload,
+    );
+    let id = if options.history {
+        outbox::enqueue_kept(&state, &channel, job).await?
+    } else {
+        outbox::enqueue(&state, job).await?
+    };
+    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
 }
 
 pub async fn to_subject(
