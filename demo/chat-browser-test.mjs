@@ -1,6 +1,6 @@
 // Drives the chat room page in headless Chromium against a running local system and exits non-zero on
 // the first failed expectation. Usage: node chat-browser-test.mjs PAGE_URL API_URL API_KEY
-// The end-to-end suite (crates/e2e) starts the system and runs this script.
+// The end-to-end suite (e2e) starts the system and runs this script.
 import { chromium } from "playwright-core";
 
 const [pageUrl, apiUrl, apiKey] = process.argv.slice(2);

@@ -142,9 +142,9 @@ fn the_sqs_scaler_watches_the_configured_queue() {
 
 #[test]
 fn configuration_names_only_settings_the_binaries_read() {
-    let mut known = repo::env_settings("crates/ingest/src/config.rs");
-    known.extend(repo::env_settings("crates/fanout-worker/src/config.rs"));
-    known.extend(repo::env_settings("crates/local-gateway/src/config.rs"));
+    let mut known = repo::env_settings("ingest/src/config.rs");
+    known.extend(repo::env_settings("fanout-worker/src/config.rs"));
+    known.extend(repo::env_settings("local-gateway/src/config.rs"));
     let mut names: Vec<(String, String)> = config_data()
         .into_keys()
         .map(|k| ("base ConfigMap".into(), k))
@@ -294,7 +294,7 @@ fn containers_listen_where_probes_and_services_look() {
     assert!(env_value(&ingest, "FANOUT_LISTEN").ends_with(&format!(":{port}")));
     assert_eq!(probe_path(&ingest, "readinessProbe"), "/readyz");
     assert_eq!(probe_path(&ingest, "livenessProbe"), "/healthz");
-    let router = repo::read("crates/ingest/src/lib.rs");
+    let router = repo::read("ingest/src/lib.rs");
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert!(
             router.contains(&format!("\"{path}\"")),
@@ -313,14 +313,14 @@ fn containers_listen_where_probes_and_services_look() {
     assert!(listen.ends_with(&format!(":{port}")));
     assert_eq!(
         repo::env_default(
-            "crates/fanout-worker/src/config.rs",
+            "fanout-worker/src/config.rs",
             "FANOUT_METRICS_LISTEN"
         )
         .as_deref(),
         Some(listen.as_str()),
         "the manifest repeats the worker's default metrics address"
     );
-    let ops = repo::read("crates/fanout-worker/src/metrics.rs");
+    let ops = repo::read("fanout-worker/src/metrics.rs");
     assert!(ops.contains("\"/healthz\"") && ops.contains("\"/metrics\""));
     assert_eq!(probe_path(&worker, "livenessProbe"), "/healthz");
 

@@ -14,7 +14,7 @@ use common::names::Subject;
 use serde_json::{Value, json};
 
 /// The chat room page.
-pub const CHAT_PAGE: &str = include_str!("../../../demo/chat.html");
+pub const CHAT_PAGE: &str = include_str!("../../demo/chat.html");
 
 pub async fn page() -> Html<&'static str> {
     Html(CHAT_PAGE)

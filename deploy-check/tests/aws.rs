@@ -42,9 +42,9 @@ fn props(r: &Value) -> &Value {
     get(r, "Properties").expect("Properties")
 }
 
-/// Every `pub const NAME: &str = "value";` inside `pub mod headers` of crates/common/src/gateways.rs.
+/// Every `pub const NAME: &str = "value";` inside `pub mod headers` of common/src/gateways.rs.
 fn headers_ingest_reads() -> Vec<String> {
-    let source = repo::read("crates/common/src/gateways.rs");
+    let source = repo::read("common/src/gateways.rs");
     let module = source
         .split("pub mod headers {")
         .nth(1)
@@ -145,7 +145,7 @@ fn integrations_send_exactly_the_headers_ingest_reads() {
 #[test]
 fn routes_call_ingests_ws_paths() {
     let t = template();
-    let ingest_router = repo::read("crates/ingest/src/lib.rs");
+    let ingest_router = repo::read("ingest/src/lib.rs");
     assert!(
         ingest_router.contains("\"/ws/{route}\""),
         "ingest serves /ws/{{route}}"
@@ -360,7 +360,7 @@ fn task_definitions_set_only_settings_the_binaries_read_on_their_default_ports()
     for (task, config, listen, required) in [
         (
             "IngestTaskDefinition",
-            "crates/ingest/src/config.rs",
+            "ingest/src/config.rs",
             "FANOUT_LISTEN",
             &[
                 "FANOUT_REDIS_URL",
@@ -372,7 +372,7 @@ fn task_definitions_set_only_settings_the_binaries_read_on_their_default_ports()
         ),
         (
             "WorkerTaskDefinition",
-            "crates/fanout-worker/src/config.rs",
+            "fanout-worker/src/config.rs",
             "FANOUT_METRICS_LISTEN",
             &[
                 "FANOUT_REDIS_URL",

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tokio_tungstenite::tungstenite::Message;
 
 fn aws_cli() -> PathBuf {
-    let cli = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/aws");
+    let cli = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/aws");
     assert!(
         cli.exists(),
         "the AWS CLI is not in .venv: run the suite with ./dev test, which installs it"

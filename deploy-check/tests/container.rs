@@ -146,9 +146,9 @@ fn compose_builds_dockerfile_targets_and_sets_only_known_settings() {
     let services = get(&compose, "services")
         .and_then(Value::as_mapping)
         .unwrap();
-    let mut known = repo::env_settings("crates/ingest/src/config.rs");
-    known.extend(repo::env_settings("crates/fanout-worker/src/config.rs"));
-    known.extend(repo::env_settings("crates/local-gateway/src/config.rs"));
+    let mut known = repo::env_settings("ingest/src/config.rs");
+    known.extend(repo::env_settings("fanout-worker/src/config.rs"));
+    known.extend(repo::env_settings("local-gateway/src/config.rs"));
     let mut built = BTreeSet::new();
     for (name, service) in services {
         let name = name.as_str().unwrap();

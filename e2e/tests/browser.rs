@@ -7,7 +7,7 @@ use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chat_page_works_in_a_real_browser() {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo");
     assert!(
         demo.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed in demo/: run the suite with ./dev test, which installs it"

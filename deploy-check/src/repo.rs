@@ -5,12 +5,11 @@
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 
-/// The workspace root (two levels above this crate).
+/// The workspace root (the folder above this crate).
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("crates/deploy-check sits two levels below the workspace root")
+        .parent()
+        .expect("deploy-check sits one level below the workspace root")
         .to_path_buf()
 }
 
@@ -73,7 +72,7 @@ pub fn get_str<'a>(map: &'a Value, key: &str) -> &'a str {
 }
 
 /// The settings shared by every binary (`common::config`), which a binary's `Config` flattens in.
-const SHARED_CONFIG: &str = "crates/common/src/config.rs";
+const SHARED_CONFIG: &str = "common/src/config.rs";
 
 /// The clap sources a binary's configuration is made of: its own, plus the shared one when it flattens it.
 fn config_sources(config_rs: &str) -> Vec<String> {
@@ -116,7 +115,7 @@ mod tests {
 
     #[test]
     fn reads_settings_and_defaults_from_clap_sources() {
-        let ingest = env_settings("crates/ingest/src/config.rs");
+        let ingest = env_settings("ingest/src/config.rs");
         for shared in [
             "FANOUT_REDIS_URL",
             "FANOUT_QUEUE_URL",
@@ -130,11 +129,11 @@ mod tests {
         }
         assert!(!ingest.contains(&"FANOUT_METRICS_LISTEN".to_owned()));
         assert_eq!(
-            env_default("crates/ingest/src/config.rs", "FANOUT_LISTEN").as_deref(),
+            env_default("ingest/src/config.rs", "FANOUT_LISTEN").as_deref(),
             Some("0.0.0.0:8080")
         );
         assert_eq!(
-            env_default("crates/ingest/src/config.rs", "NO_SUCH_SETTING"),
+            env_default("ingest/src/config.rs", "NO_SUCH_SETTING"),
             None
         );
     }
