@@ -24,6 +24,9 @@ pub mod headers {
     pub const FORWARDED_FOR: &str = "X-Forwarded-For";
     /// The browser's Origin, forwarded on `$connect`.
     pub const ORIGIN: &str = "Origin";
+    /// `integration.request.header.X-Ws-Source-Ip` mapped from `context.identity.sourceIp`: the client's
+    /// address as API Gateway saw it, which the client cannot set (unlike `X-Forwarded-For`).
+    pub const SOURCE_IP: &str = "X-Ws-Source-Ip";
 }
 
 /// One WebSocket API.
