@@ -78,6 +78,25 @@ pub enum SharedConfigError {
     Region(String),
 }
 
+/// The exit status of a process refused at start because of its configuration (the status clap uses for
+/// usage errors too).
+pub const CONFIG_EXIT_STATUS: i32 = 2;
+
+/// The one line a refused configuration prints: the program, then what to fix, on a single line.
+pub fn config_error_line(program: &str, error: &dyn std::fmt::Display) -> String {
+    let reason = error.to_string().replace(['\n', '\r'], " ");
+    format!("{program}: configuration error: {reason}")
+}
+
+/// Unwraps validated settings, or prints [`config_error_line`] to stderr and exits with
+/// [`CONFIG_EXIT_STATUS`]: no backtrace, no log noise, just what to change.
+pub fn or_exit<T, E: std::fmt::Display>(program: &str, validated: Result<T, E>) -> T {
+    validated.unwrap_or_else(|e| {
+        eprintln!("{}", config_error_line(program, &e));
+        std::process::exit(CONFIG_EXIT_STATUS)
+    })
+}
+
 impl SharedArgs {
     pub fn validate(self) -> Result<Shared, SharedConfigError> {
         let region_ok = !self.aws_region.is_empty()
@@ -131,6 +150,21 @@ mod tests {
             .shared
             .validate()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_naming_the_program() {
+        let error = shared(&["--api-gateway", "a/b", "--aws-region", "EU"]).unwrap_err();
+        let line = config_error_line("ingest", &error);
+        assert!(
+            line.starts_with("ingest: configuration error: AWS_REGION"),
+            "{line}"
+        );
+        let multi_line = config_error_line("ingest", &"first\nsecond\r\nthird");
+        assert_eq!(
+            multi_line,
+            "ingest: configuration error: first second  third"
+        );
     }
 
     #[test]

@@ -39,11 +39,6 @@ impl SecretSet {
         self.0.is_empty()
     }
 
-    /// The first value: the one to hand out when one must be sent.
-    pub fn primary(&self) -> Option<&Secret> {
-        self.0.first()
-    }
-
     /// True when `candidate` equals one of the accepted values. Every value is compared, each in
     /// constant time, so the time taken says nothing about which value (or how much of it) matched.
     pub fn accepts(&self, candidate: &[u8]) -> bool {

@@ -312,11 +312,7 @@ fn containers_listen_where_probes_and_services_look() {
     let listen = env_value(&worker, "FANOUT_METRICS_LISTEN");
     assert!(listen.ends_with(&format!(":{port}")));
     assert_eq!(
-        repo::env_default(
-            "fanout-worker/src/config.rs",
-            "FANOUT_METRICS_LISTEN"
-        )
-        .as_deref(),
+        repo::env_default("fanout-worker/src/config.rs", "FANOUT_METRICS_LISTEN").as_deref(),
         Some(listen.as_str()),
         "the manifest repeats the worker's default metrics address"
     );

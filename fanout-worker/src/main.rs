@@ -6,7 +6,7 @@ use fanout_worker::config::Config;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Config::parse().validate()?;
+    let settings = common::config::or_exit("fanout-worker", Config::parse().validate());
     common::telemetry::init_tracing(settings.log_format);
     fanout_worker::run(settings, common::telemetry::shutdown_signal()).await?;
     Ok(())

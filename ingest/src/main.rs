@@ -8,9 +8,7 @@ use ingest::config::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     common::telemetry::init_tracing(config.shared.log_format);
-    let settings = config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let settings = common::config::or_exit("ingest", config.validate());
     ingest::run(settings, common::telemetry::shutdown_signal()).await?;
     Ok(())
 }

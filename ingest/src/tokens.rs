@@ -6,7 +6,7 @@
 
 use crate::state::AppState;
 use common::names::{ChannelName, ChannelPattern, Subject};
-use rand::RngCore;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

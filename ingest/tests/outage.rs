@@ -4,7 +4,7 @@
 
 mod support;
 
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::Ingest;

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the `fanout_emulator_*` Prometheus metrics.
 //! - [`registry`]: live connections (sockets and virtual ones) by id, and why a socket closes.
 //! - [`integration`]: the POSTs to the backend, with the headers the real wiring sends.
+//! - [`virtual_stats`]: the counters over virtual connections, owned by the state.
 //! - [`state`]: the shared [`state::AppState`] and the connection lifecycle (`$connect` admits, exactly one
 //!   `$disconnect` follows).
 //! - [`front`]: the WebSocket listener: handshake, per-socket reader and writer, limits and timeouts.
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod routes;
 pub mod state;
 pub mod virtual_conns;
+pub mod virtual_stats;
 
 pub use config::{Config, Settings};
 

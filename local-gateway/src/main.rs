@@ -10,9 +10,7 @@ use local_gateway::Config;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     common::telemetry::init_tracing(config.log_format);
-    let settings = config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+    let settings = common::config::or_exit("local-gateway", config.validate());
     local_gateway::run(settings, common::telemetry::shutdown_signal()).await?;
     Ok(())
 }

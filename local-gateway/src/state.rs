@@ -15,7 +15,7 @@ use crate::integration::{Integration, IntegrationError};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
 use crate::registry::{Connection, Registry};
-use crate::virtual_conns::VirtualStats;
+use crate::virtual_stats::VirtualStats;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use std::ops::Deref;

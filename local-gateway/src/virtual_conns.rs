@@ -14,7 +14,7 @@
 //!   the per-connection counts; `DELETE /_emulator/virtual/stats` zeroes the counters.
 //! - `DELETE /_emulator/virtual`: removes every virtual connection, each with its `$disconnect`.
 //!
-//! A post to a virtual connection costs a few atomic operations ([`VirtualStats::record`]); after a
+//! A post to a virtual connection costs a few atomic operations ([`crate::virtual_stats::VirtualStats::record`]); after a
 //! `DELETE @connections/{id}` it gets 410 like any other.
 
 use crate::registry::{Connection, new_connection_id};
@@ -24,13 +24,12 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// The most connections one request may create.
@@ -40,69 +39,6 @@ const MAX_CONCURRENCY: usize = 1024;
 const USER_AGENT: &str = "local-gateway-virtual";
 /// Room for a million query strings with 64-character tokens.
 const MAX_CREATE_BODY_BYTES: usize = 256 * 1024 * 1024;
-
-/// Counters over every virtual connection.
-#[derive(Debug)]
-pub struct VirtualStats {
-    origin: Instant,
-    origin_wall: DateTime<Utc>,
-    received: AtomicU64,
-    /// Nanoseconds since `origin`, plus one; 0 means "none yet".
-    first_ns: AtomicU64,
-    last_ns: AtomicU64,
-    created: AtomicU64,
-    next_ip: AtomicU32,
-}
-
-impl VirtualStats {
-    pub fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            origin_wall: Utc::now(),
-            received: AtomicU64::new(0),
-            first_ns: AtomicU64::new(0),
-            last_ns: AtomicU64::new(0),
-            created: AtomicU64::new(0),
-            next_ip: AtomicU32::new(0),
-        }
-    }
-
-    /// Counts one post to a virtual connection.
-    pub fn record(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-        let now = self.origin.elapsed().as_nanos() as u64 + 1;
-        if self.first_ns.load(Ordering::Relaxed) == 0 {
-            let _ = self
-                .first_ns
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        }
-        self.last_ns.fetch_max(now, Ordering::Relaxed);
-    }
-
-    fn reset(&self) {
-        self.received.store(0, Ordering::Relaxed);
-        self.first_ns.store(0, Ordering::Relaxed);
-        self.last_ns.store(0, Ordering::Relaxed);
-    }
-
-    fn wall(&self, ns_plus_one: u64) -> Option<String> {
-        let ns = ns_plus_one.checked_sub(1)?;
-        let t = self.origin_wall + chrono::Duration::nanoseconds(ns as i64);
-        Some(t.to_rfc3339_opts(SecondsFormat::Micros, true))
-    }
-
-    /// A distinct client address for each virtual connection: 10.0.0.1, 10.0.0.2, ...
-    fn next_source_ip(&self) -> IpAddr {
-        let n = self.next_ip.fetch_add(1, Ordering::Relaxed) % 0x00ff_fffe + 1;
-        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | n))
-    }
-}
-
-impl Default for VirtualStats {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -21,8 +21,6 @@ pub enum EndpointError {
     HasQuery(String),
     #[error("region {0:?} is not an AWS region name")]
     Region(String),
-    #[error("API id {0:?} or stage {1:?} is empty or has characters a host or path cannot carry")]
-    ApiOrStage(String, String),
 }
 
 /// A Management API endpoint; cheap to clone. Get one from [`crate::MgmtClient::endpoint`] so that
@@ -61,27 +59,6 @@ impl Endpoint {
 
     pub fn region(&self) -> &str {
         &self.inner.region
-    }
-
-    /// The URL of API Gateway's own endpoint for a WebSocket API's stage.
-    pub fn aws_url(api_id: &str, region: &str, stage: &str) -> Result<String, EndpointError> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if !ok(api_id) || !ok(stage) {
-            return Err(EndpointError::ApiOrStage(
-                api_id.to_owned(),
-                stage.to_owned(),
-            ));
-        }
-        if !is_valid_region(region) {
-            return Err(EndpointError::Region(region.to_owned()));
-        }
-        Ok(format!(
-            "https://{api_id}.execute-api.{region}.amazonaws.com/{stage}"
-        ))
     }
 
     pub(crate) fn parse(

@@ -222,24 +222,6 @@ impl MgmtClient {
         Ok(endpoint)
     }
 
-    /// API Gateway's own endpoint for a WebSocket API's stage.
-    pub fn aws_endpoint(
-        &self,
-        api_id: &str,
-        region: &str,
-        stage: &str,
-    ) -> Result<Endpoint, EndpointError> {
-        self.endpoint(&Endpoint::aws_url(api_id, region, stage)?, region)
-    }
-
-    pub fn signer(&self) -> &Signer {
-        &self.inner.signer
-    }
-
-    pub fn credentials(&self) -> &CredentialsSource {
-        &self.inner.credentials
-    }
-
     /// Sends `data` to the connection as one WebSocket frame.
     pub async fn post_to_connection(
         &self,
