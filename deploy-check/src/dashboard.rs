@@ -12,6 +12,25 @@ pub const PATH: &str = "deploy/grafana/dashboards/fanout.json";
 /// Grafana's dashboard identity; links and provisioning refer to it.
 pub const UID: &str = "fanout-overview";
 
+/// The panel that shows each alert's signal, by alert name. `tests/monitoring.rs` checks that every alert
+/// of `deploy/prometheus/rules/alerts.yml` is listed and that its panel reads a metric the alert reads.
+pub const ALERT_PANELS: &[(&str, &str)] = &[
+    ("FanoutJobsDeadLettered", "Dead letters"),
+    ("FanoutThrottleShareHigh", "429s by kind"),
+    ("FanoutEndToEndLatencyHigh", "End-to-end latency"),
+    ("FanoutQueueBacklogGrowing", "Queue depth"),
+    ("FanoutForbidden", "Dead letters"),
+    ("FanoutIngestDown", "Services up"),
+    ("FanoutWorkerDown", "Services up"),
+    ("FanoutInstanceDown", "Services up"),
+    ("FanoutRedisErrors", "Redis errors"),
+    ("FanoutEnqueueFailures", "Enqueue failures"),
+    ("FanoutQueueStuck", "Jobs enqueued and finished"),
+    ("FanoutGoneShareHigh", "Deliveries by outcome"),
+    ("FanoutCallbackErrors", "Callbacks by route and outcome"),
+    ("FanoutCallbackLatencyHigh", "Callback latency"),
+];
+
 /// How a panel shows its series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

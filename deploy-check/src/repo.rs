@@ -132,10 +132,7 @@ mod tests {
             env_default("ingest/src/config.rs", "FANOUT_LISTEN").as_deref(),
             Some("0.0.0.0:8080")
         );
-        assert_eq!(
-            env_default("ingest/src/config.rs", "NO_SUCH_SETTING"),
-            None
-        );
+        assert_eq!(env_default("ingest/src/config.rs", "NO_SUCH_SETTING"), None);
     }
 
     #[test]
