@@ -9,10 +9,16 @@
 # this file instead. See deploy/README.md.
 
 ARG RUST_VERSION=1.95
+# The base images, by tag. A release build pins both by digest (deploy/README.md, "Container images"):
+#   --build-arg BUILDER_IMAGE=rust:1.95-bookworm@sha256:... --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:...
+# The builder is Debian bookworm, so the binaries need the glibc of the runtime (distroless Debian 12).
+ARG BUILDER_IMAGE=rust:${RUST_VERSION}-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # --- dependency layer: cargo-chef builds the dependencies from the manifests alone, so this layer is
 # reused until Cargo.toml or Cargo.lock change.
-FROM rust:${RUST_VERSION}-bookworm AS chef
+# checkov:skip=CKV_DOCKER_7:the base images are build arguments with explicit tags (above), pinned by digest in release builds; checkov cannot resolve the variable
+FROM ${BUILDER_IMAGE} AS chef
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
 
@@ -26,13 +32,14 @@ RUN cargo chef cook --release --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked -p ingest -p fanout-worker -p local-gateway \
     && mkdir -p /out \
-    && cp target/release/ingest target/release/fanout-worker target/release/local-gateway /out/
+    && cp target/release/ingest target/release/fanout-worker target/release/local-gateway /out/ \
+    && rustc --edition 2021 -O -o /out/healthcheck deploy/docker/healthcheck.rs
 
-# --- runtime: Debian slim (glibc, bash for the health probe), the builder's CA bundle for TLS to AWS,
-# no package manager run, a numeric non-root user, nothing else.
-FROM debian:bookworm-slim AS runtime
+# --- runtime: distroless (glibc and libgcc, no shell, no package manager), the builder's CA bundle for TLS
+# to AWS and Redis, the health probe (deploy/docker/healthcheck.rs), a numeric non-root user, nothing else.
+FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=builder /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
-COPY deploy/docker/healthcheck /usr/local/bin/healthcheck
+COPY --from=builder /out/healthcheck /usr/local/bin/healthcheck
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     FANOUT_LOG_FORMAT=json
 USER 65532:65532

@@ -14,7 +14,8 @@ pub struct SharedArgs {
     #[arg(
         long,
         env = "FANOUT_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0"
+        default_value = "redis://127.0.0.1:6379/0",
+        hide_env_values = true
     )]
     pub redis_url: String,
 
@@ -27,7 +28,8 @@ pub struct SharedArgs {
     #[arg(
         long,
         env = "FANOUT_QUEUE_URL",
-        default_value = "redis://127.0.0.1:6379/0?queue=jobs"
+        default_value = "redis://127.0.0.1:6379/0?queue=jobs",
+        hide_env_values = true
     )]
     pub queue_url: String,
 
@@ -165,6 +167,19 @@ mod tests {
             multi_line,
             "ingest: configuration error: first second  third"
         );
+    }
+
+    #[test]
+    fn urls_that_may_carry_a_password_are_hidden_from_help() {
+        use clap::CommandFactory;
+        let command = Cli::command();
+        for id in ["redis_url", "queue_url"] {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            assert!(
+                arg.is_hide_env_values_set(),
+                "--help would print {id}'s value"
+            );
+        }
     }
 
     #[test]

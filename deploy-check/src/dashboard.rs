@@ -12,6 +12,25 @@ pub const PATH: &str = "deploy/grafana/dashboards/fanout.json";
 /// Grafana's dashboard identity; links and provisioning refer to it.
 pub const UID: &str = "fanout-overview";
 
+/// The panel that shows each alert's signal, by alert name. `tests/monitoring.rs` checks that every alert
+/// of `deploy/prometheus/rules/alerts.yml` is listed and that its panel reads a metric the alert reads.
+pub const ALERT_PANELS: &[(&str, &str)] = &[
+    ("FanoutJobsDeadLettered", "Dead letters"),
+    ("FanoutThrottleShareHigh", "429s by kind"),
+    ("FanoutEndToEndLatencyHigh", "End-to-end latency"),
+    ("FanoutQueueBacklogGrowing", "Queue depth"),
+    ("FanoutForbidden", "Dead letters"),
+    ("FanoutIngestDown", "Services up"),
+    ("FanoutWorkerDown", "Services up"),
+    ("FanoutInstanceDown", "Services up"),
+    ("FanoutRedisErrors", "Redis errors"),
+    ("FanoutEnqueueFailures", "Enqueue failures"),
+    ("FanoutQueueStuck", "Jobs enqueued and finished"),
+    ("FanoutGoneShareHigh", "Gone share"),
+    ("FanoutCallbackErrors", "Callback errors on ingest's side"),
+    ("FanoutCallbackLatencyHigh", "Callback latency"),
+];
+
 /// How a panel shows its series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -93,6 +112,20 @@ pub fn rows() -> Vec<Row> {
                             "p99 {{route}}",
                         ),
                     ],
+                },
+                Panel {
+                    title: "Callback errors on ingest's side",
+                    description: "Share of callbacks that failed because of ingest's own dependencies (redis_unavailable, queue_unavailable, webhook_failed): browsers that could not connect or whose message was lost. Client errors (tokens, origins) are not counted. The FanoutCallbackErrors alert fires above 1%.",
+                    kind: TimeSeries,
+                    unit: "percentunit",
+                    queries: vec![q(
+                        format!(
+                            "(sum(rate({0}{{outcome=~\"redis_unavailable|queue_unavailable|webhook_failed\"}}[$__rate_interval])) or vector(0)) / sum({1})",
+                            names::CALLBACKS_TOTAL,
+                            rate(names::CALLBACKS_TOTAL)
+                        ),
+                        "failing share",
+                    )],
                 },
                 Panel {
                     title: "Connect refusals by reason",
@@ -211,6 +244,20 @@ pub fn rows() -> Vec<Row> {
                     queries: vec![q(
                         format!("sum by (outcome) ({})", rate(names::DELIVERIES_TOTAL)),
                         "{{outcome}}",
+                    )],
+                },
+                Panel {
+                    title: "Gone share",
+                    description: "Share of deliveries that met a connection API Gateway had already closed (410). A few are normal; the FanoutGoneShareHigh alert fires above 20%: $disconnect callbacks are being lost, or clients reconnect in a loop.",
+                    kind: TimeSeries,
+                    unit: "percentunit",
+                    queries: vec![q(
+                        format!(
+                            "sum(rate({0}{{outcome=\"gone\"}}[$__rate_interval])) / sum({1})",
+                            names::DELIVERIES_TOTAL,
+                            rate(names::DELIVERIES_TOTAL)
+                        ),
+                        "gone share",
                     )],
                 },
                 Panel {

@@ -1,6 +1,8 @@
 //! The Dockerfile and docker-compose.yml against the workspace: the image builds with the workspace's Rust
-//! version and the same `cargo build` packages and flags as `./dev`, each image's health check probes a
-//! port it exposes, and compose builds real Dockerfile targets and sets only settings the binaries read.
+//! version and the same `cargo build` packages and flags as `./dev`, the runtime is distroless and its
+//! health probe (`deploy/docker/healthcheck.rs`, compiled and run here against real sockets) tells 200 from
+//! anything else, each image's health check probes a port it exposes, and compose builds real Dockerfile
+//! targets, sets only settings the binaries read, bakes in no secret and publishes ports on loopback only.
 
 use deploy_check::repo::{self, get, get_str};
 use serde_yaml::Value;
@@ -46,8 +48,105 @@ fn the_image_builds_with_the_workspace_rust_version() {
     assert!(
         instructions()
             .iter()
-            .any(|i| i.starts_with("FROM rust:${RUST_VERSION}-"))
+            .any(|i| i.starts_with("ARG BUILDER_IMAGE=rust:${RUST_VERSION}-"))
     );
+}
+
+#[test]
+fn the_runtime_is_distroless_and_its_base_images_can_be_pinned_by_digest() {
+    let runtime = instructions()
+        .into_iter()
+        .find_map(|i| i.strip_prefix("ARG RUNTIME_IMAGE=").map(str::to_owned))
+        .expect("the runtime base image is a build argument");
+    assert!(
+        runtime.starts_with("gcr.io/distroless/cc-debian12:"),
+        "no shell, no package manager: {runtime}"
+    );
+    for stage in [
+        "FROM ${BUILDER_IMAGE} AS chef",
+        "FROM ${RUNTIME_IMAGE} AS runtime",
+    ] {
+        assert!(instructions().iter().any(|i| i == stage), "{stage}");
+    }
+    // Nothing in the runtime stages runs a shell command (there is none).
+    let mut in_runtime = false;
+    for i in instructions() {
+        if i.starts_with("FROM ") {
+            in_runtime =
+                !i.contains(" AS chef") && !i.contains(" AS planner") && !i.contains(" AS builder");
+        } else if in_runtime {
+            assert!(!i.starts_with("RUN "), "a RUN in a runtime stage: {i}");
+        }
+    }
+}
+
+/// Compiles the health probe as the Dockerfile does.
+fn healthcheck_binary() -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("fanout-healthcheck-{}", std::process::id()));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let status = std::process::Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-o"])
+        .arg(&out)
+        .arg(repo::root().join("deploy/docker/healthcheck.rs"))
+        .status()
+        .expect("run rustc");
+    assert!(
+        status.success(),
+        "deploy/docker/healthcheck.rs does not compile"
+    );
+    out
+}
+
+/// A one-shot HTTP server on a free port answering `status_line`; returns its port and the request it read.
+fn answer_once(status_line: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request = String::new();
+        reader.read_line(&mut request).unwrap();
+        let mut stream = stream;
+        write!(stream, "{status_line}\r\ncontent-length: 2\r\n\r\nok").unwrap();
+        request
+    });
+    (port, server)
+}
+
+#[test]
+fn the_health_probe_passes_on_200_only() {
+    let probe = healthcheck_binary();
+    let run = |port: u16, path: &str| {
+        std::process::Command::new(&probe)
+            .args([port.to_string().as_str(), path])
+            .output()
+            .unwrap()
+    };
+    let (port, server) = answer_once("HTTP/1.1 200 OK");
+    let out = run(port, "/healthz");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(server.join().unwrap(), "GET /healthz HTTP/1.0\r\n");
+
+    let (port, server) = answer_once("HTTP/1.1 503 Service Unavailable");
+    let out = run(port, "/healthz");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("503"));
+    server.join().unwrap();
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_eq!(
+        run(closed, "/healthz").status.code(),
+        Some(1),
+        "nothing listening"
+    );
+    let usage = std::process::Command::new(&probe).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    let _ = std::fs::remove_file(&probe);
 }
 
 #[test]
@@ -135,7 +234,7 @@ fn every_health_check_probes_an_exposed_port_and_the_user_is_not_root() {
         "{user}"
     );
     assert!(
-        repo::read(".dockerignore").contains("!deploy/docker/healthcheck"),
+        repo::read(".dockerignore").contains("!deploy/docker/healthcheck.rs"),
         "the probe script is in the context"
     );
 }
@@ -183,4 +282,47 @@ fn compose_builds_dockerfile_targets_and_sets_only_known_settings() {
             "local-gateway".into()
         ])
     );
+}
+
+#[test]
+fn compose_bakes_in_no_secret_serves_no_demo_and_binds_loopback() {
+    let compose = repo::yaml("deploy/docker-compose.yml");
+    let services = get(&compose, "services")
+        .and_then(Value::as_mapping)
+        .unwrap();
+    let mut secrets = 0;
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        for (key, value) in get(service, "environment")
+            .and_then(Value::as_mapping)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let key = key.as_str().unwrap();
+            let value = value.as_str().unwrap_or_default();
+            assert_ne!(
+                key, "FANOUT_DEMO_WS_URL",
+                "{name}: the demo lets anyone mint tokens"
+            );
+            if key.contains("SECRET") || key.contains("API_KEY") {
+                assert!(
+                    value.starts_with("${") && value.contains(":?") && value.ends_with('}'),
+                    "{name}: {key} must come from the environment, required, never a default: {value}"
+                );
+                secrets += 1;
+            }
+        }
+        for port in get(service, "ports")
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let port = port.as_str().unwrap();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond the operator's machine"
+            );
+        }
+    }
+    assert_eq!(secrets, 3, "ingest's two and the emulator's gateway secret");
 }

@@ -1,8 +1,9 @@
 //! The Kubernetes manifests (`deploy/k8s`) against the code: the KEDA Redis Streams scaler watches the
 //! stream and consumer group the queue uses (`common::keys`, `common::queue::streams::GROUP`), the SQS scaler
-//! watches the configured queue, configuration names only settings the binaries read, containers listen
-//! where their probes and Services look, every workload is locked down, and kustomizations name files that
-//! exist.
+//! watches the configured queue, configuration names only settings the binaries read, each service gets only
+//! its own secrets, containers listen where their probes and Services look, every workload is locked down,
+//! network policies admit and let out only what the services need, the IRSA policies grant what the ECS task
+//! roles grant, and kustomizations name files that exist.
 
 use deploy_check::repo::{self, get, get_str};
 use serde_yaml::Value;
@@ -91,7 +92,12 @@ fn the_redis_streams_scaler_watches_the_workers_stream_and_group() {
     let meta = get(&t, "metadata").unwrap();
     let prefix = config_data()["FANOUT_KEY_PREFIX"].clone();
     let queue_url =
-        env_file("overlays/redis-streams/secrets.env.example")["FANOUT_QUEUE_URL"].clone();
+        env_file("overlays/redis-streams/ingest.env.example")["FANOUT_QUEUE_URL"].clone();
+    assert_eq!(
+        env_file("overlays/redis-streams/worker.env.example")["FANOUT_QUEUE_URL"],
+        queue_url,
+        "ingest and the worker use the same queue"
+    );
     let queue = queue_url
         .split("queue=")
         .nth(1)
@@ -156,17 +162,324 @@ fn configuration_names_only_settings_the_binaries_read() {
                 .map(|k| (overlay.to_owned(), k)),
         );
     }
-    for file in [
-        "overlays/aws-sqs/secrets.env.example",
-        "overlays/redis-streams/secrets.env.example",
-        "overlays/local/local.env",
-    ] {
-        names.extend(env_file(file).into_keys().map(|k| (file.to_owned(), k)));
+    for file in SECRET_FILES {
+        names.extend(env_file(file).into_keys().map(|k| ((*file).to_owned(), k)));
     }
     for (source, name) in names {
         assert!(
             known.contains(&name),
             "{source} sets {name}, which no binary reads"
+        );
+    }
+}
+
+/// Every env file an overlay turns into a Secret (the committed examples).
+const SECRET_FILES: &[&str] = &[
+    "overlays/aws-sqs/ingest.env.example",
+    "overlays/aws-sqs/worker.env.example",
+    "overlays/redis-streams/ingest.env.example",
+    "overlays/redis-streams/worker.env.example",
+    "overlays/local/ingest.env.example",
+    "overlays/local/worker.env.example",
+    "overlays/local/local-gateway.env.example",
+];
+
+fn env_from_secrets(file: &str, name: &str) -> Vec<String> {
+    let d = kind_named(file, "Deployment", name);
+    containers(&d)
+        .iter()
+        .flat_map(|c| {
+            get(c, "envFrom")
+                .and_then(Value::as_sequence)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|e| get(&e, "secretRef").map(|r| get_str(r, "name").to_owned()))
+        .collect()
+}
+
+#[test]
+fn each_service_gets_only_its_own_secrets() {
+    assert_eq!(
+        env_from_secrets("base/ingest.yaml", "fanout-ingest"),
+        ["fanout-ingest-secrets"]
+    );
+    assert_eq!(
+        env_from_secrets("base/worker.yaml", "fanout-worker"),
+        ["fanout-worker-secrets"]
+    );
+    let worker_reads = repo::env_settings("fanout-worker/src/config.rs");
+    for overlay in ["aws-sqs", "redis-streams", "local"] {
+        let k = repo::yaml(&format!("deploy/k8s/overlays/{overlay}/kustomization.yaml"));
+        let generated: Vec<(String, Vec<String>)> = get(&k, "secretGenerator")
+            .and_then(Value::as_sequence)
+            .unwrap()
+            .iter()
+            .map(|g| {
+                let envs = get(g, "envs")
+                    .and_then(Value::as_sequence)
+                    .unwrap()
+                    .iter()
+                    .map(|e| e.as_str().unwrap().to_owned())
+                    .collect();
+                (get_str(g, "name").to_owned(), envs)
+            })
+            .collect();
+        let worker_env = &generated
+            .iter()
+            .find(|(n, _)| n == "fanout-worker-secrets")
+            .unwrap_or_else(|| panic!("{overlay} generates no fanout-worker-secrets"))
+            .1;
+        let ingest_env = &generated
+            .iter()
+            .find(|(n, _)| n == "fanout-ingest-secrets")
+            .unwrap_or_else(|| panic!("{overlay} generates no fanout-ingest-secrets"))
+            .1;
+        for file in worker_env {
+            let values = env_file(&format!("overlays/{overlay}/{file}.example"));
+            assert!(values.contains_key("FANOUT_REDIS_URL"), "{overlay}/{file}");
+            for key in values.keys() {
+                assert!(
+                    worker_reads.contains(key),
+                    "{overlay}/{file}: the worker does not read {key}"
+                );
+                assert!(
+                    !matches!(key.as_str(), "FANOUT_GATEWAY_SECRETS" | "FANOUT_API_KEYS"),
+                    "{overlay}/{file}: the worker must not receive {key}"
+                );
+            }
+        }
+        for file in ingest_env {
+            let values = env_file(&format!("overlays/{overlay}/{file}.example"));
+            for key in [
+                "FANOUT_REDIS_URL",
+                "FANOUT_GATEWAY_SECRETS",
+                "FANOUT_API_KEYS",
+            ] {
+                assert!(values.contains_key(key), "{overlay}/{file} lacks {key}");
+            }
+        }
+    }
+    // No committed file carries a usable secret: only examples, whose values are placeholders.
+    for file in SECRET_FILES {
+        for (key, value) in env_file(file) {
+            if matches!(
+                key.as_str(),
+                "FANOUT_GATEWAY_SECRETS" | "FANOUT_API_KEYS" | "EMULATOR_GATEWAY_SECRET"
+            ) {
+                assert!(
+                    value.starts_with("REPLACE_"),
+                    "{file}: {key} is a real value"
+                );
+            }
+        }
+    }
+    let ignored = repo::read("deploy/.gitignore");
+    assert!(ignored.contains("k8s/overlays/*/*.env"));
+}
+
+fn network_policies() -> Vec<Value> {
+    let mut all = docs("base/networkpolicy.yaml");
+    all.extend(docs("overlays/local/networkpolicy.yaml"));
+    all.extend(docs("overlays/local/redis.yaml"));
+    all.extend(docs("overlays/local/local-gateway.yaml"));
+    all.into_iter()
+        .filter(|d| get_str(d, "kind") == "NetworkPolicy")
+        .collect()
+}
+
+fn spec(d: &Value) -> &Value {
+    get(d, "spec").unwrap()
+}
+
+fn seq(v: &Value, key: &str) -> Vec<Value> {
+    get(v, key)
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn network_policies_admit_and_let_out_only_what_the_services_need() {
+    let base = docs("base/networkpolicy.yaml");
+    let deny = base
+        .iter()
+        .find(|d| get_str(get(d, "metadata").unwrap(), "name") == "default-deny")
+        .expect("a default-deny policy");
+    assert!(
+        get(spec(deny), "podSelector")
+            .unwrap()
+            .as_mapping()
+            .unwrap()
+            .is_empty()
+    );
+    let types: Vec<Value> = seq(spec(deny), "policyTypes");
+    assert_eq!(
+        types,
+        [Value::from("Ingress"), Value::from("Egress")],
+        "deny both directions by default"
+    );
+    for policy in network_policies() {
+        let name = get_str(get(&policy, "metadata").unwrap(), "name").to_owned();
+        for rule in seq(spec(&policy), "egress") {
+            assert!(
+                !seq(&rule, "ports").is_empty(),
+                "{name}: an egress rule without ports lets out everything"
+            );
+        }
+        for rule in seq(spec(&policy), "ingress") {
+            assert!(
+                !seq(&rule, "ports").is_empty(),
+                "{name}: ingress on every port"
+            );
+        }
+    }
+    // Ingest: the Ingress controller and monitoring only, never "any namespace".
+    let ingest = base
+        .iter()
+        .find(|d| get_str(get(d, "metadata").unwrap(), "name") == "fanout-ingest")
+        .unwrap();
+    let rules = seq(spec(ingest), "ingress");
+    assert_eq!(rules.len(), 1);
+    let from: Vec<String> = seq(&rules[0], "from")
+        .iter()
+        .map(|f| {
+            get_str(
+                get(
+                    get(f, "namespaceSelector").expect("from a namespace"),
+                    "matchLabels",
+                )
+                .unwrap(),
+                "kubernetes.io/metadata.name",
+            )
+            .to_owned()
+        })
+        .collect();
+    assert_eq!(from, ["ingress-nginx", "monitoring"]);
+    // Egress of both services: Redis, HTTPS (SQS, STS, the Management API, the webhook), and DNS.
+    for service in ["fanout-ingest", "fanout-worker"] {
+        let p = base
+            .iter()
+            .find(|d| get_str(get(d, "metadata").unwrap(), "name") == service)
+            .unwrap();
+        let ports: Vec<u64> = seq(spec(p), "egress")
+            .iter()
+            .flat_map(|r| seq(r, "ports"))
+            .map(|p| get(&p, "port").and_then(Value::as_u64).unwrap())
+            .collect();
+        assert_eq!(ports, [6379, 443], "{service}");
+    }
+    let dns = base
+        .iter()
+        .find(|d| get_str(get(d, "metadata").unwrap(), "name") == "dns")
+        .expect("a DNS egress policy");
+    let ports: Vec<u64> = seq(spec(dns), "egress")
+        .iter()
+        .flat_map(|r| seq(r, "ports"))
+        .map(|p| get(&p, "port").and_then(Value::as_u64).unwrap())
+        .collect();
+    assert_eq!(ports, [53, 53]);
+}
+
+/// The actions of each statement of an IAM policy document, by `Sid`.
+fn actions_by_sid(statements: &[serde_json::Value]) -> BTreeMap<String, Vec<String>> {
+    statements
+        .iter()
+        .map(|s| {
+            let actions = match &s["Action"] {
+                serde_json::Value::String(a) => vec![a.clone()],
+                serde_json::Value::Array(a) => {
+                    a.iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+                }
+                other => panic!("Action {other}"),
+            };
+            (
+                s["Sid"]
+                    .as_str()
+                    .expect("every statement has a Sid")
+                    .to_owned(),
+                actions,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn irsa_policies_grant_what_the_ecs_task_roles_grant() {
+    let template = repo::yaml("deploy/aws/fanout.yaml");
+    for (role, file) in [
+        ("IngestTaskRole", "ingest-policy.json"),
+        ("WorkerTaskRole", "worker-policy.json"),
+    ] {
+        let resource = get(get(&template, "Resources").unwrap(), role).unwrap();
+        let mut ecs = Vec::new();
+        for policy in seq(get(resource, "Properties").unwrap(), "Policies") {
+            for statement in seq(get(&policy, "PolicyDocument").unwrap(), "Statement") {
+                // The ECS collector's metrics permission has no counterpart on EKS (the cluster's own
+                // Prometheus scrapes the pods).
+                let json = serde_json::to_value(&statement).unwrap();
+                if json["Sid"] != "CollectorWritesMetrics" {
+                    ecs.push(json);
+                }
+            }
+        }
+        let irsa: serde_json::Value = serde_json::from_str(&repo::read(&format!(
+            "deploy/k8s/overlays/aws-sqs/iam/{file}"
+        )))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(
+            actions_by_sid(irsa["Statement"].as_array().unwrap()),
+            actions_by_sid(&ecs),
+            "{file} grants what {role} grants"
+        );
+        for statement in irsa["Statement"].as_array().unwrap() {
+            let resources = match &statement["Resource"] {
+                serde_json::Value::String(r) => vec![r.clone()],
+                serde_json::Value::Array(r) => {
+                    r.iter().map(|r| r.as_str().unwrap().to_owned()).collect()
+                }
+                other => panic!("Resource {other}"),
+            };
+            assert!(
+                !resources.iter().any(|r| r == "*"),
+                "{file}: no wildcard resource"
+            );
+        }
+    }
+}
+
+#[test]
+fn ingest_leaves_the_load_balancer_before_it_stops_and_the_worker_is_probed_on_healthz() {
+    let ingest = kind_named("base/ingest.yaml", "Deployment", "fanout-ingest");
+    let c = containers(&ingest)[0].clone();
+    let sleep = get(
+        get(
+            get(get(&c, "lifecycle").unwrap(), "preStop").unwrap(),
+            "sleep",
+        )
+        .unwrap(),
+        "seconds",
+    )
+    .and_then(Value::as_u64)
+    .expect("a preStop sleep (the image has no shell)");
+    let grace = get(pod_spec(&ingest), "terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .unwrap();
+    assert!(
+        sleep >= 5 && sleep + 10 <= grace,
+        "preStop {sleep} s within a {grace} s grace period"
+    );
+    let worker = containers(&kind_named(
+        "base/worker.yaml",
+        "Deployment",
+        "fanout-worker",
+    ))[0]
+        .clone();
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            probe_path(&worker, probe),
+            "/healthz",
+            "the worker's {probe}"
         );
     }
 }

@@ -192,6 +192,67 @@ fn every_alert_has_annotations_a_runbook_section_and_a_unit_test() {
     );
 }
 
+/// The metric families an expression reads, with recording rules replaced by what they read.
+fn families_read(expr: &str) -> BTreeSet<String> {
+    let recording: Vec<(String, String)> = rules()
+        .iter()
+        .filter_map(|r| {
+            get(r, "record").map(|n| {
+                (
+                    n.as_str().unwrap().to_owned(),
+                    get_str(r, "expr").to_owned(),
+                )
+            })
+        })
+        .collect();
+    let mut out = BTreeSet::new();
+    for name in metric_names(expr) {
+        match recording.iter().find(|(n, _)| *n == name) {
+            Some((_, inner)) => out.extend(families_read(inner)),
+            None => {
+                out.insert(family(&name).to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_alert_has_a_dashboard_panel_that_shows_its_signal() {
+    let panels: Vec<dashboard::Panel> = dashboard::rows()
+        .into_iter()
+        .flat_map(|r| r.panels)
+        .collect();
+    let alerts = alerts();
+    for a in &alerts {
+        let name = get_str(a, "alert");
+        let title = dashboard::ALERT_PANELS
+            .iter()
+            .find(|(alert, _)| *alert == name)
+            .unwrap_or_else(|| panic!("{name} has no panel in dashboard::ALERT_PANELS"))
+            .1;
+        let panel = panels
+            .iter()
+            .find(|p| p.title == title)
+            .unwrap_or_else(|| panic!("{name}: the dashboard has no panel {title:?}"));
+        let alert_reads = families_read(get_str(a, "expr"));
+        let panel_reads: BTreeSet<String> = panel
+            .queries
+            .iter()
+            .flat_map(|q| families_read(&q.expr))
+            .collect();
+        assert!(
+            !alert_reads.is_disjoint(&panel_reads),
+            "{name}: panel {title:?} reads {panel_reads:?}, the alert reads {alert_reads:?}"
+        );
+    }
+    assert_eq!(
+        dashboard::ALERT_PANELS.len(),
+        alerts.len(),
+        "ALERT_PANELS lists an alert that no longer exists"
+    );
+}
+
 fn scrape_jobs() -> BTreeSet<String> {
     get(
         &repo::yaml("deploy/prometheus/prometheus.yml"),

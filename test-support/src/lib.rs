@@ -3,6 +3,8 @@
 //! - [`RedisServer`]: a private `redis-server` per test (no persistence), which a test can stop and start
 //!   again on the same port to play an outage.
 //! - [`RedisCluster`]: a three-node Redis Cluster, for the code paths that must stay within one slot.
+//! - [`RedisTlsServer`]: a TLS-only `redis-server` with a certificate from a CA generated for the test, for
+//!   the `rediss://` paths.
 //! - [`sqs_endpoint`]: the SQS-protocol server (moto's server mode) that `./dev test` starts once for the
 //!   whole run; tests create their own uniquely named queues on it with [`create_sqs_queue`] (optionally
 //!   with a dead-letter queue wired by a redrive policy), using [`sqs_test_client`].
@@ -11,12 +13,14 @@
 //! that says how to run the suite.
 
 mod cluster;
+mod tls;
 
 pub use cluster::RedisCluster;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+pub use tls::{RedisTlsServer, unrelated_ca_file};
 
 /// The environment variable that carries the SQS endpoint for tests (set by `./dev test`).
 pub const SQS_ENDPOINT_VAR: &str = "FANOUT_TEST_SQS_ENDPOINT";

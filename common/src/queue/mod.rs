@@ -276,6 +276,27 @@ mod tests {
                 name: "q".into()
             }
         );
+        // The TLS forms the state URL accepts (common::store): a password, a database, several seeds.
+        for (url, redis_url) in [
+            (
+                "rediss://:s3cr%2Ft@master.example.cache.amazonaws.com:6379/0?queue=jobs",
+                "rediss://:s3cr%2Ft@master.example.cache.amazonaws.com:6379/0",
+            ),
+            ("rediss://127.0.0.1:6380", "rediss://127.0.0.1:6380"),
+            (
+                "rediss+cluster://:t@a:1,b:2?queue=jobs",
+                "rediss+cluster://:t@a:1,b:2",
+            ),
+        ] {
+            assert_eq!(
+                QueueUrl::parse(url).unwrap(),
+                QueueUrl::RedisStreams {
+                    redis_url: redis_url.into(),
+                    name: "jobs".into()
+                },
+                "{url}"
+            );
+        }
         assert!(QueueUrl::parse("amqp://x").is_err());
         assert!(QueueUrl::parse("https://sqs.eu-west-1.amazonaws.com/jobs").is_err());
         assert!(QueueUrl::parse("redis://h?queue=a{b}").is_err());
