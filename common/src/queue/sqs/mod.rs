@@ -6,11 +6,11 @@
 //!   partially failed batches retried once; `ack` is `DeleteMessageBatch`.
 //! - `send_delayed` is `SendMessage` with `DelaySeconds` (rounded up to whole seconds, at most 900).
 //! - `receive` is a long-polling `ReceiveMessage` (`WaitTimeSeconds` at most 20) that asks for the
-//!   `ApproximateReceiveCount` system attribute, which becomes [`Received::receive_count`].
+//!   `ApproximateReceiveCount` system attribute, which becomes [`Received::receive_count`], and sets the
+//!   received messages' `VisibilityTimeout` to [`QueueOptions::visibility_timeout`] (so a worker's short
+//!   lease applies whatever the queue's own default is).
 //! - [`visibility`]: `extend` and `release` are `ChangeMessageVisibility` (release sets 0); a received
-//!   message that is neither deleted nor released comes back after the queue's visibility timeout (a queue
-//!   attribute, set where the queue is created: [`QueueOptions::visibility_timeout`] is not applied to an
-//!   SQS queue).
+//!   message that is neither deleted nor released comes back after its visibility timeout.
 //! - [`dead_letters`]: finding the dead-letter queue, `dead_letter` and `peek_dead_letters`.
 //! - [`transport`]: the SDK client, its retries and timeouts, and the mapping of its errors.
 //! - `depth` reads the queue's approximate message counts.
@@ -47,6 +47,8 @@ pub struct SqsQueue {
     queue_url: String,
     /// The dead-letter queue's URL once known: `Some(None)` means "looked, there is none".
     dead_letter_url: OnceCell<Option<String>>,
+    /// The visibility timeout every receive asks for, in whole seconds.
+    visibility_seconds: i32,
 }
 
 impl std::fmt::Debug for SqsQueue {
@@ -102,6 +104,9 @@ impl SqsQueue {
             client: transport::client(endpoint, region, credentials).await,
             queue_url: queue_url.to_owned(),
             dead_letter_url: OnceCell::new(),
+            visibility_seconds: ceil_seconds(options.visibility_timeout)
+                .clamp(1, visibility::MAX_VISIBILITY_SECONDS)
+                as i32,
         };
         match options.dead_letter_url {
             Some(url) => {
@@ -159,6 +164,7 @@ impl Queue for SqsQueue {
             .queue_url(&self.queue_url)
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .wait_time_seconds(wait_seconds as i32)
+            .visibility_timeout(self.visibility_seconds)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .customize()
             .config_override(

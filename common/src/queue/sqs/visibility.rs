@@ -1,5 +1,5 @@
-//! Visibility on SQS is SQS's own: a received message stays hidden for the queue's visibility timeout (a
-//! queue attribute, set where the queue is created) unless deleted, and `ChangeMessageVisibility` moves
+//! Visibility on SQS is SQS's own: a received message stays hidden for the visibility timeout its receive
+//! asked for (see [`super`]) unless deleted, and `ChangeMessageVisibility` moves
 //! that deadline: `extend` to a new length from now, `release` to zero. Durations are rounded up to whole
 //! seconds, so a message never reappears early.
 
@@ -9,7 +9,7 @@ use crate::queue::{QueueError, Receipt};
 use std::time::Duration;
 
 /// Longest visibility timeout SQS allows (12 hours).
-const MAX_VISIBILITY_SECONDS: u64 = 43_200;
+pub(super) const MAX_VISIBILITY_SECONDS: u64 = 43_200;
 
 impl SqsQueue {
     /// Keeps a received message hidden for `visibility` from now.
