@@ -19,6 +19,8 @@
 //! | `{p}q:{queue}:…` | stream, zset | the Redis Streams queue: jobs, delayed jobs, dead letters |
 //! | `{p}bcast:{id}` | hash | a broadcast's delivery report (fields in [`report_field`]), with a TTL |
 //! | `{p}bcast:{id}:done` | set | the chunk attempts of a broadcast already counted in its report |
+//! | `{p}job:{tag}:lease:{job}` | string | a job's fencing token: the number of its latest receipt |
+//! | `{p}job:{tag}:progress:{job}` | set | the connection ids a job has already delivered or found gone |
 //! | `{p}gov:{name}` | hash | the workers' shared `PostToConnection` token bucket |
 
 use sha2::{Digest, Sha256};
@@ -52,6 +54,11 @@ pub mod report_field {
     pub const THROTTLED: &str = "throttled";
     /// Recipients that could not be delivered and went to the dead-letter queue.
     pub const FAILED: &str = "failed";
+    /// Posts answered 200 for a recipient this broadcast had already delivered (a re-taken or re-planned
+    /// chunk); `sent` counts each recipient once.
+    pub const DUPLICATES: &str = "duplicates";
+    /// Calls retried after a 429, a 5xx, a timeout or a network failure.
+    pub const RETRIES: &str = "retries";
     /// When the first worker started on the broadcast, ms since the epoch.
     pub const STARTED_MS: &str = "started_ms";
     /// When the last recipient reached a final outcome, ms since the epoch (absent while running).
@@ -139,6 +146,17 @@ impl Keyspace {
     /// The set of chunk attempts already counted in a broadcast's report; in the report's slot.
     pub fn report_done(&self, broadcast_id: &str) -> String {
         format!("{}bcast:{{{broadcast_id}}}:done", self.prefix)
+    }
+
+    /// A job's fencing token. `tag` is the broadcast the job belongs to (or the job's own id), so that the
+    /// lease shares a slot with the broadcast's report and one script can check one and write the other.
+    pub fn job_lease(&self, tag: &str, job_id: &str) -> String {
+        format!("{}job:{{{tag}}}:lease:{job_id}", self.prefix)
+    }
+
+    /// The connection ids a job has already delivered (or found gone), in the slot of [`Self::job_lease`].
+    pub fn job_progress(&self, tag: &str, job_id: &str) -> String {
+        format!("{}job:{{{tag}}}:progress:{job_id}", self.prefix)
     }
 
     /// The workers' shared token bucket `name` (one per account budget).

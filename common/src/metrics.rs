@@ -37,6 +37,8 @@ pub mod names {
     pub const DELIVERIES_IN_FLIGHT: &str = "fanout_deliveries_in_flight";
     pub const JOBS_IN_HAND: &str = "fanout_jobs_in_hand";
     pub const SEND_RATE: &str = "fanout_send_rate";
+    pub const LEASES_LOST_TOTAL: &str = "fanout_leases_lost_total";
+    pub const POLLER_RESTARTS_TOTAL: &str = "fanout_poller_restarts_total";
 
     /// Every name above, for the shape test and for tools that check dashboards against the code.
     pub const ALL: &[&str] = &[
@@ -65,6 +67,8 @@ pub mod names {
         DELIVERIES_IN_FLIGHT,
         JOBS_IN_HAND,
         SEND_RATE,
+        LEASES_LOST_TOTAL,
+        POLLER_RESTARTS_TOTAL,
     ];
 
     /// Gauges: a level, not a count, with no unit suffix.
@@ -254,6 +258,11 @@ pub struct WorkerMetrics {
     /// Jobs waiting on the queue, read at scrape time.
     pub queue_depth: IntGauge,
     pub redis_errors: IntCounter,
+    /// Jobs a worker stopped because it no longer held them, by `reason`: `taken_over` (received again
+    /// with a newer fencing token) or `expired` (the heartbeat could not extend the visibility in time).
+    pub leases_lost: IntCounterVec,
+    /// Pollers restarted after they ended unexpectedly (a panic).
+    pub poller_restarts: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -353,12 +362,24 @@ impl WorkerMetrics {
             ),
             queue_depth: gauge(names::QUEUE_DEPTH, "Jobs waiting on the queue."),
             redis_errors: counter(names::REDIS_ERRORS_TOTAL, "Redis commands that failed."),
+            leases_lost: counter_vec(
+                names::LEASES_LOST_TOTAL,
+                "Jobs stopped because the worker no longer held them, by reason (taken_over, expired).",
+                &["reason"],
+            ),
+            poller_restarts: counter(
+                names::POLLER_RESTARTS_TOTAL,
+                "Queue pollers restarted after they ended unexpectedly.",
+            ),
             registry,
         };
         // Every dead-letter reason starts at 0, so the first dead letter is an increase Prometheus can
         // see (a series that appears at 1 has no increase) and alerts fire on it.
         for reason in DEAD_LETTER_REASONS {
             metrics.jobs_dead_lettered.with_label_values(&[reason]);
+        }
+        for reason in ["taken_over", "expired"] {
+            metrics.leases_lost.with_label_values(&[reason]);
         }
         metrics
     }
@@ -444,7 +465,7 @@ mod tests {
             .observe(0.01);
         m.end_to_end.with_label_values(&["broadcast"]).observe(1.0);
         let families = m.registry.gather();
-        assert_eq!(families.len(), 15);
+        assert_eq!(families.len(), 17);
         for family in families {
             assert!(
                 names::ALL.contains(&family.name()),

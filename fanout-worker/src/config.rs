@@ -54,8 +54,9 @@ pub struct Config {
     pub receive_wait_secs: u64,
 
     /// How long a received job stays hidden from other workers; a heartbeat extends it every third of
-    /// this while the job runs. For SQS it should equal the queue's own visibility timeout.
-    #[arg(long, env = "FANOUT_VISIBILITY_TIMEOUT_SECS", default_value_t = 30)]
+    /// this while the job runs, so this is also how soon the jobs of a worker that died come back.
+    /// Applied to every receive, on SQS too (whatever the queue's own default).
+    #[arg(long, env = "FANOUT_VISIBILITY_TIMEOUT_SECS", default_value_t = 10)]
     pub visibility_timeout_secs: u64,
 
     /// Connection ids per chunk job when a target is split; targets up to this size are delivered by
@@ -337,7 +338,7 @@ mod tests {
         assert_eq!(s.rate_per_sec, 9_000);
         assert_eq!(s.burst, 4_500);
         assert_eq!(s.chunk_size, 500);
-        assert_eq!(s.visibility_timeout, Duration::from_secs(30));
+        assert_eq!(s.visibility_timeout, Duration::from_secs(10));
         let s = config(&["--rate-headroom-percent", "0"]).unwrap();
         assert_eq!((s.rate_per_sec, s.burst), (10_000, 5_000));
     }

@@ -6,9 +6,14 @@
 //! or wait out its own backoff. A connection waiting to retry holds neither a token nor a slot, so a slow
 //! client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
+//!
+//! With a [`Progress`], outcomes are written to the job's progress set as they come, every
+//! [`crate::progress::FLUSH_EVERY`] of them; what is left unwritten at the end is handed back in
+//! [`Tally::unflushed`] for the caller's last write.
 
 use crate::delivery::{Deliver, Outcome, RetryReason};
 use crate::governor::{Governor, ThrottleKind};
+use crate::progress::{Batch, FLUSH_EVERY, FlushError, Progress};
 use crate::recipients::Recipient;
 use crate::retry::RetryPolicy;
 use bytes::Bytes;
@@ -69,7 +74,11 @@ pub struct Tally {
     pub gone: Vec<Recipient>,
     /// 429 answers seen (every one was retried or left over).
     pub throttled: u64,
+    /// Calls made again after a 429, a 5xx, a timeout or a network failure.
+    pub retries: u64,
     pub leftovers: Vec<(String, Why)>,
+    /// Outcomes not yet written to the job's progress (all of them when there was no [`Progress`]).
+    pub unflushed: Batch,
 }
 
 enum Final {
@@ -91,54 +100,83 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Delivers `op` to every recipient; stops early (leftovers with [`Why::Shutdown`]) once `stop` fires.
     pub async fn run(&self, recipients: Vec<Recipient>, op: Op, stop: &CancellationToken) -> Tally {
+        self.run_with(recipients, op, stop, None).await
+    }
+
+    /// [`Dispatcher::run`], writing outcomes to `progress` as they come. A write refused because the
+    /// job's lease was taken over fires the lease's stop (which `stop` should be).
+    pub async fn run_with(
+        &self,
+        recipients: Vec<Recipient>,
+        op: Op,
+        stop: &CancellationToken,
+        mut progress: Option<&mut Progress>,
+    ) -> Tally {
         let mut tally = Tally::default();
-        let mut throttled = 0u64;
+        let mut batch = Batch::default();
         let mut calls: FuturesUnordered<_> = recipients
             .into_iter()
             .map(|r| {
                 let op = op.clone();
                 async move {
-                    let (fin, n429) = self.one(&r, &op, stop).await;
-                    (r, fin, n429)
+                    let (fin, tries) = self.one(&r, &op, stop).await;
+                    (r, fin, tries)
                 }
             })
             .collect();
-        while let Some((r, fin, n429)) = calls.next().await {
-            throttled += n429;
+        while let Some((r, fin, tries)) = calls.next().await {
+            tally.throttled += tries.throttled;
+            tally.retries += tries.retries;
+            batch.throttled += tries.throttled;
+            batch.retries += tries.retries;
             match fin {
                 Final::Sent => {
                     tally.sent += 1;
                     self.metrics.deliveries.with_label_values(&["sent"]).inc();
+                    batch.sent.push(r.id);
                 }
                 Final::Gone => {
                     self.metrics.deliveries.with_label_values(&["gone"]).inc();
+                    batch.gone.push(r.id.clone());
                     tally.gone.push(r);
                 }
                 Final::Left(why) => tally.leftovers.push((r.id, why)),
             }
+            if let Some(progress) = progress.as_deref_mut()
+                && batch.len() >= FLUSH_EVERY
+            {
+                match progress.flush(std::mem::take(&mut batch)).await {
+                    Ok(()) | Err(FlushError::Lost(_)) => {}
+                    // Kept by `progress` and written with the next batch.
+                    Err(FlushError::Redis(e)) => {
+                        tracing::debug!(error = %e, "could not write the job's progress yet")
+                    }
+                }
+            }
         }
-        tally.throttled = throttled;
+        tally.unflushed = batch;
         tally
     }
 
-    /// One recipient, to a final outcome. Returns it and the number of 429s seen on the way.
-    async fn one(&self, r: &Recipient, op: &Op, stop: &CancellationToken) -> (Final, u64) {
+    /// One recipient, to a final outcome. Returns it and the 429s and retries seen on the way.
+    async fn one(&self, r: &Recipient, op: &Op, stop: &CancellationToken) -> (Final, Tries) {
         let mut schedule = self.retry.schedule();
-        let mut throttled = 0;
+        let mut tries = Tries::default();
         loop {
             if stop.is_cancelled() {
-                return (Final::Left(Why::Shutdown), throttled);
+                return (Final::Left(Why::Shutdown), tries);
             }
             tokio::select! {
                 _ = self.governor.acquire() => {}
-                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), throttled),
+                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
             }
             let outcome = {
-                let _slot = self
-                    .in_flight
-                    .acquire()
-                    .await
-                    .expect("the in-flight semaphore is never closed");
+                // Waiting for a slot can take long when many recipients are queued: a stop while waiting
+                // (shutdown, or a lost lease) must not let the call go out.
+                let _slot = tokio::select! {
+                    slot = self.in_flight.acquire() => slot.expect("the in-flight semaphore is never closed"),
+                    _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
+                };
                 self.metrics.deliveries_in_flight.inc();
                 let started = std::time::Instant::now();
                 let (outcome, operation) = match op {
@@ -156,16 +194,16 @@ impl Dispatcher {
                 outcome
             };
             let why = match outcome {
-                Outcome::Sent => return (Final::Sent, throttled),
-                Outcome::Gone => return (Final::Gone, throttled),
+                Outcome::Sent => return (Final::Sent, tries),
+                Outcome::Gone => return (Final::Gone, tries),
                 Outcome::Forbidden => {
                     // Logged once per job, loudly, by `process`.
                     tracing::debug!(connection_id = %r.id, endpoint = %r.endpoint.url, "403 ForbiddenException");
-                    return (Final::Left(Why::Forbidden), throttled);
+                    return (Final::Left(Why::Forbidden), tries);
                 }
-                Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), throttled),
+                Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), tries),
                 Outcome::Throttled => {
-                    throttled += 1;
+                    tries.throttled += 1;
                     let kind = self.governor.classify(&r.id);
                     self.metrics
                         .throttles
@@ -179,8 +217,9 @@ impl Dispatcher {
                 Outcome::Retryable(reason) => Why::Failed(reason),
             };
             let Some(delay) = schedule.next() else {
-                return (Final::Left(why), throttled);
+                return (Final::Left(why), tries);
             };
+            tries.retries += 1;
             let label = match why {
                 Why::Failed(reason) => reason.label(),
                 other => other.label(),
@@ -192,8 +231,15 @@ impl Dispatcher {
             tracing::debug!(connection_id = %r.id, reason = label, ?delay, "retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), throttled),
+                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
             }
         }
     }
+}
+
+/// What one recipient's calls met on the way to its outcome.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tries {
+    throttled: u64,
+    retries: u64,
 }

@@ -3,8 +3,10 @@
 //!
 //! Read the modules in the order a job meets them:
 //! - [`config`]: flags and `FANOUT_*` environment, validated into [`config::Settings`].
-//! - [`receiver`]: pollers with back-pressure, and the visibility heartbeat of long jobs.
+//! - [`receiver`]: pollers with back-pressure, the visibility heartbeat, and holding jobs through outages.
+//! - [`lease`]: fencing tokens, so that one job never runs twice at once and a stale holder writes nothing.
 //! - [`process`]: one job from receipt to acknowledgement.
+//! - [`progress`]: the recipients a job has delivered, so a job received again skips them.
 //! - [`planner`]: channel, subject and everyone targets expanded with `SSCAN`, split into chunk jobs.
 //! - [`recipients`]: connection ids resolved to Management API endpoints from their records.
 //! - [`dispatch`]: every recipient through the governor, the in-flight limit, the client and retries.
@@ -23,9 +25,11 @@ pub mod delivery;
 pub mod dispatch;
 pub mod gone;
 pub mod governor;
+pub mod lease;
 pub mod metrics;
 pub mod planner;
 pub mod process;
+pub mod progress;
 pub mod receiver;
 pub mod recipients;
 pub mod report;

@@ -12,8 +12,15 @@
 //! dies (or is stopped) is picked up by the job's redelivery where it left off. `SSCAN` returns every
 //! member present for the whole scan at least once; a member may rarely come twice, and is then delivered
 //! twice (delivery is at-least-once anyway).
+//!
+//! Chunk ids are stable: chunk `n` of broadcast `B` is job `B.n`. A planner that dies after sending chunks
+//! but before recording them sends the same chunks again under the same ids when it resumes, so the
+//! copies share one progress set ([`crate::progress`]) and one entry in the report: recipients delivered
+//! by one copy are skipped by the other, and counted once. Every send and checkpoint is made under the
+//! planning job's lease ([`crate::lease`]); a planner whose lease was taken over stops.
 
-use crate::report::Reports;
+use crate::lease::{Lease, Lost};
+use crate::report::{Reports, WriteError};
 use common::job::{BroadcastRef, Job, Target};
 use common::keys::{ALL_BUCKETS, Keyspace};
 use common::metrics::WorkerMetrics;
@@ -40,6 +47,17 @@ pub enum PlanError {
     Redis(#[from] redis::RedisError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("{0}")]
+    Lost(#[from] Lost),
+}
+
+impl From<WriteError> for PlanError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Lost(l) => PlanError::Lost(l),
+            WriteError::Redis(e) => PlanError::Redis(e),
+        }
+    }
 }
 
 /// The sets a target reads, in order. An everyone target reads every bucket.
@@ -65,7 +83,12 @@ pub struct Planner<'a> {
 
 impl Planner<'_> {
     /// Plans `job` (a channel, subject or everyone job).
-    pub async fn plan(&self, job: &Job, stop: &CancellationToken) -> Result<Plan, PlanError> {
+    pub async fn plan(
+        &self,
+        job: &Job,
+        lease: &Lease,
+        stop: &CancellationToken,
+    ) -> Result<Plan, PlanError> {
         let sets = sources(self.keys, &job.target);
         let source = match job.target {
             Target::All => None,
@@ -129,7 +152,8 @@ impl Planner<'_> {
                         index += 1;
                     }
                     seen.clear();
-                    self.flush(job, &mut pending, bucket, cursor, false).await?;
+                    self.flush(job, lease, &mut pending, bucket, cursor, false)
+                        .await?;
                 }
             }
         }
@@ -140,12 +164,14 @@ impl Planner<'_> {
             pending.push(self.chunk(job, std::mem::take(&mut current), index));
             index += 1;
         }
-        self.flush(job, &mut pending, bucket, 0, true).await?;
+        self.flush(job, lease, &mut pending, bucket, 0, true)
+            .await?;
         Ok(Plan::Chunked { chunks: index })
     }
 
     fn chunk(&self, job: &Job, ids: Vec<String>, index: u32) -> Job {
         let mut chunk = Job::new(Target::Connections { ids }, job.action.clone());
+        chunk.id = format!("{}.{index}", job.id);
         chunk.enqueued_at_ms = job.enqueued_at_ms;
         chunk.broadcast = Some(BroadcastRef {
             id: job.id.clone(),
@@ -154,21 +180,24 @@ impl Planner<'_> {
         chunk
     }
 
-    /// Sends the pending chunks, then records the position after them.
+    /// Sends the pending chunks, then records the position after them, if this planner still holds the
+    /// job.
     async fn flush(
         &self,
         job: &Job,
+        lease: &Lease,
         pending: &mut Vec<Job>,
         bucket: usize,
         cursor: u64,
         planned: bool,
     ) -> Result<(), PlanError> {
+        lease.check(self.redis).await??;
         self.queue.send_batch(pending).await?;
         let added = pending.len() as u32;
         self.metrics.chunks_planned.inc_by(u64::from(added));
         pending.clear();
         self.reports
-            .checkpoint(&job.id, added, bucket as u32, cursor, planned)
+            .checkpoint(lease, &job.id, added, bucket as u32, cursor, planned)
             .await?;
         Ok(())
     }

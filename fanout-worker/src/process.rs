@@ -1,17 +1,19 @@
 //! One job, from receipt to acknowledgement: decode it (dead-letter what is not a job of this version),
-//! plan it (a channel, subject or everyone target) or resolve its connection ids, dispatch, forget the
-//! gone connections, hand on the leftovers, record the outcome in the broadcast's report, and only then
-//! acknowledge.
+//! take its lease ([`crate::lease`]), plan it (a channel, subject or everyone target) or resolve the
+//! connection ids it has not delivered yet ([`crate::progress`]), dispatch, forget the gone connections,
+//! hand on the leftovers, record the outcome in the broadcast's report, and only then acknowledge.
 //!
-//! A failure to reach Redis or the queue leaves the message unacknowledged: it is delivered again after
-//! its visibility timeout (some recipients then receive the payload twice; none is lost), and after
-//! `FANOUT_MAX_RECEIVES` receives it is dead-lettered.
+//! A failure to reach Redis or the queue is returned as a [`JobError`]; the receiver holds the job and
+//! runs it again (see [`crate::receiver`]), skipping what was delivered. A job whose lease was lost stops
+//! without reporting, requeueing or acknowledging anything: the receipt that took it over finishes it.
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Op, Why};
+use crate::lease::{Hold, Lease, Lost};
 use crate::planner::{Plan, PlanError, Planner};
+use crate::progress::{FlushError, Progress};
 use crate::recipients::{Routes, resolve};
-use crate::report::{Counts, Reports};
+use crate::report::{Reports, WriteError};
 use crate::{gone, requeue};
 use bytes::Bytes;
 use common::job::{Action, Job, JobDecodeError, Target, now_ms};
@@ -21,7 +23,6 @@ use common::queue::{QueueError, Received, SharedQueue};
 use common::store::Redis;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// Everything a job needs, shared by the worker's tasks.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub enum JobError {
     Redis(#[from] redis::RedisError),
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    #[error("{0}")]
+    Lost(#[from] Lost),
 }
 
 impl From<PlanError> for JobError {
@@ -52,12 +55,32 @@ impl From<PlanError> for JobError {
         match e {
             PlanError::Redis(e) => JobError::Redis(e),
             PlanError::Queue(e) => JobError::Queue(e),
+            PlanError::Lost(l) => JobError::Lost(l),
         }
     }
 }
 
-/// Handles one received message to its end.
-pub async fn handle(ctx: &Ctx, message: Received) {
+impl From<WriteError> for JobError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Lost(l) => JobError::Lost(l),
+            WriteError::Redis(e) => JobError::Redis(e),
+        }
+    }
+}
+
+impl From<FlushError> for JobError {
+    fn from(e: FlushError) -> Self {
+        match e {
+            FlushError::Lost(l) => JobError::Lost(l),
+            FlushError::Redis(e) => JobError::Redis(e),
+        }
+    }
+}
+
+/// Handles one received message to its end, under `hold` (the receipt's stop and lease state). Call
+/// it inside the job's span (see [`span`]).
+pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), JobError> {
     let job = match message.job() {
         Ok(job) => job,
         Err(e) => {
@@ -69,38 +92,56 @@ pub async fn handle(ctx: &Ctx, message: Received) {
                 JobDecodeError::Malformed(_) => "malformed",
                 JobDecodeError::Version(_) => "unsupported_version",
             };
-            dead_letter(ctx, &message, &e.to_string(), label).await;
-            return;
+            dead_letter(ctx, message, &e.to_string(), label).await;
+            return Ok(());
         }
     };
-    ctx.metrics
-        .jobs_received
-        .with_label_values(&[job.target_kind()])
-        .inc();
-    let span = tracing::info_span!("job", job_id = %job.id, target = job.target_kind(), attempt = job.attempt);
-    async {
-        if message.receive_count > ctx.settings.max_receives {
-            let reason = format!(
-                "received {} times without finishing (a worker died on it, or Redis or the queue failed each time)",
-                message.receive_count
-            );
-            dead_letter(ctx, &message, &reason, "too_many_receives").await;
-            return;
-        }
-        let result = match &job.target {
-            Target::Connections { ids } => {
-                let report = job.broadcast.as_ref().map(|b| b.id.clone());
-                deliver(ctx, &message, &job, ids.clone(), report.as_deref(), false).await
-            }
-            _ => broadcast(ctx, &message, &job).await,
-        };
-        if let Err(e) = result {
-            ctx.metrics.redis_errors.inc();
-            tracing::warn!(error = %e, "job left on the queue; it comes back after its visibility timeout");
-        }
+    if message.receive_count > ctx.settings.max_receives {
+        let reason = format!(
+            "received {} times without finishing (a worker died on it, or Redis or the queue failed each time)",
+            message.receive_count
+        );
+        dead_letter(ctx, message, &reason, "too_many_receives").await;
+        return Ok(());
     }
-    .instrument(span)
-    .await
+    let lease = Lease::acquire(
+        &ctx.redis,
+        &ctx.keys,
+        &job,
+        ctx.settings.report_ttl,
+        hold.clone(),
+    )
+    .await?;
+    match &job.target {
+        Target::Connections { ids } => {
+            let report = job.broadcast.as_ref().map(|b| b.id.clone());
+            deliver(
+                ctx,
+                message,
+                &job,
+                &lease,
+                ids.clone(),
+                report.as_deref(),
+                false,
+            )
+            .await
+        }
+        _ => broadcast(ctx, message, &job, &lease).await,
+    }
+}
+
+/// The tracing span of a message's job (its id, target kind and attempt), counting the receipt.
+pub fn span(ctx: &Ctx, message: &Received) -> tracing::Span {
+    match Job::decode(&message.body) {
+        Ok(job) => {
+            ctx.metrics
+                .jobs_received
+                .with_label_values(&[job.target_kind()])
+                .inc();
+            tracing::info_span!("job", job_id = %job.id, target = job.target_kind(), attempt = job.attempt, receive = message.receive_count)
+        }
+        Err(_) => tracing::info_span!("job", receive = message.receive_count),
+    }
 }
 
 /// Dead-letters a whole message.
@@ -120,7 +161,12 @@ async fn dead_letter(ctx: &Ctx, message: &Received, reason: &str, label: &'stati
 }
 
 /// A channel, subject or everyone job.
-async fn broadcast(ctx: &Ctx, message: &Received, job: &Job) -> Result<(), JobError> {
+async fn broadcast(
+    ctx: &Ctx,
+    message: &Received,
+    job: &Job,
+    lease: &Lease,
+) -> Result<(), JobError> {
     let planner = Planner {
         redis: &ctx.redis,
         keys: &ctx.keys,
@@ -129,8 +175,8 @@ async fn broadcast(ctx: &Ctx, message: &Received, job: &Job) -> Result<(), JobEr
         metrics: &ctx.metrics,
         chunk_size: ctx.settings.chunk_size,
     };
-    match planner.plan(job, &ctx.hard_stop).await? {
-        Plan::Direct(ids) => deliver(ctx, message, job, ids, Some(&job.id), true).await,
+    match planner.plan(job, lease, &lease.hold.stop).await? {
+        Plan::Direct(ids) => deliver(ctx, message, job, lease, ids, Some(&job.id), true).await,
         Plan::Chunked { chunks } => {
             tracing::info!(chunks, "broadcast planned");
             ctx.queue
@@ -143,6 +189,9 @@ async fn broadcast(ctx: &Ctx, message: &Received, job: &Job) -> Result<(), JobEr
             Ok(())
         }
         Plan::Interrupted => {
+            if let Some(lost) = lease.hold.lost() {
+                return Err(lost.into());
+            }
             ctx.queue.release(&message.receipt).await?;
             ctx.metrics
                 .jobs_completed
@@ -159,10 +208,20 @@ async fn deliver(
     ctx: &Ctx,
     message: &Received,
     job: &Job,
+    lease: &Lease,
     ids: Vec<String>,
     report: Option<&str>,
     direct: bool,
 ) -> Result<(), JobError> {
+    let mut progress = Progress::new(
+        ctx.redis.clone(),
+        &ctx.keys,
+        lease.clone(),
+        &job.id,
+        report,
+        ctx.settings.report_ttl,
+    );
+    let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
     let stale = resolved.stale.len() as u64;
     if stale > 0 {
@@ -189,8 +248,19 @@ async fn deliver(
     };
     let mut tally = ctx
         .dispatcher
-        .run(resolved.recipients, op, &ctx.hard_stop)
+        .run_with(
+            resolved.recipients,
+            op,
+            &lease.hold.stop,
+            Some(&mut progress),
+        )
         .await;
+    // Stale ids count as gone, once.
+    tally.unflushed.gone.extend(resolved.stale);
+    progress.flush(std::mem::take(&mut tally.unflushed)).await?;
+    if let Some(lost) = lease.hold.lost() {
+        return Err(lost.into());
+    }
     tally.leftovers.extend(
         resolved
             .unroutable
@@ -220,21 +290,23 @@ async fn deliver(
         );
     }
     let settlement = requeue::split(job, tally.leftovers, ctx.settings.max_attempts, report);
+    // Nothing is handed on by a worker that no longer holds the job.
+    lease.check(&ctx.redis).await??;
     requeue::send(ctx.queue.as_ref(), &settlement, ctx.settings.requeue_delay).await?;
     let handed_on = settlement.handed_on();
     if let Some(id) = report {
         if direct {
-            ctx.reports.checkpoint(id, 1, 0, 0, true).await?;
+            ctx.reports.checkpoint(lease, id, 1, 0, 0, true).await?;
         }
-        let counts = Counts {
-            sent: tally.sent,
-            gone: tally.gone.len() as u64 + stale,
-            throttled: tally.throttled,
-            failed: settlement.dead_count() as u64,
-        };
         match ctx
             .reports
-            .record(id, &job.id, counts, handed_on == 0)
+            .record(
+                lease,
+                id,
+                &job.id,
+                settlement.dead_count() as u64,
+                handed_on == 0,
+            )
             .await
         {
             Ok(true) => {
@@ -245,8 +317,12 @@ async fn deliver(
                 tracing::info!(broadcast_id = id, "broadcast finished");
             }
             Ok(false) => {}
-            // Deliveries are done: acknowledge rather than deliver them all again for a report.
-            Err(e) => tracing::warn!(error = %e, "could not record the delivery report"),
+            Err(WriteError::Lost(lost)) => return Err(lost.into()),
+            // Deliveries are done and their counts written: acknowledge rather than hold the job for
+            // its end of report.
+            Err(WriteError::Redis(e)) => {
+                tracing::warn!(error = %e, "could not record the delivery report")
+            }
         }
     } else if handed_on == 0 {
         ctx.metrics

@@ -5,14 +5,18 @@
 //! to its own task with its permit; unused permits go back at once. So the worker never holds more jobs
 //! than it can work on, and the rest stay on the queue for other workers. While a job runs, a heartbeat
 //! extends its visibility every third of the visibility timeout, so a long broadcast is not delivered
-//! twice.
+//! twice; a job whose lease is lost stops, and a job that meets an outage is held and run again.
 
-use crate::process::{Ctx, handle};
+use crate::lease::{Hold, Lost};
+use crate::process::{self, Ctx, JobError};
+use common::queue::QueueError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Runs one poller until `stop` fires. Job tasks are spawned on `tracker`.
 pub async fn poll(
@@ -82,21 +86,88 @@ pub async fn poll(
 }
 
 /// Handles a job while a heartbeat keeps it invisible to other workers.
+///
+/// The heartbeat extends the job's visibility every third of the visibility timeout. If it cannot do so
+/// before the job could be received again ([`Hold::deadline_passed`]), or the queue says the receipt is
+/// no longer this consumer's, the job's lease is lost and its work stops (it is not dropped mid-call:
+/// it winds down through its stop token). A job that fails because Redis or the queue cannot be reached
+/// is held, not left to lapse: it runs again after a backoff while the heartbeat keeps it, so an outage
+/// does not raise its receive count towards the dead-letter queue.
 async fn run_with_heartbeat(ctx: &Ctx, message: common::queue::Received) {
+    let span = process::span(ctx, &message);
+    let hold = Hold::new(&ctx.hard_stop);
     let visibility = ctx.settings.visibility_timeout;
-    let receipt = message.receipt.clone();
     let heartbeat = async {
+        let mut last_ok = Instant::now();
         let mut every = tokio::time::interval(visibility / 3);
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(e) = ctx.queue.extend(&receipt, visibility).await {
-                tracing::warn!(error = %e, "could not extend a job's visibility");
+            let sent = Instant::now();
+            let extended = tokio::time::timeout(
+                visibility / 3,
+                ctx.queue.extend(&message.receipt, visibility),
+            )
+            .await;
+            match extended {
+                Ok(Ok(())) => last_ok = sent,
+                Ok(Err(QueueError::Refused(e))) => {
+                    tracing::warn!(error = %e, "the queue says this receipt no longer holds the job");
+                    hold.lose(Lost::TakenOver);
+                    break;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not extend a job's visibility"),
+                Err(_) => tracing::warn!("extending a job's visibility timed out"),
+            }
+            if Hold::deadline_passed(last_ok.elapsed(), visibility) {
+                hold.lose(Lost::Expired);
+                break;
+            }
+        }
+        // The work winds down through the hold's stop; the heartbeat has nothing more to do.
+        std::future::pending::<()>().await
+    };
+    let work = async {
+        let mut attempt = 0u32;
+        loop {
+            match process::handle(ctx, &message, &hold).await {
+                Ok(()) => return,
+                Err(JobError::Lost(_)) => return,
+                Err(e) if hold.stop.is_cancelled() => {
+                    tracing::warn!(error = %e, "job stopped with a failure; it comes back after its visibility timeout");
+                    return;
+                }
+                Err(e) => {
+                    ctx.metrics.redis_errors.inc();
+                    attempt += 1;
+                    let pause = hold_pause(attempt);
+                    tracing::warn!(error = %e, ?pause, "job held: Redis or the queue failed; it runs again when they answer");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = hold.stop.cancelled() => return,
+                    }
+                }
             }
         }
     };
-    tokio::select! {
-        _ = handle(ctx, message) => {}
-        _ = heartbeat => {}
+    async {
+        tokio::select! {
+            _ = work => {}
+            _ = heartbeat => {}
+        }
+        if let Some(lost) = hold.lost() {
+            ctx.metrics
+                .leases_lost
+                .with_label_values(&[lost.label()])
+                .inc();
+            tracing::warn!(reason = %lost, "job stopped: this worker no longer holds it; the receipt that took it over skips what was delivered");
+        }
     }
+    .instrument(span)
+    .await
+}
+
+/// How long a held job waits before running again: 0.5 s doubling to 5 s.
+fn hold_pause(attempt: u32) -> Duration {
+    Duration::from_millis(500 * 2u64.pow(attempt.min(4))).min(Duration::from_secs(5))
 }

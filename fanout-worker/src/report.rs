@@ -3,12 +3,16 @@
 //! started and finished times and the planner's progress, kept for `FANOUT_REPORT_TTL_SECS` and read by
 //! ingest's `GET /v1/broadcasts/{id}`. The id is the job id ingest's publish answered with.
 //!
-//! Counting survives redelivery: each job records its counts once, under its job id, in a set beside the
-//! hash (`bcast:{id}:done`), so a chunk redelivered after a worker died is not counted twice. The report
-//! knows it is finished when planning has read the whole target (`planned`) and no chunk is outstanding
-//! (`outstanding`: chunks planned minus chunks at a final outcome; a requeued chunk stays outstanding).
-//! Both updates are Lua scripts on the two keys, which share a hash tag.
+//! Counting survives redelivery. Delivery counts (`sent` once per recipient, `duplicates`, `gone`,
+//! `throttled`, `retries`) are added as a job's progress is written ([`crate::progress`]). A job's end
+//! (its `failed` count and whether it is settled) is recorded once per job id, in a set beside the hash
+//! (`bcast:{id}:done`); chunk ids are stable across re-plans, so a chunk redelivered or re-planned is not
+//! counted twice. The report knows it is finished when planning has read the whole target (`planned`) and
+//! no chunk is outstanding (`outstanding`: chunks planned minus chunks at a final outcome; a requeued chunk
+//! stays outstanding). Every write is a Lua script fenced by the writer's lease ([`crate::lease::FENCE`]):
+//! a worker that no longer holds its job writes nothing. The lease, the hash and the set share a hash tag.
 
+use crate::lease::{FENCE, Lease, Lost};
 use common::keys::{Keyspace, report_field as f};
 use common::store::Redis;
 use redis::Script;
@@ -30,38 +34,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// `KEYS`: report, done set. `ARGV`: ttl ms, job id, sent, gone, throttled, failed, settled (1 when the
-/// job is at a final outcome; 0 when its leftovers were requeued and stay outstanding).
+/// `KEYS`: lease, report, done set. `ARGV`: token, ttl ms, job id, failed, settled (1 when the job is at a
+/// final outcome; 0 when its leftovers were requeued and stay outstanding). Returns -1 for a stale token,
+/// else 1 if this call finished the broadcast.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{FINISH}
-local counted = redis.call('SADD', KEYS[2], ARGV[2])
+        r"{FENCE}{FINISH}
+local counted = redis.call('SADD', KEYS[3], ARGV[3])
 local finished = 0
 if counted == 1 then
-  redis.call('HINCRBY', KEYS[1], 'sent', ARGV[3])
-  redis.call('HINCRBY', KEYS[1], 'gone', ARGV[4])
-  redis.call('HINCRBY', KEYS[1], 'throttled', ARGV[5])
-  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[6])
-  if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'outstanding', -1) end
-  finished = finish(KEYS[1], now)
+  redis.call('HINCRBY', KEYS[2], 'failed', ARGV[4])
+  if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'outstanding', -1) end
+  finished = finish(KEYS[2], now)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return {{counted, finished}}
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return finished
 "
     ))
 });
 
-/// `KEYS`: report. `ARGV`: ttl ms, chunks added, bucket, cursor, planned (1 when planning read everything).
+/// `KEYS`: lease, report. `ARGV`: token, ttl ms, chunks added, bucket, cursor, planned (1 when planning
+/// read everything). Returns -1 for a stale token, else 1 if this call finished the broadcast.
 static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{FINISH}
-redis.call('HINCRBY', KEYS[1], 'outstanding', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'chunks', ARGV[2])
-redis.call('HSET', KEYS[1], 'plan_bucket', ARGV[3], 'plan_cursor', ARGV[4])
-if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'planned', '1') end
-local finished = finish(KEYS[1], now)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        r"{FENCE}{FINISH}
+redis.call('HINCRBY', KEYS[2], 'outstanding', ARGV[3])
+redis.call('HINCRBY', KEYS[2], 'chunks', ARGV[3])
+redis.call('HSET', KEYS[2], 'plan_bucket', ARGV[4], 'plan_cursor', ARGV[5])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[2], 'planned', '1') end
+local finished = finish(KEYS[2], now)
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return finished
 "
     ))
@@ -82,13 +85,13 @@ pub struct Progress {
     pub cursor: u64,
 }
 
-/// What one job adds to its broadcast's report.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Counts {
-    pub sent: u64,
-    pub gone: u64,
-    pub throttled: u64,
-    pub failed: u64,
+/// Why a fenced report write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{0}")]
+    Lost(#[from] Lost),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// The reports, under one key prefix and TTL.
@@ -159,15 +162,18 @@ impl Reports {
     /// `planned` when the target has been read to the end. Returns true if this finished the broadcast.
     pub async fn checkpoint(
         &self,
+        lease: &Lease,
         id: &str,
         added: u32,
         bucket: u32,
         cursor: u64,
         planned: bool,
-    ) -> Result<bool, redis::RedisError> {
+    ) -> Result<bool, WriteError> {
         let mut conn = self.redis.clone();
         let finished: i64 = CHECKPOINT
+            .key(&lease.key)
             .key(self.keys.report(id))
+            .arg(lease.token)
             .arg(self.ttl_ms())
             .arg(added)
             .arg(bucket)
@@ -175,32 +181,32 @@ impl Reports {
             .arg(u8::from(planned))
             .invoke_async(&mut conn)
             .await?;
-        Ok(finished == 1)
+        Ok(lease.fenced(finished)? == 1)
     }
 
-    /// Adds one job's counts, once per job id; `settled` when none of its recipients was requeued.
-    /// Returns true if this finished the broadcast.
+    /// Records one job's end, once per job id: its `failed` recipients, and `settled` when none of them
+    /// was requeued. Returns true if this finished the broadcast.
     pub async fn record(
         &self,
+        lease: &Lease,
         id: &str,
         job_id: &str,
-        counts: Counts,
+        failed: u64,
         settled: bool,
-    ) -> Result<bool, redis::RedisError> {
+    ) -> Result<bool, WriteError> {
         let mut conn = self.redis.clone();
-        let (_counted, finished): (i64, i64) = RECORD
+        let finished: i64 = RECORD
+            .key(&lease.key)
             .key(self.keys.report(id))
             .key(self.keys.report_done(id))
+            .arg(lease.token)
             .arg(self.ttl_ms())
             .arg(job_id)
-            .arg(counts.sent)
-            .arg(counts.gone)
-            .arg(counts.throttled)
-            .arg(counts.failed)
+            .arg(failed)
             .arg(u8::from(settled))
             .invoke_async(&mut conn)
             .await?;
-        Ok(finished == 1)
+        Ok(lease.fenced(finished)? == 1)
     }
 
     /// The set a broadcast reads, for cleaning stale ids out of it.

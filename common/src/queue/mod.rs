@@ -118,7 +118,8 @@ impl From<redis::RedisError> for QueueError {
 /// Settings that apply to either backend.
 #[derive(Debug, Clone)]
 pub struct QueueOptions {
-    /// How long a received job stays invisible before it is delivered again.
+    /// How long a received job stays invisible before it is delivered again (a worker's heartbeat
+    /// extends it while the job runs).
     pub visibility_timeout: Duration,
     /// SQS only: the dead-letter queue's URL. When absent it is read from the queue's redrive policy.
     pub dead_letter_url: Option<String>,

@@ -1,0 +1,193 @@
+//! Job leases with fencing tokens: one holder per job at a time, and a stale holder's writes refused.
+//!
+//! Every receipt of a job takes a new token with `INCR` on the job's lease key
+//! ([`common::keys::Keyspace::job_lease`]); the holder of the highest token owns the job. Every write
+//! that steers the job (planning checkpoints, the job's end in the report) goes through a script that
+//! first compares the caller's token with the key's and refuses a stale one ([`FENCE`], shared by those
+//! scripts); requeueing is preceded by [`Lease::check`]. Progress writes ([`crate::progress`]) check the
+//! token too, and tell a stale holder to stop, but keep what it delivered as delivered. A worker whose
+//! lease is taken over (its visibility lapsed while Redis or the process was paused, and the job was
+//! received again, possibly by the same worker) stops at its next write: it neither reports, requeues nor
+//! acknowledges, so one job never runs twice at once for longer than one progress write.
+//!
+//! The lease is also lost locally when the queue heartbeat cannot extend the job's visibility before the
+//! job could be received again ([`Hold::deadline_passed`]): the work stops then, before another holder
+//! can start, and the worker says so (WARN and `fanout_worker_leases_lost_total`).
+//!
+//! The lease key shares its hash tag with the broadcast the job belongs to (the job's own id otherwise),
+//! so the fenced scripts touch one slot on Redis Cluster.
+
+use common::job::Job;
+use common::keys::Keyspace;
+use common::store::Redis;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Lua prelude of every fenced script: `KEYS[1]` is the lease, `ARGV[1]` the caller's token. Returns -1
+/// from the script when the token is no longer the job's latest.
+pub const FENCE: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return -1 end
+";
+
+/// Why a job stopped without finishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Lost {
+    /// Another receipt of the job took a newer token.
+    #[error("the job was received again and its lease taken over")]
+    TakenOver,
+    /// The heartbeat could not extend the job's visibility in time.
+    #[error("the job's visibility could not be extended in time")]
+    Expired,
+}
+
+impl Lost {
+    /// A bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lost::TakenOver => "taken_over",
+            Lost::Expired => "expired",
+        }
+    }
+}
+
+/// One receipt's hold on its job, shared by the job's work and its heartbeat: `stop` fires when the
+/// lease is lost or the worker's grace period ends, and [`Hold::lost`] says which.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    /// Fires when the work must stop.
+    pub stop: CancellationToken,
+    lost: Arc<Mutex<Option<Lost>>>,
+}
+
+impl Hold {
+    /// A hold that also stops when `hard_stop` (the worker's end of grace) fires.
+    pub fn new(hard_stop: &CancellationToken) -> Self {
+        Hold {
+            stop: hard_stop.child_token(),
+            lost: Arc::default(),
+        }
+    }
+
+    /// Records that the lease is lost (the first reason wins) and stops the work.
+    pub fn lose(&self, why: Lost) {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(why);
+        self.stop.cancel();
+    }
+
+    /// Why the lease was lost, if it was.
+    pub fn lost(&self) -> Option<Lost> {
+        *self.lost.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a heartbeat whose last successful extension was sent `since_ok` ago has run out of time:
+    /// four fifths of the visibility timeout, so the work stops before the job can be received again.
+    pub fn deadline_passed(since_ok: Duration, visibility: Duration) -> bool {
+        since_ok >= visibility.mul_f64(0.8)
+    }
+}
+
+/// A receipt's fencing token for its job.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The fencing token of this receipt.
+    pub token: u64,
+    /// The lease key.
+    pub key: String,
+    /// The hash tag of the job's keys: its broadcast's id, or its own.
+    pub tag: String,
+    /// The receipt's hold, stopped when a write finds the token stale.
+    pub hold: Hold,
+}
+
+/// The hash tag of a job's lease and progress keys.
+pub fn tag_of(job: &Job) -> &str {
+    job.broadcast
+        .as_ref()
+        .map_or(job.id.as_str(), |b| b.id.as_str())
+}
+
+impl Lease {
+    /// Takes a new token for `job`, kept for `ttl`.
+    pub async fn acquire(
+        redis: &Redis,
+        keys: &Keyspace,
+        job: &Job,
+        ttl: Duration,
+        hold: Hold,
+    ) -> Result<Self, redis::RedisError> {
+        let tag = tag_of(job).to_owned();
+        let key = keys.job_lease(&tag, &job.id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("INCR")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl.as_millis() as u64)
+            .ignore();
+        let mut conn = redis.clone();
+        let (token,): (u64,) = pipe.query_async(&mut conn).await?;
+        Ok(Lease {
+            token,
+            key,
+            tag,
+            hold,
+        })
+    }
+
+    /// Checks that this receipt still holds the job (and stops the work if not). A Redis error is returned
+    /// as such: the caller holds the job and tries again.
+    pub async fn check(&self, redis: &Redis) -> Result<Result<(), Lost>, redis::RedisError> {
+        if let Some(lost) = self.hold.lost() {
+            return Ok(Err(lost));
+        }
+        let mut conn = redis.clone();
+        let current: Option<u64> = redis::cmd("GET")
+            .arg(&self.key)
+            .query_async(&mut conn)
+            .await?;
+        if current == Some(self.token) {
+            Ok(Ok(()))
+        } else {
+            self.hold.lose(Lost::TakenOver);
+            Ok(Err(Lost::TakenOver))
+        }
+    }
+
+    /// Reads a fenced script's answer: -1 means the token was stale, and stops the work.
+    pub fn fenced(&self, answer: i64) -> Result<i64, Lost> {
+        if answer == -1 {
+            self.hold.lose(Lost::TakenOver);
+            Err(Lost::TakenOver)
+        } else {
+            Ok(answer)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_comes_before_the_visibility_lapses() {
+        let v = Duration::from_secs(10);
+        assert!(!Hold::deadline_passed(Duration::from_secs(7), v));
+        assert!(Hold::deadline_passed(Duration::from_secs(8), v));
+    }
+
+    #[test]
+    fn the_first_reason_wins_and_stops_the_work() {
+        let hard_stop = CancellationToken::new();
+        let hold = Hold::new(&hard_stop);
+        assert_eq!(hold.lost(), None);
+        hold.lose(Lost::Expired);
+        hold.lose(Lost::TakenOver);
+        assert_eq!(hold.lost(), Some(Lost::Expired));
+        assert!(hold.stop.is_cancelled() && !hard_stop.is_cancelled());
+    }
+}

@@ -1,0 +1,193 @@
+//! The worker when things go wrong, against a real redis-server, the Redis Streams queue and the
+//! Management API test server: job leases fence a stale holder (its control writes are refused and it
+//! stops), a job received again skips the recipients already delivered, and the report counts each
+//! recipient once and every second post as a duplicate.
+
+mod support;
+
+use common::job::{BroadcastRef, Job, Target, payload_of};
+use common::keys::report_field as rf;
+use fanout_worker::lease::{Hold, Lease, Lost};
+use fanout_worker::progress::{Batch, FlushError, Progress};
+use fanout_worker::report::{Reports, WriteError};
+use serde_json::json;
+use std::time::Duration;
+use support::{Env, eventually, metric};
+use tokio_util::sync::CancellationToken;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn chunk(broadcast: &str, ids: Vec<String>) -> Job {
+    let mut job = Job::post(Target::Connections { ids }, payload_of(&json!({"m": 1})));
+    job.id = format!("{broadcast}.0");
+    job.broadcast = Some(BroadcastRef {
+        id: broadcast.to_owned(),
+        index: 0,
+    });
+    job
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_is_fenced_out_of_every_control_write() {
+    let env = Env::start().await;
+    let job = chunk("b-fence", vec!["x".into(), "y".into()]);
+    let ttl = Duration::from_secs(60);
+    let hard_stop = CancellationToken::new();
+    let stale = Lease::acquire(&env.redis, &env.keys, &job, ttl, Hold::new(&hard_stop))
+        .await
+        .unwrap();
+    // The job is received again: the new receipt takes a newer token.
+    let current = Lease::acquire(&env.redis, &env.keys, &job, ttl, Hold::new(&hard_stop))
+        .await
+        .unwrap();
+    assert!(current.token > stale.token);
+
+    let reports = Reports {
+        redis: env.redis.clone(),
+        keys: env.keys.clone(),
+        ttl,
+    };
+    // Control writes under the stale token are refused and write nothing.
+    assert!(matches!(
+        reports.checkpoint(&stale, "b-fence", 3, 0, 0, true).await,
+        Err(WriteError::Lost(Lost::TakenOver))
+    ));
+    assert!(matches!(
+        reports.record(&stale, "b-fence", &job.id, 1, true).await,
+        Err(WriteError::Lost(Lost::TakenOver))
+    ));
+    let report = env.report("b-fence").await;
+    assert!(!report.contains_key(rf::CHUNKS), "{report:?}");
+    assert!(!report.contains_key(rf::FAILED), "{report:?}");
+    assert_eq!(stale.check(&env.redis).await.unwrap(), Err(Lost::TakenOver));
+    assert_eq!(stale.hold.lost(), Some(Lost::TakenOver));
+    assert!(
+        stale.hold.stop.is_cancelled(),
+        "the stale holder's work stops"
+    );
+
+    // A stale holder's deliveries are still facts: recorded, so the current holder skips them, but the
+    // stale holder is told to stop.
+    let mut stale_progress = Progress::new(
+        env.redis.clone(),
+        &env.keys,
+        stale.clone(),
+        &job.id,
+        Some("b-fence"),
+        ttl,
+    );
+    let delivered = Batch {
+        sent: vec!["x".into()],
+        ..Batch::default()
+    };
+    assert!(matches!(
+        stale_progress.flush(delivered).await,
+        Err(FlushError::Lost(Lost::TakenOver))
+    ));
+    let mut progress = Progress::new(
+        env.redis.clone(),
+        &env.keys,
+        current.clone(),
+        &job.id,
+        Some("b-fence"),
+        ttl,
+    );
+    assert_eq!(
+        progress
+            .remaining(vec!["x".into(), "y".into()])
+            .await
+            .unwrap(),
+        vec!["y".to_owned()]
+    );
+    // The current holder posts to x again anyway (it read its work before): a duplicate, not a second
+    // recipient.
+    progress
+        .flush(Batch {
+            sent: vec!["x".into(), "y".into()],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    assert!(current.check(&env.redis).await.unwrap().is_ok());
+    assert!(
+        reports
+            .record(&current, "b-fence", &job.id, 0, true)
+            .await
+            .is_ok()
+    );
+    let report = env.report("b-fence").await;
+    assert_eq!(report[rf::SENT], "2");
+    assert_eq!(report[rf::DUPLICATES], "1");
+    assert!(!current.hold.stop.is_cancelled());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_job_is_taken_over_stops_and_the_new_receipt_skips_what_was_delivered() {
+    let env = Env::start().await;
+    let ids = env.register("t", 400, "takeover", "tina").await;
+    // Slow answers and few calls in flight, so the job is still running when its lease is taken.
+    env.gateway.delay(Duration::from_millis(20));
+    let worker = env
+        .worker(&[
+            "--max-in-flight=8",
+            "--visibility-timeout-secs=2",
+            "--max-jobs-in-hand=1",
+        ])
+        .await;
+    let job = chunk("b-takeover", ids.clone());
+    env.queue
+        .send_batch(std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    eventually(LONG, "a quarter of the recipients delivered", || async {
+        env.gateway.delivered().len() >= 100
+    })
+    .await;
+    // Another receipt takes the job over (as a worker that received it after a pause would).
+    let lease_key = env.keys.job_lease("b-takeover", &job.id);
+    let _: u64 = redis::cmd("INCR")
+        .arg(&lease_key)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    eventually(LONG, "the worker notices it lost the lease", || async {
+        metric(
+            &worker,
+            "fanout_leases_lost_total",
+            &[("reason", "taken_over")],
+        ) == 1.0
+    })
+    .await;
+    let at_stop = env.gateway.delivered().len();
+    assert!(at_stop < ids.len(), "stopped before the end: {at_stop}");
+    // Nobody acknowledged the job: it comes back after its visibility timeout, to this same worker,
+    // which finishes it under a new token.
+    eventually(LONG, "the job is finished by its next receipt", || async {
+        metric(
+            &worker,
+            "fanout_jobs_completed_total",
+            &[("outcome", "acked")],
+        ) == 1.0
+    })
+    .await;
+    let delivered = env.gateway.delivered();
+    assert_eq!(delivered.len(), ids.len(), "everyone received it");
+    let posts: usize = delivered.values().map(Vec::len).sum();
+    let duplicates = posts - ids.len();
+    // At most what was in flight or not yet written when the lease was taken.
+    assert!(
+        duplicates <= fanout_worker::progress::FLUSH_EVERY + 8,
+        "{duplicates} duplicates"
+    );
+    let report = env.report("b-takeover").await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    assert_eq!(
+        report
+            .get(rf::DUPLICATES)
+            .map(String::as_str)
+            .unwrap_or("0"),
+        duplicates.to_string(),
+        "the report counts every second post: {report:?}"
+    );
+    worker.shutdown().await;
+}
