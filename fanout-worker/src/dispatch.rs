@@ -8,7 +8,7 @@
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
 
 use crate::delivery::{Deliver, Outcome, RetryReason};
-use crate::governor::{Governor, ThrottleKind};
+use crate::governor::Governor;
 use crate::recipients::Recipient;
 use crate::retry::RetryPolicy;
 use bytes::Bytes;
@@ -129,10 +129,10 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 return (Final::Left(Why::Shutdown), throttled);
             }
-            tokio::select! {
-                _ = self.governor.acquire() => {}
+            let ticket = tokio::select! {
+                ticket = self.governor.acquire() => ticket,
                 _ = stop.cancelled() => return (Final::Left(Why::Shutdown), throttled),
-            }
+            };
             let outcome = {
                 let _slot = self
                     .in_flight
@@ -155,6 +155,9 @@ impl Dispatcher {
                 self.metrics.deliveries_in_flight.dec();
                 outcome
             };
+            // Counts the answer toward the budget measurement; classifies a 429 and cuts the fleet's
+            // rate for an account-wide one.
+            self.governor.observe(ticket, outcome, &r.id).await;
             let why = match outcome {
                 Outcome::Sent => return (Final::Sent, throttled),
                 Outcome::Gone => return (Final::Gone, throttled),
@@ -166,14 +169,6 @@ impl Dispatcher {
                 Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), throttled),
                 Outcome::Throttled => {
                     throttled += 1;
-                    let kind = self.governor.classify(&r.id);
-                    self.metrics
-                        .throttles
-                        .with_label_values(&[kind.label()])
-                        .inc();
-                    if kind == ThrottleKind::Account {
-                        self.governor.cut().await;
-                    }
                     Why::Throttled
                 }
                 Outcome::Retryable(reason) => Why::Failed(reason),
