@@ -4,8 +4,8 @@
 //! `operation`), never by a connection, channel or user id. A test keeps every name in that shape.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The metric names, in one place.
@@ -39,6 +39,12 @@ pub mod names {
     pub const SEND_RATE: &str = "fanout_send_rate";
     pub const LEASES_LOST_TOTAL: &str = "fanout_leases_lost_total";
     pub const POLLER_RESTARTS_TOTAL: &str = "fanout_poller_restarts_total";
+    pub const GOVERNOR_BUDGET_ESTIMATE: &str = "fanout_governor_budget_estimate";
+    pub const GOVERNOR_FACTOR: &str = "fanout_governor_factor";
+    pub const GOVERNOR_FALLBACK: &str = "fanout_governor_fallback";
+    pub const GOVERNOR_BUCKET_CALLS_TOTAL: &str = "fanout_governor_bucket_calls_total";
+    pub const GATEWAY_STALLED: &str = "fanout_gateway_stalled";
+    pub const GATEWAY_STALLS_TOTAL: &str = "fanout_gateway_stalls_total";
 
     /// Every name above, for the shape test and for tools that check dashboards against the code.
     pub const ALL: &[&str] = &[
@@ -69,6 +75,12 @@ pub mod names {
         SEND_RATE,
         LEASES_LOST_TOTAL,
         POLLER_RESTARTS_TOTAL,
+        GOVERNOR_BUDGET_ESTIMATE,
+        GOVERNOR_FACTOR,
+        GOVERNOR_FALLBACK,
+        GOVERNOR_BUCKET_CALLS_TOTAL,
+        GATEWAY_STALLED,
+        GATEWAY_STALLS_TOTAL,
     ];
 
     /// Gauges: a level, not a count, with no unit suffix.
@@ -78,6 +90,10 @@ pub mod names {
         DELIVERIES_IN_FLIGHT,
         JOBS_IN_HAND,
         SEND_RATE,
+        GOVERNOR_BUDGET_ESTIMATE,
+        GOVERNOR_FACTOR,
+        GOVERNOR_FALLBACK,
+        GATEWAY_STALLED,
     ];
 }
 
@@ -263,6 +279,18 @@ pub struct WorkerMetrics {
     pub leases_lost: IntCounterVec,
     /// Pollers restarted after they ended unexpectedly (a panic).
     pub poller_restarts: IntCounter,
+    /// The budget the governor believes the gateway grants the fleet, in requests per second.
+    pub governor_estimate: IntGauge,
+    /// The fleet's current rate as a share of the configured budget (after headroom), 0 to 1.
+    pub governor_factor: Gauge,
+    /// 1 while this worker paces itself at its share because the shared bucket is unreachable.
+    pub governor_fallback: IntGauge,
+    /// Calls of the shared bucket's script (grants, waits, cuts, probes).
+    pub governor_calls: IntCounter,
+    /// 1 while the Management API does not answer (calls time out or fail, no answer for seconds).
+    pub gateway_stalled: IntGauge,
+    /// Stalls of the Management API seen.
+    pub gateway_stalls: IntCounter,
 }
 
 impl WorkerMetrics {
@@ -371,6 +399,34 @@ impl WorkerMetrics {
                 names::POLLER_RESTARTS_TOTAL,
                 "Queue pollers restarted after they ended unexpectedly.",
             ),
+            governor_estimate: gauge(
+                names::GOVERNOR_BUDGET_ESTIMATE,
+                "The budget the governor believes the gateway grants the fleet, requests per second.",
+            ),
+            governor_factor: reg(
+                &registry,
+                Gauge::new(
+                    names::GOVERNOR_FACTOR,
+                    "The fleet's current rate as a share of the configured budget.",
+                )
+                .expect("valid metric"),
+            ),
+            governor_fallback: gauge(
+                names::GOVERNOR_FALLBACK,
+                "1 while this worker paces at its own share because the shared bucket is unreachable.",
+            ),
+            governor_calls: counter(
+                names::GOVERNOR_BUCKET_CALLS_TOTAL,
+                "Calls of the shared rate bucket's script.",
+            ),
+            gateway_stalled: gauge(
+                names::GATEWAY_STALLED,
+                "1 while the Management API does not answer.",
+            ),
+            gateway_stalls: counter(
+                names::GATEWAY_STALLS_TOTAL,
+                "Stalls of the Management API (calls failing, no answer for seconds).",
+            ),
             registry,
         };
         // Every dead-letter reason starts at 0, so the first dead letter is an increase Prometheus can
@@ -465,7 +521,7 @@ mod tests {
             .observe(0.01);
         m.end_to_end.with_label_values(&["broadcast"]).observe(1.0);
         let families = m.registry.gather();
-        assert_eq!(families.len(), 17);
+        assert_eq!(families.len(), 23);
         for family in families {
             assert!(
                 names::ALL.contains(&family.name()),

@@ -118,8 +118,10 @@ pub struct Config {
     #[arg(long, env = "FANOUT_ACCOUNT_BURST", default_value_t = 5_000)]
     pub account_burst: u32,
 
-    /// Share of the budget and burst left for other API Gateway traffic in the account, in percent.
-    #[arg(long, env = "FANOUT_RATE_HEADROOM_PERCENT", default_value_t = 10)]
+    /// Share of the configured budget and burst the fleet never uses, in percent. The governor learns the
+    /// budget the gateway really grants (other APIs of the account spend from it too) from its 429s, so
+    /// this only keeps a configured budget that is exactly right from drawing 429s on timing jitter.
+    #[arg(long, env = "FANOUT_RATE_HEADROOM_PERCENT", default_value_t = 2)]
     pub rate_headroom_percent: u32,
 
     /// Name of the shared token bucket: workers serving the same account and region use the same name.
@@ -335,8 +337,8 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_keep_headroom() {
         let s = config(&[]).unwrap();
-        assert_eq!(s.rate_per_sec, 9_000);
-        assert_eq!(s.burst, 4_500);
+        assert_eq!(s.rate_per_sec, 9_800);
+        assert_eq!(s.burst, 4_900);
         assert_eq!(s.chunk_size, 500);
         assert_eq!(s.visibility_timeout, Duration::from_secs(10));
         let s = config(&["--rate-headroom-percent", "0"]).unwrap();

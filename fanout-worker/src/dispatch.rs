@@ -12,7 +12,7 @@
 //! [`Tally::unflushed`] for the caller's last write.
 
 use crate::delivery::{Deliver, Outcome, RetryReason};
-use crate::governor::{Governor, ThrottleKind};
+use crate::governor::Governor;
 use crate::progress::{Batch, FLUSH_EVERY, FlushError, Progress};
 use crate::recipients::Recipient;
 use crate::retry::RetryPolicy;
@@ -166,10 +166,10 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 return (Final::Left(Why::Shutdown), tries);
             }
-            tokio::select! {
-                _ = self.governor.acquire() => {}
+            let ticket = tokio::select! {
+                ticket = self.governor.acquire() => ticket,
                 _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-            }
+            };
             let outcome = {
                 // Waiting for a slot can take long when many recipients are queued: a stop while waiting
                 // (shutdown, or a lost lease) must not let the call go out.
@@ -193,6 +193,9 @@ impl Dispatcher {
                 self.metrics.deliveries_in_flight.dec();
                 outcome
             };
+            // Counts the answer toward the budget measurement; classifies a 429 and cuts the fleet's
+            // rate for an account-wide one.
+            self.governor.observe(ticket, outcome, &r.id).await;
             let why = match outcome {
                 Outcome::Sent => return (Final::Sent, tries),
                 Outcome::Gone => return (Final::Gone, tries),
@@ -204,14 +207,6 @@ impl Dispatcher {
                 Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), tries),
                 Outcome::Throttled => {
                     tries.throttled += 1;
-                    let kind = self.governor.classify(&r.id);
-                    self.metrics
-                        .throttles
-                        .with_label_values(&[kind.label()])
-                        .inc();
-                    if kind == ThrottleKind::Account {
-                        self.governor.cut().await;
-                    }
                     Why::Throttled
                 }
                 Outcome::Retryable(reason) => Why::Failed(reason),

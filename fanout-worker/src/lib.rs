@@ -12,7 +12,8 @@
 //! - [`dispatch`]: every recipient through the governor, the in-flight limit, the client and retries.
 //! - [`delivery`]: the [`delivery::Deliver`] trait, its [`delivery::Outcome`]s, the lean client
 //!   ([`delivery::LeanDeliver`], the default) and the AWS SDK client ([`delivery::SdkDeliver`]).
-//! - [`governor`]: the fleet-wide token bucket in Redis, AIMD, and slow-client detection.
+//! - [`governor`]: the fleet-wide token bucket in Redis, budget discovery, slow-client detection, the
+//!   Redis-down fallback and gateway stalls.
 //! - [`retry`]: backoff schedules.
 //! - [`gone`]: forgetting connections API Gateway says are gone, and stale ids.
 //! - [`requeue`]: leftovers back on the queue, or to the dead-letter queue with their reason.

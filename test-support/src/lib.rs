@@ -73,6 +73,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id while it runs (to pause it with SIGSTOP, as a hung Redis).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops the server (an outage). Its data is gone: it runs without persistence.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

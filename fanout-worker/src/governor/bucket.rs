@@ -1,0 +1,206 @@
+//! The fleet's shared token bucket in Redis, and the budget discovery that lives in it.
+//!
+//! One hash (`gov:{name}`) updated by one Lua script ([`SCRIPT`]), by the Redis server's clock, so that
+//! every worker of a fleet sees the same state:
+//! - **Refill** at the current `rate` (at most the configured one), capped at a burst scaled like the rate.
+//!   A grant may run ahead of the bucket by up to a second of the rate: the tokens are granted at once
+//!   with the time to wait before spending them, so a paced worker makes one call per grant and sleeps.
+//! - **Discovery.** A cut (an account-wide 429) sets the rate to the budget the gateway is seen to accept:
+//!   the rate tokens were granted at since the measurement window began, times the share of answers that
+//!   were not 429 (the worker's count, for calls made under the current epoch). While the gateway
+//!   is congested that product is its refill rate, as a congestion controller like BBR reads the bottleneck
+//!   rate from the delivery rate. The rate is then set just under it ([`BETA`]). Without a usable
+//!   measurement (a window shorter than [`CUT_GAP_MS`], or an estimate above the current rate, as while a
+//!   burst drains) a cut halves the rate instead ([`CUT_FACTOR`]); the next cut, one gap later, measures.
+//! - **Probing.** While the bucket limits the fleet (it is not full), the rate grows multiplicatively,
+//!   `GROWTH + ACCEL × t` per second where `t` is the time spent growing since the last cut: gentle near the
+//!   budget just found, and a raised budget is found within a few seconds. An idle bucket does not grow,
+//!   and restarts the measurement window.
+//! - **Epochs.** Every cut starts an epoch; grants carry it, so answers to calls granted before a cut do
+//!   not count against the rate chosen after it.
+//! - **Live workers.** Workers add themselves to a sorted set (`gov:{name}:workers`) about once a second;
+//!   the script answers how many were seen in the last [`LIVE_MS`], the divisor of a worker's honest share
+//!   when Redis is unreachable.
+
+use common::store::Redis;
+use redis::Script;
+use std::sync::LazyLock;
+
+/// What a cut multiplies the rate by when the budget cannot be measured yet.
+pub const CUT_FACTOR: f64 = 0.5;
+/// The rate set after a cut, as a share of the measured budget.
+pub const BETA: f64 = 0.97;
+/// The lowest rate, as a share of the configured one.
+pub const MIN_FACTOR: f64 = 0.01;
+/// Least time between two cuts, and the shortest window a budget is measured over, in milliseconds.
+pub const CUT_GAP_MS: u64 = 50;
+/// Growth per second right after a cut.
+pub const GROWTH: f64 = 0.05;
+/// How fast growth speeds up, per second of growing.
+pub const ACCEL: f64 = 0.4;
+/// How long a worker counts as live after its last heartbeat, in milliseconds.
+pub const LIVE_MS: u64 = 10_000;
+
+/// `KEYS`: the bucket hash, the live-worker set. `ARGV`: configured rate, configured burst, tokens wanted,
+/// mode (0 take, 1 cut), the worker's share of answers that were not 429 in the current epoch (0..1; -1
+/// when unknown), the worker's epoch, worker id, heartbeat (1 to be counted live), then [`CUT_FACTOR`],
+/// [`BETA`], [`MIN_FACTOR`], [`CUT_GAP_MS`], [`GROWTH`], [`ACCEL`], [`LIVE_MS`].
+/// Returns `{granted, wait_ms, rate, estimate, epoch, live}`.
+pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local max_rate = tonumber(ARGV[1])
+local max_burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local mode = tonumber(ARGV[4])
+local share = tonumber(ARGV[5])
+local their_epoch = tonumber(ARGV[6])
+local cut_factor, beta, min_factor = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local gap, growth, accel, live_ms = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local h = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'est', 'epoch', 'epoch_at', 'granted', 'cut_at', 'calm')
+local rate = math.min(max_rate, tonumber(h[3]) or max_rate)
+local burst = math.max(1, max_burst * rate / max_rate)
+local tokens = tonumber(h[1]) or burst
+local ts = tonumber(h[2]) or now
+local est = tonumber(h[4]) or max_rate
+local epoch = tonumber(h[5]) or 0
+local epoch_at = tonumber(h[6]) or now
+local granted_e = tonumber(h[7]) or 0
+local cut_at = tonumber(h[8]) or -1e18
+local calm = tonumber(h[9]) or 0
+local floor = math.max(1, max_rate * min_factor)
+local dt = math.max(0, now - ts) / 1000
+if dt > 0 and tokens < burst then
+  -- Grow only for the time the bucket limited the fleet (until it would have been full).
+  local busy = math.min(dt, (burst - tokens) / rate)
+  local g = growth + accel * (calm + busy / 2)
+  rate = math.min(max_rate, rate * math.exp(g * busy))
+  calm = calm + busy
+  burst = math.max(1, max_burst * rate / max_rate)
+end
+tokens = math.min(burst, tokens + rate * dt)
+if tokens >= burst then
+  epoch_at = now
+  granted_e = 0
+end
+local granted = 0
+local wait = 0
+if mode == 1 then
+  if now - cut_at >= gap and their_epoch == epoch then
+    local w = now - epoch_at
+    local measured = -1
+    if share >= 0 and w >= gap then measured = granted_e * 1000 / w * share end
+    if measured >= 0 and measured < rate then
+      rate = math.max(floor, measured * beta)
+      est = measured
+    else
+      rate = math.max(floor, rate * cut_factor)
+      est = rate
+    end
+    tokens = math.min(tokens, 0)
+    epoch = epoch + 1
+    epoch_at = now
+    granted_e = 0
+    cut_at = now
+    calm = 0
+  end
+else
+  want = math.min(want, math.max(1, math.floor(burst)))
+  if want > 0 then
+    if tokens - want >= -rate then
+      -- Granted now, to be spent once the bucket has them: the caller sleeps until then.
+      granted = want
+      if tokens < want then wait = math.ceil((want - tokens) * 1000 / rate) end
+      tokens = tokens - want
+      granted_e = granted_e + want
+    else
+      wait = math.ceil((want - rate - tokens) * 1000 / rate)
+    end
+  end
+end
+if rate > est then est = rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now), 'rate', tostring(rate),
+  'est', tostring(est), 'epoch', epoch, 'epoch_at', tostring(epoch_at), 'granted', granted_e,
+  'cut_at', tostring(cut_at), 'calm', tostring(calm))
+redis.call('PEXPIRE', KEYS[1], 600000)
+if ARGV[8] == '1' then
+  redis.call('ZADD', KEYS[2], now, ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - live_ms)
+  redis.call('PEXPIRE', KEYS[2], 600000)
+end
+local live = redis.call('ZCARD', KEYS[2])
+return {granted, wait, math.floor(rate), math.floor(est), epoch, live}
+",
+    )
+});
+
+/// What the bucket answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Tokens granted (0 when the caller must ask again after `wait_ms`, or cut).
+    pub granted: u32,
+    /// How long to wait before spending the tokens granted, or before asking again when none were, in
+    /// milliseconds.
+    pub wait_ms: u64,
+    /// The fleet's rate now, per second.
+    pub rate: u32,
+    /// The budget the gateway is believed to accept, per second.
+    pub estimate: u32,
+    /// The current epoch (one more per cut).
+    pub epoch: u64,
+    /// Workers seen in the last [`LIVE_MS`].
+    pub live: u32,
+}
+
+/// One call's arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub rate: u32,
+    pub burst: u32,
+    pub want: u32,
+    pub cut: bool,
+    /// Share of answers that were not 429, when known.
+    pub admitted: Option<f64>,
+    pub epoch: u64,
+    pub worker: &'a str,
+    pub heartbeat: bool,
+}
+
+/// Runs the script on `keys` (the bucket, the worker set).
+pub async fn call(
+    redis: &Redis,
+    keys: (&str, &str),
+    c: Call<'_>,
+) -> Result<Answer, redis::RedisError> {
+    let mut conn = redis.clone();
+    let (granted, wait_ms, rate, estimate, epoch, live): (u32, u64, u32, u32, u64, u32) = SCRIPT
+        .key(keys.0)
+        .key(keys.1)
+        .arg(c.rate)
+        .arg(c.burst)
+        .arg(c.want)
+        .arg(u8::from(c.cut))
+        .arg(c.admitted.unwrap_or(-1.0))
+        .arg(c.epoch)
+        .arg(c.worker)
+        .arg(u8::from(c.heartbeat))
+        .arg(CUT_FACTOR)
+        .arg(BETA)
+        .arg(MIN_FACTOR)
+        .arg(CUT_GAP_MS)
+        .arg(GROWTH)
+        .arg(ACCEL)
+        .arg(LIVE_MS)
+        .invoke_async(&mut conn)
+        .await?;
+    Ok(Answer {
+        granted,
+        wait_ms,
+        rate,
+        estimate,
+        epoch,
+        live,
+    })
+}

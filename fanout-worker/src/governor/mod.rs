@@ -1,0 +1,476 @@
+//! The rate governor: every worker of a fleet takes its `PostToConnection` budget from one token bucket
+//! in Redis, which learns the budget the gateway really grants; so adding workers, or sharing the
+//! account's budget with other APIs, never turns into a storm of 429s.
+//!
+//! - [`bucket`]: the shared bucket and budget discovery (one Lua script): a cut measures the rate the
+//!   gateway accepts and sets the fleet's rate just under it; while no 429 comes back the rate grows
+//!   multiplicatively, faster the longer it grows, so a lowered budget costs few 429s and a raised one is
+//!   found within seconds.
+//! - [`pacing`]: grants sized in time (40 ms of the current rate), so the script runs a few dozen times a
+//!   second per worker whatever the rate; a paced worker sleeps until its next grant.
+//! - [`classify`]: a 429 spread over several connections is the account's; concentrated on a few, it is
+//!   their full buffers, which back off alone (the caller's per-connection retries) without a cut.
+//! - [`stall`]: a gateway that stops answering is one WARN with counts, a gauge and an alert.
+//! - **Redis down.** A circuit breaker opens at the first failed or slow (over [`CALL_TIMEOUT`]) call:
+//!   the worker then paces itself at its honest share, the fleet's last known rate divided by the live
+//!   workers last seen (so the fleet never exceeds its budget, however many workers it has), while one
+//!   background probe every [`PROBE_EVERY`] waits for Redis to answer again. No call pays Redis's
+//!   command timeout while the breaker is open. A worker that never reached the bucket has no share to
+//!   go by and waits for the probe.
+
+pub mod bucket;
+pub mod classify;
+pub mod pacing;
+pub mod stall;
+
+pub use classify::{SPREAD, ThrottleKind, WINDOW};
+
+use crate::delivery::{Outcome, RetryReason};
+use classify::Throttles;
+use common::keys::Keyspace;
+use common::metrics::WorkerMetrics;
+use common::store::Redis;
+use pacing::LocalPace;
+use stall::{StallEvent, StallWatch};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Longest wait for one bucket call before the breaker opens.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often the background probe tries Redis while the breaker is open.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+/// Answers a worker needs in an epoch before its share of admitted answers is a measurement.
+pub const MIN_SAMPLE: u64 = 20;
+/// How often a worker tells the bucket it is live.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Proof of a token: the epoch it was granted in, so its call's answer is counted in the right one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    epoch: u64,
+}
+
+/// What this worker last learned from the bucket.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    /// The fleet's rate per second.
+    rate: u32,
+    /// Workers live in the fleet; 0 until the bucket was reached once.
+    live: u32,
+    heartbeat_at: Option<Instant>,
+}
+
+/// Tokens in hand, and this worker's own pace while the breaker is open.
+#[derive(Debug)]
+struct Local {
+    tokens: u32,
+    epoch: u64,
+    pace: Option<LocalPace>,
+    /// When the local share was last cut (an account 429 while Redis is down).
+    pace_cut_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: Redis,
+    bucket_key: String,
+    workers_key: String,
+    worker_id: String,
+    rate: u32,
+    burst: u32,
+    /// A tokio mutex: callers queue for tokens in order, and one of them at a time asks the bucket.
+    local: tokio::sync::Mutex<Local>,
+    view: Mutex<View>,
+    epoch: AtomicU64,
+    admitted: AtomicU64,
+    throttled: AtomicU64,
+    throttles: Mutex<Throttles>,
+    stall: Mutex<StallWatch>,
+    open: AtomicBool,
+    closed: Notify,
+    metrics: WorkerMetrics,
+}
+
+/// One worker's handle on the shared bucket.
+#[derive(Debug, Clone)]
+pub struct Governor {
+    inner: Arc<Inner>,
+}
+
+impl Governor {
+    /// A handle on bucket `name`, for a fleet budget of `rate` per second and `burst`.
+    pub fn new(
+        redis: Redis,
+        keys: &Keyspace,
+        name: &str,
+        rate: u32,
+        burst: u32,
+        metrics: WorkerMetrics,
+    ) -> Self {
+        let rate = rate.max(1);
+        metrics.send_rate.set(i64::from(rate));
+        metrics.governor_estimate.set(i64::from(rate));
+        metrics.governor_factor.set(1.0);
+        let bucket_key = keys.governor(name);
+        Self {
+            inner: Arc::new(Inner {
+                redis,
+                workers_key: format!("{bucket_key}:workers"),
+                bucket_key,
+                worker_id: uuid::Uuid::new_v4().simple().to_string(),
+                rate,
+                burst: burst.max(1),
+                local: tokio::sync::Mutex::new(Local {
+                    tokens: 0,
+                    epoch: 0,
+                    pace: None,
+                    pace_cut_at: None,
+                }),
+                view: Mutex::new(View {
+                    rate,
+                    live: 0,
+                    heartbeat_at: None,
+                }),
+                epoch: AtomicU64::new(0),
+                admitted: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+                throttles: Mutex::new(Throttles::default()),
+                stall: Mutex::new(StallWatch::new(Instant::now())),
+                open: AtomicBool::new(false),
+                closed: Notify::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Waits for one token.
+    pub async fn acquire(&self) -> Ticket {
+        let inner = &self.inner;
+        let mut local = inner.local.lock().await;
+        let epoch = inner.epoch.load(Ordering::Relaxed);
+        if local.tokens > 0 && local.epoch == epoch {
+            local.tokens -= 1;
+            return Ticket { epoch };
+        }
+        // Tokens of an epoch that ended in a cut are not spent: the gateway just said it is full.
+        local.tokens = 0;
+        loop {
+            if !inner.open.load(Ordering::Acquire) {
+                local.pace = None;
+                let view = self.view();
+                let want = pacing::batch(view.rate, self.burst_at(view.rate));
+                match self.call(want, false, None).await {
+                    Ok(a) if a.granted > 0 => {
+                        if a.wait_ms > 0 {
+                            tokio::time::sleep(Duration::from_millis(a.wait_ms)).await;
+                        }
+                        local.tokens = a.granted - 1;
+                        local.epoch = a.epoch;
+                        return Ticket { epoch: a.epoch };
+                    }
+                    Ok(a) => {
+                        // The bucket is a second ahead: ask again when it is not; with other workers
+                        // about, a little later at random, so that they take turns.
+                        let wait = a.wait_ms.max(1);
+                        let jitter = if a.live > 1 {
+                            rand::random_range(0..=wait / 8)
+                        } else {
+                            0
+                        };
+                        tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
+                    }
+                    Err(()) => {}
+                }
+                continue;
+            }
+            // The breaker is open: this worker's honest share, or nothing until Redis answers if the
+            // share was never known.
+            let closed = inner.closed.notified();
+            let view = self.view();
+            if view.live == 0 {
+                tokio::select! {
+                    _ = closed => {}
+                    _ = tokio::time::sleep(PROBE_EVERY) => {}
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let pace = local.pace.get_or_insert_with(|| {
+                LocalPace::new(pacing::honest_share(f64::from(view.rate), view.live), now)
+            });
+            let share = pace.share();
+            let batch = pacing::batch(share as u32, self.burst_at(share as u32));
+            let at = pace.next_grant(batch, now);
+            tokio::select! {
+                _ = closed => continue,
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
+            local.tokens = batch - 1;
+            local.epoch = inner.epoch.load(Ordering::Relaxed);
+            return Ticket { epoch: local.epoch };
+        }
+    }
+
+    /// Takes note of a call's outcome: counts it toward the budget measurement, classifies a 429 (and
+    /// cuts the fleet's rate for an account-wide one), and watches for a stalled gateway. Returns the
+    /// kind of a 429.
+    pub async fn observe(
+        &self,
+        ticket: Ticket,
+        outcome: Outcome,
+        connection_id: &str,
+    ) -> Option<ThrottleKind> {
+        let inner = &self.inner;
+        let current = ticket.epoch == inner.epoch.load(Ordering::Relaxed);
+        let answered = match outcome {
+            Outcome::Retryable(RetryReason::Timeout | RetryReason::Network) => false,
+            // Not a call the gateway saw (missing credentials, an unusable endpoint).
+            Outcome::Retryable(RetryReason::Other) => return None,
+            _ => true,
+        };
+        self.watch_stall(answered);
+        if !answered {
+            return None;
+        }
+        if outcome != Outcome::Throttled {
+            if current {
+                inner.admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        if current {
+            inner.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+        let kind = self.classify(connection_id);
+        inner
+            .metrics
+            .throttles
+            .with_label_values(&[kind.label()])
+            .inc();
+        if kind == ThrottleKind::Account && current {
+            self.cut(ticket.epoch).await;
+        }
+        Some(kind)
+    }
+
+    /// Records a 429 for `connection_id` and says which kind it is.
+    pub fn classify(&self, connection_id: &str) -> ThrottleKind {
+        self.inner
+            .throttles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .classify(connection_id, Instant::now())
+    }
+
+    /// Cuts the fleet's rate after an account-wide 429 in `epoch` (at most once per
+    /// [`bucket::CUT_GAP_MS`] fleet-wide, and only by a worker that has seen the current epoch).
+    pub async fn cut(&self, epoch: u64) {
+        let inner = &self.inner;
+        if inner.open.load(Ordering::Acquire) {
+            // Without Redis, each worker halves its own share, at most once a second.
+            let mut local = inner.local.lock().await;
+            let now = Instant::now();
+            if local
+                .pace_cut_at
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                && let Some(pace) = local.pace.as_mut()
+            {
+                pace.set_share((pace.share() * bucket::CUT_FACTOR).max(1.0));
+                local.pace_cut_at = Some(now);
+            }
+            return;
+        }
+        let admitted = inner.admitted.load(Ordering::Relaxed);
+        let throttled = inner.throttled.load(Ordering::Relaxed);
+        if admitted + throttled < MIN_SAMPLE {
+            return; // too few answers in this epoch to measure; more will come
+        }
+        let share = admitted as f64 / (admitted + throttled) as f64;
+        let _ = self.call_in(0, true, Some(share), epoch).await;
+    }
+
+    /// The fleet's rate as this worker last saw it, per second.
+    pub fn rate(&self) -> u32 {
+        self.view().rate
+    }
+
+    /// Whether the breaker is open (pacing locally, Redis unreachable).
+    pub fn is_fallback(&self) -> bool {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// The burst that goes with `rate` (scaled like it).
+    fn burst_at(&self, rate: u32) -> u32 {
+        let scaled = u64::from(self.inner.burst) * u64::from(rate) / u64::from(self.inner.rate);
+        scaled.max(1) as u32
+    }
+
+    fn view(&self) -> View {
+        *self
+            .inner
+            .view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn call(
+        &self,
+        want: u32,
+        cut: bool,
+        admitted: Option<f64>,
+    ) -> Result<bucket::Answer, ()> {
+        let epoch = self.inner.epoch.load(Ordering::Relaxed);
+        self.call_in(want, cut, admitted, epoch).await
+    }
+
+    /// One bucket call within [`CALL_TIMEOUT`]; a failure opens the breaker.
+    async fn call_in(
+        &self,
+        want: u32,
+        cut: bool,
+        admitted: Option<f64>,
+        epoch: u64,
+    ) -> Result<bucket::Answer, ()> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let heartbeat = self
+            .view()
+            .heartbeat_at
+            .is_none_or(|t| now.duration_since(t) >= HEARTBEAT_EVERY);
+        let call = bucket::call(
+            &inner.redis,
+            (&inner.bucket_key, &inner.workers_key),
+            bucket::Call {
+                rate: inner.rate,
+                burst: inner.burst,
+                want,
+                cut,
+                admitted,
+                epoch,
+                worker: &inner.worker_id,
+                heartbeat,
+            },
+        );
+        inner.metrics.governor_calls.inc();
+        let error = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(answer)) => {
+                self.adopt(&answer, heartbeat.then_some(now));
+                return Ok(answer);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CALL_TIMEOUT:?}"),
+        };
+        inner.metrics.redis_errors.inc();
+        self.open(&error);
+        Err(())
+    }
+
+    /// Takes in what the bucket answered.
+    fn adopt(&self, a: &bucket::Answer, heartbeat_at: Option<Instant>) {
+        let inner = &self.inner;
+        {
+            let mut view = inner.view.lock().unwrap_or_else(PoisonError::into_inner);
+            view.rate = a.rate.max(1);
+            view.live = a.live.max(1);
+            if heartbeat_at.is_some() {
+                view.heartbeat_at = heartbeat_at;
+            }
+        }
+        if inner.epoch.swap(a.epoch, Ordering::Relaxed) != a.epoch {
+            inner.admitted.store(0, Ordering::Relaxed);
+            inner.throttled.store(0, Ordering::Relaxed);
+        }
+        let m = &inner.metrics;
+        m.send_rate.set(i64::from(a.rate));
+        m.governor_estimate.set(i64::from(a.estimate));
+        m.governor_factor
+            .set(f64::from(a.rate) / f64::from(inner.rate));
+    }
+
+    /// Opens the breaker (once) and starts the probe.
+    fn open(&self, error: &str) {
+        let inner = &self.inner;
+        if inner.open.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let view = self.view();
+        inner.metrics.governor_fallback.set(1);
+        tracing::warn!(
+            %error,
+            fleet_rate = view.rate,
+            live_workers = view.live,
+            share = pacing::honest_share(f64::from(view.rate), view.live),
+            "the shared rate bucket is unreachable: pacing at this worker's share until Redis answers"
+        );
+        let governor = self.clone();
+        tokio::spawn(async move { governor.probe().await });
+    }
+
+    /// Tries the bucket every [`PROBE_EVERY`] until it answers, then closes the breaker.
+    async fn probe(self) {
+        let inner = &self.inner;
+        let since = Instant::now();
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let epoch = inner.epoch.load(Ordering::Relaxed);
+            let call = bucket::call(
+                &inner.redis,
+                (&inner.bucket_key, &inner.workers_key),
+                bucket::Call {
+                    rate: inner.rate,
+                    burst: inner.burst,
+                    want: 0,
+                    cut: false,
+                    admitted: None,
+                    epoch,
+                    worker: &inner.worker_id,
+                    heartbeat: true,
+                },
+            );
+            inner.metrics.governor_calls.inc();
+            if let Ok(Ok(answer)) = tokio::time::timeout(CALL_TIMEOUT, call).await {
+                self.adopt(&answer, Some(Instant::now()));
+                inner.open.store(false, Ordering::Release);
+                inner.metrics.governor_fallback.set(0);
+                inner.closed.notify_waiters();
+                tracing::info!(
+                    after = ?since.elapsed(),
+                    fleet_rate = answer.rate,
+                    "the shared rate bucket answers again"
+                );
+                return;
+            }
+        }
+    }
+
+    fn watch_stall(&self, answered: bool) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let event = {
+            let mut watch = inner.stall.lock().unwrap_or_else(PoisonError::into_inner);
+            if answered {
+                watch.answer(now)
+            } else {
+                watch.failure(now)
+            }
+        };
+        match event {
+            StallEvent::None => {}
+            StallEvent::Started { failures, silent } => {
+                inner.metrics.gateway_stalled.set(1);
+                inner.metrics.gateway_stalls.inc();
+                tracing::warn!(
+                    failures,
+                    silent = ?silent,
+                    "the Management API stopped answering: calls time out and are retried"
+                );
+            }
+            StallEvent::Ended { failures, lasted } => {
+                inner.metrics.gateway_stalled.set(0);
+                tracing::info!(failures, lasted = ?lasted, "the Management API answers again");
+            }
+        }
+    }
+}

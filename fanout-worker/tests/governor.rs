@@ -1,0 +1,436 @@
+//! The governor against a real redis-server: budget discovery (a throttled fleet's rate falls to the
+//! budget the gateway grants, holds there without oscillating beyond the bound, and recovers when the
+//! budget is raised), grants sized by the rate, three slow clients not taken for the account's throttle,
+//! the Redis-down fallback to an honest share with twelve workers, and a stalled gateway reported once.
+//!
+//! The discovery tests put the local gateway's own token bucket (`local_gateway::limits::TokenBucket`, the
+//! one behind its Management API throttle) behind the governor in-process, without HTTP, so that the
+//! figures depend on the governor alone; the worker tests in `fanout.rs` cover the path over sockets.
+
+mod support;
+
+use common::keys::Keyspace;
+use common::metrics::WorkerMetrics;
+use common::store::Redis;
+use fanout_worker::delivery::{Outcome, RetryReason};
+use fanout_worker::governor::Governor;
+use local_gateway::config::RateLimit;
+use local_gateway::limits::TokenBucket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use test_support::RedisServer;
+
+fn governor(redis: &Redis, name: &str, rate: u32, burst: u32) -> (Governor, WorkerMetrics) {
+    let metrics = WorkerMetrics::new();
+    let g = Governor::new(
+        redis.clone(),
+        &Keyspace::new("t:"),
+        name,
+        rate,
+        burst,
+        metrics.clone(),
+    );
+    (g, metrics)
+}
+
+/// The gateway's throttle: the local gateway's token bucket, replaceable to change the budget.
+#[derive(Clone)]
+struct Gateway(Arc<Mutex<Arc<TokenBucket>>>);
+
+impl Gateway {
+    fn new(per_sec: f64, burst: u32) -> Self {
+        Self(Arc::new(Mutex::new(Arc::new(TokenBucket::new(
+            RateLimit { per_sec, burst },
+        )))))
+    }
+
+    /// A new budget, starting empty (another API of the account just spent the burst).
+    fn set(&self, per_sec: f64, burst: u32) {
+        let bucket = TokenBucket::new(RateLimit { per_sec, burst });
+        while bucket.try_acquire() {}
+        *self.0.lock().unwrap() = Arc::new(bucket);
+    }
+
+    fn post(&self) -> Outcome {
+        let bucket = self.0.lock().unwrap().clone();
+        if bucket.try_acquire() {
+            Outcome::Sent
+        } else {
+            Outcome::Throttled
+        }
+    }
+}
+
+/// Answers per 100 ms slot: (admitted, throttled).
+#[derive(Default)]
+struct Timeline(Mutex<Vec<(u64, u64)>>);
+
+impl Timeline {
+    fn record(&self, slot: usize, ok: bool) {
+        let mut t = self.0.lock().unwrap();
+        if t.len() <= slot {
+            t.resize(slot + 1, (0, 0));
+        }
+        if ok {
+            t[slot].0 += 1;
+        } else {
+            t[slot].1 += 1;
+        }
+    }
+
+    /// (admitted, throttled) over slots `from..to`.
+    fn sum(&self, from: usize, to: usize) -> (u64, u64) {
+        let t = self.0.lock().unwrap();
+        t.iter()
+            .skip(from)
+            .take(to - from)
+            .fold((0, 0), |a, s| (a.0 + s.0, a.1 + s.1))
+    }
+}
+
+/// `senders` tasks posting through `g` to `gw` as fast as tokens come, each call to a new connection,
+/// until `stop`; the governor's rate sampled every 100 ms.
+fn drive(
+    g: &Governor,
+    gw: &Gateway,
+    senders: usize,
+    stop: Arc<AtomicBool>,
+    t0: Instant,
+    timeline: Arc<Timeline>,
+    rates: Arc<Mutex<Vec<u32>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let next_id = Arc::new(AtomicU64::new(0));
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = (0..senders)
+        .map(|_| {
+            let (g, gw, stop, timeline, next_id) = (
+                g.clone(),
+                gw.clone(),
+                stop.clone(),
+                timeline.clone(),
+                next_id.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let ticket = g.acquire().await;
+                    // A little network time, as a real call has.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let outcome = gw.post();
+                    let slot = (t0.elapsed().as_millis() / 100) as usize;
+                    timeline.record(slot, outcome == Outcome::Sent);
+                    let id = format!("c{}", next_id.fetch_add(1, Ordering::Relaxed));
+                    g.observe(ticket, outcome, &id).await;
+                }
+            })
+        })
+        .collect();
+    let (g, stop) = (g.clone(), stop.clone());
+    tasks.push(tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            rates.lock().unwrap().push(g.rate());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }));
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_fleets_rate_falls_to_the_real_budget_and_recovers_when_it_is_raised() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    // Configured for 5,000/s; the gateway grants 500/s with a 100 burst.
+    let (g, metrics) = governor(&redis, "discover", 5_000, 2_500);
+    let gw = Gateway::new(500.0, 100);
+    let stop = Arc::new(AtomicBool::new(false));
+    let timeline = Arc::new(Timeline::default());
+    let rates = Arc::new(Mutex::new(Vec::new()));
+    let t0 = Instant::now();
+    let tasks = drive(
+        &g,
+        &gw,
+        32,
+        stop.clone(),
+        t0,
+        timeline.clone(),
+        rates.clone(),
+    );
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Within a second and a half the fleet runs at the real budget: from then on, few 429s and nearly
+    // the whole budget used.
+    let (ok, throttled) = timeline.sum(15, 40);
+    let share = throttled as f64 / (ok + throttled) as f64;
+    assert!(
+        share <= 0.02,
+        "{throttled} 429s of {} calls",
+        ok + throttled
+    );
+    let used = ok as f64 / 2.5;
+    assert!((425.0..=575.0).contains(&used), "{used} a second admitted");
+    // No oscillation beyond the bound: the rate probes above the budget (the gateway's burst absorbs
+    // the first of it) and every cut comes back to just under it, never to a guess far below.
+    let seen: Vec<u32> = rates.lock().unwrap()[15..40].to_vec();
+    assert!(
+        seen.iter().all(|r| (400..=850).contains(r)),
+        "rates {seen:?}"
+    );
+    let estimate = metrics.governor_estimate.get();
+    assert!((400..=650).contains(&estimate), "estimate {estimate}");
+    assert!(metrics.governor_factor.get() < 0.15);
+    assert!(metrics.throttles.with_label_values(&["account"]).get() > 0);
+
+    // The budget is raised to 2,000/s: found within 3 s.
+    gw.set(2_000.0, 400);
+    let raised = rates.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let seen: Vec<u32> = rates.lock().unwrap()[raised..].to_vec();
+    let found = seen
+        .iter()
+        .position(|r| *r >= 1_700)
+        .unwrap_or_else(|| panic!("the raised budget was not found: {seen:?}"));
+    assert!(found <= 30, "found after {found} × 100 ms: {seen:?}");
+    let (ok, throttled) = timeline.sum(75, 80);
+    assert!(ok >= 600, "{ok} admitted in the last half second");
+    assert!(throttled * 10 <= ok, "{throttled} 429s, {ok} admitted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_right_budget_draws_no_429_and_uses_nearly_all_of_it() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    // The configured budget minus the default 2 % headroom, against the gateway's real one.
+    let (g, metrics) = governor(&redis, "right", 980, 490);
+    let gw = Gateway::new(1_000.0, 500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let timeline = Arc::new(Timeline::default());
+    let rates = Arc::new(Mutex::new(Vec::new()));
+    let t0 = Instant::now();
+    let tasks = drive(&g, &gw, 32, stop.clone(), t0, timeline.clone(), rates);
+    tokio::time::sleep(Duration::from_millis(3_050)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (ok, throttled) = timeline.sum(0, 30);
+    assert_eq!(throttled, 0);
+    // 490 at once, then 980 a second.
+    assert!((3_200..=3_500).contains(&ok), "{ok} in 3 s");
+    assert_eq!(metrics.send_rate.get(), 980);
+    // Grants of 40 ms: about 25 bucket calls a second, not one per call.
+    let calls = metrics.governor_calls.get();
+    assert!(calls <= 3 * 30 + 5, "{calls} bucket calls for {ok} tokens");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_follows_the_configured_rate() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    for (rate, burst, batch) in [(1_000, 10_000, 40), (100, 1_000, 4), (20_000, 100_000, 800)] {
+        let (g, metrics) = governor(&redis, &format!("b{rate}"), rate, burst);
+        // The first grant takes one batch; the next call comes when the batch is spent.
+        for taken in 1..=batch {
+            g.acquire().await;
+            assert_eq!(metrics.governor_calls.get(), 1, "{rate}/s, token {taken}");
+        }
+        g.acquire().await;
+        assert_eq!(metrics.governor_calls.get(), 2, "{rate}/s");
+        let left: f64 = redis::cmd("HGET")
+            .arg(format!("t:gov:{{b{rate}}}"))
+            .arg("tokens")
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap();
+        assert!(
+            (f64::from(burst - 2 * batch)..f64::from(burst - batch)).contains(&left),
+            "{rate}/s: {left} tokens left of {burst}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_worker_waits_for_whole_grants() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (g, metrics) = governor(&redis, "paced", 500, 250);
+    let t0 = Instant::now();
+    for _ in 0..1_020 {
+        g.acquire().await;
+    }
+    let took = t0.elapsed();
+    // (1,020 − 250) / 500 = 1.54 s, in grants of 20 tokens (40 ms): one bucket call per grant, the
+    // worker sleeping until each grant's time instead of asking again.
+    assert!(took >= Duration::from_millis(1_500), "{took:?}");
+    assert!(took < Duration::from_millis(2_000), "{took:?}");
+    let calls = metrics.governor_calls.get();
+    assert!((51..=53).contains(&calls), "{calls} bucket calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_slow_clients_do_not_cut_the_fleets_rate() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (g, metrics) = governor(&redis, "slow", 1_000, 1_000);
+    for round in 0..50 {
+        for id in ["slow-1", "slow-2", "slow-3"] {
+            let ticket = g.acquire().await;
+            g.observe(ticket, Outcome::Throttled, id).await;
+        }
+        for i in 0..5 {
+            let ticket = g.acquire().await;
+            g.observe(ticket, Outcome::Sent, &format!("ok-{round}-{i}"))
+                .await;
+        }
+    }
+    assert_eq!(
+        metrics.throttles.with_label_values(&["connection"]).get(),
+        150
+    );
+    assert_eq!(metrics.throttles.with_label_values(&["account"]).get(), 0);
+    let rate: f64 = redis::cmd("HGET")
+        .arg("t:gov:{slow}")
+        .arg("rate")
+        .query_async(&mut redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(rate, 1_000.0);
+    assert_eq!(g.rate(), 1_000);
+
+    // A fourth connection throttled within the second is the account: the fleet's rate is cut.
+    let ticket = g.acquire().await;
+    assert_eq!(
+        g.observe(ticket, Outcome::Throttled, "fourth").await,
+        Some(fanout_worker::governor::ThrottleKind::Account)
+    );
+    g.acquire().await;
+    assert!(g.rate() < 1_000, "{}", g.rate());
+    assert!(metrics.governor_factor.get() < 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_twelve_workers_keep_to_their_honest_share() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    const RATE: u32 = 1_200;
+    let fleet: Vec<(Governor, WorkerMetrics)> = (0..12)
+        .map(|_| governor(&redis, "down", RATE, RATE))
+        .collect();
+    // Every worker reaches the bucket (and so is counted live), then each takes one more grant, so each
+    // has seen all twelve.
+    for (g, _) in &fleet {
+        g.acquire().await;
+    }
+    for (g, m) in &fleet {
+        while m.governor_calls.get() < 2 {
+            g.acquire().await;
+        }
+    }
+    let pid = server.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    // A hung Redis: commands would wait out the 2 s command timeout.
+    signal("-STOP");
+    let t0 = Instant::now();
+    let window = Duration::from_secs(3);
+    let tasks: Vec<_> = fleet
+        .iter()
+        .map(|(g, _)| {
+            let g = g.clone();
+            tokio::spawn(async move {
+                let (mut taken, mut longest, mut last) = (0u64, Duration::ZERO, Instant::now());
+                while t0.elapsed() < window {
+                    g.acquire().await;
+                    taken += 1;
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                (taken, longest)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        let (taken, longest) = t.await.unwrap();
+        total += taken;
+        // 100/s each, in grants of 4: never a wait near Redis's 2 s timeout.
+        assert!(longest < Duration::from_millis(600), "waited {longest:?}");
+        // 300 at the share, plus at most the tokens in hand when Redis hung (one grant of 48).
+        assert!(
+            (250..=300 + 48 + 4).contains(&taken),
+            "one worker took {taken}"
+        );
+    }
+    // Twelve shares of 100/s over 3 s: the fleet's budget, never more (plus what each held already).
+    assert!(total <= u64::from(RATE) * 3 + 12 * (48 + 4), "{total}");
+    assert!(total >= u64::from(RATE) * 3 * 9 / 10, "{total}");
+    for (g, m) in &fleet {
+        assert!(g.is_fallback());
+        assert_eq!(m.governor_fallback.get(), 1);
+    }
+    signal("-CONT");
+    // The background probes find Redis again.
+    support::eventually(Duration::from_secs(5), "every breaker closes", || async {
+        fleet.iter().all(|(g, _)| !g.is_fallback())
+    })
+    .await;
+    for (g, m) in &fleet {
+        g.acquire().await;
+        assert_eq!(m.governor_fallback.get(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_never_reached_redis_waits_for_it() {
+    let mut server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    server.stop();
+    let (g, metrics) = governor(&redis, "never", 1_000, 1_000);
+    // No share known: nothing is granted while Redis is away.
+    let waited = tokio::time::timeout(Duration::from_secs(1), g.acquire()).await;
+    assert!(waited.is_err(), "a token without any known share");
+    assert!(g.is_fallback());
+    assert!(metrics.redis_errors.get() >= 1);
+    server.restart();
+    let t = tokio::time::timeout(Duration::from_secs(5), g.acquire()).await;
+    assert!(t.is_ok(), "a token once Redis is back");
+    assert!(!g.is_fallback());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_gateway_is_one_stall_and_counted() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (g, metrics) = governor(&redis, "stall", 1_000, 1_000);
+    let ticket = g.acquire().await;
+    g.observe(ticket, Outcome::Sent, "a").await;
+    let timeout = Outcome::Retryable(RetryReason::Timeout);
+    for i in 0..3 {
+        let ticket = g.acquire().await;
+        g.observe(ticket, timeout, &format!("t{i}")).await;
+    }
+    // Failures right after an answer are not a stall yet.
+    assert_eq!(metrics.gateway_stalled.get(), 0);
+    tokio::time::sleep(fanout_worker::governor::stall::STALL_AFTER).await;
+    for i in 0..20 {
+        let ticket = g.acquire().await;
+        g.observe(ticket, timeout, &format!("u{i}")).await;
+    }
+    assert_eq!(metrics.gateway_stalled.get(), 1);
+    assert_eq!(metrics.gateway_stalls.get(), 1);
+    // Timeouts are not throttles: the rate is untouched.
+    assert_eq!(g.rate(), 1_000);
+    let ticket = g.acquire().await;
+    g.observe(ticket, Outcome::Sent, "b").await;
+    assert_eq!(metrics.gateway_stalled.get(), 0);
+    assert_eq!(metrics.gateway_stalls.get(), 1);
+}
