@@ -9,13 +9,7 @@
 use clap::Parser;
 use futures::StreamExt;
 use std::time::{Duration, Instant};
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use test_support::bench::env_or;
 
 async fn timed<F, Fut>(n: usize, concurrency: usize, f: F) -> f64
 where
@@ -35,8 +29,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let n = env("BENCH_CONNECTS", 20_000);
-    let concurrency = env("BENCH_CONCURRENCY", 64);
+    let n = env_or("BENCH_CONNECTS", 20_000);
+    let concurrency = env_or("BENCH_CONCURRENCY", 64);
     let redis = test_support::RedisServer::start();
     let secret = "bench-secret-0123456789-0123456789-abc";
     let args = [

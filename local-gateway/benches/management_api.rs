@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::bench::{cpu_time, cpu_time_of};
 
 #[derive(Debug)]
 struct Args {
@@ -129,7 +130,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .delete(format!("{}/_emulator/virtual/stats", emulator.management))
         .send()
         .await?;
-    let cpu_before = (cpu_ticks(emulator.pid), cpu_ticks(std::process::id()));
+    let cpu_before = (cpu_time_of(emulator.pid), cpu_time());
     let started = Instant::now();
     let result = drive(
         &client,
@@ -140,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await;
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = (cpu_ticks(emulator.pid), cpu_ticks(std::process::id()));
+    let cpu_after = (cpu_time_of(emulator.pid), cpu_time());
     let stats: serde_json::Value = admin
         .get(format!("{}/_emulator/virtual/stats", emulator.management))
         .send()
@@ -175,14 +176,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pct(0.99),
         latencies.last().copied().unwrap_or_default()
     );
-    // Linux clock ticks are 1/100 s.
-    let per_post = |before: Option<u64>, after: Option<u64>| match (before, after) {
-        (Some(b), Some(a)) => format!(
+    // Process CPU clocks, in nanoseconds.
+    let per_post = |before: Duration, after: Duration| {
+        let spent = (after - before).as_secs_f64();
+        format!(
             "{:.1} µs/post ({:.0}% of a core)",
-            (a - b) as f64 * 10_000.0 / result.ok.max(1) as f64,
-            (a - b) as f64 / elapsed
-        ),
-        _ => "unknown".to_owned(),
+            spent * 1e6 / result.ok.max(1) as f64,
+            spent * 100.0 / elapsed
+        )
     };
     if args.in_process {
         println!(
@@ -268,13 +269,6 @@ async fn wait_until_ready(admin: &reqwest::Client, management: &str) -> anyhow::
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bail!("the emulator did not answer at {management}")
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 /// The emulator under test, stopped when dropped.

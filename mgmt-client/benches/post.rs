@@ -1,16 +1,14 @@
 //! CPU per `PostToConnection` and calls per second, 64 in flight, for three clients in the same
 //! run against a local sink that answers 200 at once: a plain unsigned hyper POST (the floor), this
 //! crate's signed client, and `aws-sdk-apigatewaymanagement` with retries off; over plain HTTP and
-//! over TLS (rustls, a generated certificate, HTTP/1.1). The sink runs in a child process, so the
-//! CPU measured (utime+stime from `/proc/self/stat`) is the clients' alone. Rounds are interleaved
-//! and the median is reported, with each client's ratio to the plain POST.
+//! over TLS (rustls, a generated certificate, HTTP/1.1). The sink runs in a child process
+//! (`test_support::bench::OkSink`), so the CPU measured (the process CPU clock) is the clients' alone.
+//! Rounds are interleaved; each round's CPU ratio to the plain POST is taken within the round, and the
+//! median with its range over the rounds is reported.
 //!
 //! Run: `cargo bench -p mgmt-client --bench post` (`MGMT_BENCH_SECS`, default 3, per measurement;
-//! `MGMT_BENCH_ROUNDS`, default 3).
+//! `MGMT_BENCH_ROUNDS`, default 5).
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,44 +18,22 @@ use aws_sdk_apigatewaymanagement::primitives::Blob;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mgmt_client::client::tls_config;
 use mgmt_client::{ClientOptions, CredentialsSource, MgmtClient, SigningCredentials, TlsRoots};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
+use test_support::bench::{OkSink, Spread, cpu_time, env_or};
 
 const IN_FLIGHT: usize = 64;
 const BODY: &[u8] =
     br#"{"type":"chat_message","room":"general","username":"ada","message":"hello, world!!"}"#;
 
 fn main() {
-    if std::env::var_os("MGMT_BENCH_SINK").is_some() {
-        sink();
-        return;
-    }
+    OkSink::serve_if_child();
     let secs: u64 = env_or("MGMT_BENCH_SECS", 3);
-    let rounds: usize = env_or("MGMT_BENCH_ROUNDS", 3);
-
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_der = generated.cert.der().to_vec();
-    let key_der = generated.signing_key.serialize_der();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env("MGMT_BENCH_SINK", "1")
-        .env("MGMT_BENCH_CERT", hex::encode(&cert_der))
-        .env("MGMT_BENCH_KEY", hex::encode(&key_der))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let (http_port, https_port) = (ports[0], ports[1]);
+    let rounds: usize = env_or("MGMT_BENCH_ROUNDS", 5);
+    let sink = OkSink::start();
+    let (http_port, https_port) = (sink.http_port, sink.https_port);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -67,10 +43,10 @@ fn main() {
     signing_alone();
     runtime.block_on(async {
         let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(cert_der.clone())).unwrap();
-        let pem = generated.cert.pem();
-        println!("PostToConnection, {}-byte body, {IN_FLIGHT} in flight, {secs} s per measurement, median of {rounds} interleaved rounds", BODY.len());
-        println!("{:<6} {:<40} {:>10} {:>14} {:>8}", "", "client", "calls/s", "CPU µs/call", "ratio");
+        roots.add(CertificateDer::from(sink.cert_der.clone())).unwrap();
+        let pem = sink.cert_pem.clone();
+        println!("PostToConnection, {}-byte body, {IN_FLIGHT} in flight, {secs} s per measurement, {rounds} interleaved rounds: median (min–max)", BODY.len());
+        println!("{:<6} {:<40} {:>10} {:>14} {:>22}", "", "client", "calls/s", "CPU µs/call", "CPU ratio to plain");
         for (transport, base) in [
             ("http", format!("http://localhost:{http_port}/prod")),
             ("https", format!("https://localhost:{https_port}/prod")),
@@ -86,22 +62,27 @@ fn main() {
                     results[i].push(measure(&clients, kind, Duration::from_secs(secs)).await);
                 }
             }
-            let medians: Vec<(f64, f64)> = results.iter().map(|r| median(r)).collect();
-            let plain_cpu = medians[0].1;
-            for (kind, (rate, cpu)) in Kind::ALL.into_iter().zip(medians) {
+            // Each round's ratio compares two measurements taken moments apart; the spread shows the noise.
+            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+                let rates: Vec<f64> = results[i].iter().map(|r| r.0).collect();
+                let cpus: Vec<f64> = results[i].iter().map(|r| r.1).collect();
+                let ratios: Vec<f64> = results[i]
+                    .iter()
+                    .zip(&results[0])
+                    .map(|(r, plain)| r.1 / plain.1)
+                    .collect();
                 println!(
-                    "{:<6} {:<40} {:>10.0} {:>14.1} {:>7.2}×",
+                    "{:<6} {:<40} {:>10.0} {:>14.1} {:>22.2}",
                     transport,
                     kind.name(),
-                    rate,
-                    cpu,
-                    cpu / plain_cpu
+                    Spread::of(&rates).median,
+                    Spread::of(&cpus).median,
+                    Spread::of(&ratios)
                 );
             }
         }
     });
-    drop(child.stdin.take());
-    let _ = child.wait();
+    drop(sink);
 }
 
 /// The signer by itself, one thread: what SigV4 with a cached key adds to each call.
@@ -110,7 +91,7 @@ fn signing_alone() {
     let signer = Signer::new();
     let credentials = SigningCredentials::new("AKIDEXAMPLE", "secret", None).unwrap();
     let n = 200_000;
-    let cpu_start = cpu_seconds();
+    let cpu_start = cpu_time();
     let start = Instant::now();
     for i in 0..n {
         let path = format!("/prod/@connections/conn-{i}%3D");
@@ -131,23 +112,8 @@ fn signing_alone() {
     println!(
         "Signer::sign alone: {:.2} µs wall, {:.2} µs CPU per request ({n} requests, one thread)",
         start.elapsed().as_secs_f64() * 1e6 / n as f64,
-        (cpu_seconds() - cpu_start) * 1e6 / n as f64
+        (cpu_time() - cpu_start).as_secs_f64() * 1e6 / n as f64
     );
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &[(f64, f64)]) -> (f64, f64) {
-    let mut rates: Vec<f64> = values.iter().map(|v| v.0).collect();
-    let mut cpus: Vec<f64> = values.iter().map(|v| v.1).collect();
-    rates.sort_by(f64::total_cmp);
-    cpus.sort_by(f64::total_cmp);
-    (rates[rates.len() / 2], cpus[cpus.len() / 2])
 }
 
 #[derive(Clone, Copy)]
@@ -275,25 +241,12 @@ impl Clients {
     }
 }
 
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (clock ticks of 10 ms).
-fn cpu_seconds() -> f64 {
-    let mut stat = String::new();
-    std::fs::File::open("/proc/self/stat")
-        .unwrap()
-        .read_to_string(&mut stat)
-        .unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 /// Runs `IN_FLIGHT` loops of calls for `duration`; returns (calls per second, CPU µs per call).
 async fn measure(clients: &Clients, kind: Kind, duration: Duration) -> (f64, f64) {
     let calls = AtomicU64::new(0);
     let failures = AtomicU64::new(0);
     let start = Instant::now();
-    let cpu_start = cpu_seconds();
+    let cpu_start = cpu_time();
     let deadline = start + duration;
     let loops = (0..IN_FLIGHT).map(|worker| {
         let (calls, failures) = (&calls, &failures);
@@ -312,7 +265,7 @@ async fn measure(clients: &Clients, kind: Kind, duration: Duration) -> (f64, f64
     });
     futures::future::join_all(loops).await;
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds() - cpu_start;
+    let cpu = (cpu_time() - cpu_start).as_secs_f64();
     let calls = calls.load(Ordering::Relaxed);
     assert_eq!(
         failures.load(Ordering::Relaxed),
@@ -321,72 +274,4 @@ async fn measure(clients: &Clients, kind: Kind, duration: Duration) -> (f64, f64
         kind.name()
     );
     (calls as f64 / elapsed, cpu * 1e6 / calls as f64)
-}
-
-/// The child process: a sink answering 200 to everything, over HTTP and over TLS (HTTP/1.1).
-fn sink() {
-    let cert = hex::decode(std::env::var("MGMT_BENCH_CERT").unwrap()).unwrap();
-    let key = hex::decode(std::env::var("MGMT_BENCH_KEY").unwrap()).unwrap();
-    // Exit when the parent closes our stdin (or dies).
-    std::thread::spawn(|| {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert)],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-            )
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        println!(
-            "PORTS {} {}",
-            plain.local_addr().unwrap().port(),
-            tls.local_addr().unwrap().port()
-        );
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = plain.accept().await.unwrap();
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_one(TokioIo::new(stream)));
-            }
-        });
-        loop {
-            let (stream, _) = tls.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(stream) = acceptor.accept(stream).await {
-                    serve_one(TokioIo::new(stream)).await;
-                }
-            });
-        }
-    });
-}
-
-async fn serve_one<I>(io: I)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service =
-        hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-            let _ = request.into_body().collect().await;
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
-        });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
 }

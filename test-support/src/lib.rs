@@ -9,9 +9,12 @@
 //!   whole run; tests create their own uniquely named queues on it with [`create_sqs_queue`] (optionally
 //!   with a dead-letter queue wired by a redrive policy), using [`sqs_test_client`].
 //!
+//! - [`bench`]: what the benchmarks share (process CPU clocks, medians with their spread, the OK sink).
+//!
 //! Nothing here fakes a server: a test that needs one of these and cannot have it fails with a message
 //! that says how to run the suite.
 
+pub mod bench;
 mod cluster;
 mod tls;
 
