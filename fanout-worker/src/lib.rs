@@ -18,6 +18,7 @@
 //! - [`requeue`]: leftovers back on the queue, or to the dead-letter queue with their reason.
 //! - [`report`]: the per-broadcast delivery report in Redis.
 //! - [`metrics`]: the `/metrics` and `/healthz` listener.
+//! - [`supervise`]: pollers restarted after a panic, and the health `/healthz` reports.
 //! - [`shutdown`]: stop receiving, drain within a grace period, hand back the rest.
 
 pub mod config;
@@ -36,6 +37,7 @@ pub mod report;
 pub mod requeue;
 pub mod retry;
 pub mod shutdown;
+pub mod supervise;
 
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
@@ -160,7 +162,8 @@ impl Worker {
             addr: ctx.settings.metrics_listen,
             source,
         })?;
-        let app = metrics::app(metrics.clone(), queue.clone());
+        let health = supervise::Health::new(ctx.settings.pollers);
+        let app = metrics::app(metrics.clone(), queue.clone(), health.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the metrics listener stopped");
@@ -171,11 +174,17 @@ impl Worker {
         let room = Arc::new(Semaphore::new(ctx.settings.max_jobs_in_hand));
         let mut pollers = tokio::task::JoinSet::new();
         for _ in 0..ctx.settings.pollers {
-            pollers.spawn(receiver::poll(
+            let (ctx, room, tracker, stop) = (
                 ctx.clone(),
                 room.clone(),
                 tracker.clone(),
                 stop_receiving.clone(),
+            );
+            pollers.spawn(supervise::supervise(
+                move || receiver::poll(ctx.clone(), room.clone(), tracker.clone(), stop.clone()),
+                stop_receiving.clone(),
+                health.clone(),
+                metrics.clone(),
             ));
         }
         tracing::info!(
