@@ -191,3 +191,47 @@ async fn a_worker_whose_job_is_taken_over_stops_and_the_new_receipt_skips_what_w
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_on_the_queue_twice_is_counted_once_and_every_second_post_is_a_duplicate() {
+    let env = Env::start().await;
+    let ids = env.register("d", 300, "twice", "dora").await;
+    env.gateway.delay(Duration::from_millis(5));
+    let worker = env
+        .worker(&[
+            "--max-in-flight=16",
+            "--visibility-timeout-secs=2",
+            "--max-jobs-in-hand=2",
+        ])
+        .await;
+    // The same chunk twice (a re-plan after the planner died, or the queue delivering it twice), both
+    // in hand at once: the second receipt's token fences the first.
+    let job = chunk("b-twice", ids.clone());
+    env.queue
+        .send_batch(&[job.clone(), job.clone()])
+        .await
+        .unwrap();
+    eventually(LONG, "both copies acknowledged", || async {
+        metric(
+            &worker,
+            "fanout_jobs_completed_total",
+            &[("outcome", "acked")],
+        ) == 2.0
+    })
+    .await;
+    let delivered = env.gateway.delivered();
+    assert_eq!(delivered.len(), ids.len(), "everyone received it");
+    let posts: usize = delivered.values().map(Vec::len).sum();
+    let report = env.report("b-twice").await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    assert_eq!(
+        report
+            .get(rf::DUPLICATES)
+            .map(String::as_str)
+            .unwrap_or("0"),
+        (posts - ids.len()).to_string(),
+        "the report counts exactly the posts the gateway saw twice: {report:?}"
+    );
+    assert_eq!(report[rf::FAILED], "0");
+    worker.shutdown().await;
+}
