@@ -20,10 +20,12 @@
 //! - [`metrics`]: the `/metrics` and `/healthz` listener.
 //! - [`supervise`]: pollers restarted after a panic, and the health `/healthz` reports.
 //! - [`shutdown`]: stop receiving, drain within a grace period, hand back the rest.
+//! - [`dlq`]: `fanout-worker dlq list|show|redrive`, the operator's view of the dead-letter queue.
 
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod dlq;
 pub mod gone;
 pub mod governor;
 pub mod lease;
@@ -244,6 +246,25 @@ pub async fn deliver_from_env(settings: &Settings) -> Result<Arc<dyn Deliver>, S
             Arc::new(delivery::SdkDeliver::from_env(settings.call_timeout).await)
         }
     })
+}
+
+/// Runs an operator command (`fanout-worker dlq ...`) with the queue the configuration names.
+pub async fn run_command(
+    config: &config::Config,
+    command: &config::Command,
+    out: &mut dyn std::io::Write,
+) -> Result<(), dlq::DlqError> {
+    let config::Command::Dlq { action } = command;
+    let options = QueueOptions {
+        dead_letter_url: config
+            .dead_letter_queue_url
+            .clone()
+            .filter(|u| !u.is_empty()),
+        key_prefix: config.shared.key_prefix.clone(),
+        ..QueueOptions::default()
+    };
+    let queue = common::queue::open(&config.shared.queue_url, options).await?;
+    dlq::run(queue.as_ref(), action, out).await
 }
 
 /// Runs a worker with the configured client until `shutdown` resolves, then drains.

@@ -1,7 +1,8 @@
 //! The worker when things go wrong, against a real redis-server, the Redis Streams queue and the
 //! Management API test server: job leases fence a stale holder (its control writes are refused and it
 //! stops), a job received again skips the recipients already delivered, and the report counts each
-//! recipient once and every second post as a duplicate.
+//! recipient once and every second post as a duplicate; `fanout-worker dlq` lists, shows and redrives
+//! dead letters (the SQS run is in `sqs.rs`).
 
 mod support;
 
@@ -234,4 +235,10 @@ async fn a_chunk_on_the_queue_twice_is_counted_once_and_every_second_post_is_a_d
     );
     assert_eq!(report[rf::FAILED], "0");
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_on_redis_streams() {
+    let env = Env::start().await;
+    support::dlq_round_trip(&env, &[]).await;
 }

@@ -1,6 +1,7 @@
 //! The worker on SQS (moto's server, started by `./dev test`; kept small, moto is slow): a 403 ends in
 //! the dead-letter queue with its reason while the connection stays registered, and a worker killed with
-//! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs.
+//! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs; `fanout-worker
+//! dlq` lists, shows and redrives the dead-letter queue.
 
 mod support;
 
@@ -128,4 +129,11 @@ async fn a_killed_worker_loses_nothing_on_sqs() {
     let status = second.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(env.queue.peek_dead_letters(5).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_on_sqs() {
+    let (env, dlq) = sqs_env(Duration::from_secs(10)).await;
+    let dlq_flag = format!("--dead-letter-queue-url={dlq}");
+    support::dlq_round_trip(&env, &[&dlq_flag]).await;
 }
