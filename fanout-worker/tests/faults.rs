@@ -2,7 +2,8 @@
 //! Management API test server: job leases fence a stale holder (its control writes are refused and it
 //! stops), a job received again skips the recipients already delivered, and the report counts each
 //! recipient once and every second post as a duplicate; `fanout-worker dlq` lists, shows and redrives
-//! dead letters (the SQS run is in `sqs.rs`).
+//! dead letters (the SQS run is in `sqs.rs`); and kill -9 of one of two worker processes mid-broadcast
+//! loses nobody and repeats at most the outcomes it had not written.
 
 mod support;
 
@@ -241,4 +242,62 @@ async fn a_chunk_on_the_queue_twice_is_counted_once_and_every_second_post_is_a_d
 async fn dead_letters_are_listed_shown_and_redriven_on_redis_streams() {
     let env = Env::start().await;
     support::dlq_round_trip(&env, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwritten_outcomes() {
+    let env = Env::start().await;
+    let ids = env.register("k", 3000, "chaos", "kim").await;
+    env.gateway.delay(Duration::from_millis(2));
+    // The default visibility timeout (10 s): the killed worker's jobs come back within it.
+    let flags = [
+        "--chunk-size=200",
+        "--max-in-flight=16",
+        "--max-jobs-in-hand=2",
+    ];
+    let mut doomed = support::spawn_binary(&env, &flags);
+    let mut survivor = support::spawn_binary(&env, &flags);
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "chaos".into(),
+            },
+            json!({"k": 9}),
+        )
+        .await;
+    eventually(LONG, "a fifth delivered", || async {
+        env.gateway.delivered().len() >= 600
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let killed = std::time::Instant::now();
+    eventually(LONG, "everyone received it", || async {
+        env.gateway.delivered().len() == ids.len()
+    })
+    .await;
+    let recovery = killed.elapsed();
+    eventually(LONG, "the report says finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
+    let duplicates = posts - ids.len();
+    // The killed worker held at most 2 jobs, each with at most 50 unwritten outcomes and 16 in flight.
+    let bound = 2 * (fanout_worker::progress::FLUSH_EVERY + 16);
+    eprintln!(
+        "kill -9: {duplicates} duplicate posts (bound {bound}), finished {recovery:?} after the kill"
+    );
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound}"
+    );
+    assert!(
+        recovery <= Duration::from_secs(20),
+        "finished {recovery:?} after the kill"
+    );
+    let report = env.report(&job.id).await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    support::sigterm(&survivor);
+    assert_eq!(survivor.wait().unwrap().code(), Some(0));
 }
