@@ -3,7 +3,9 @@
 //! stops), a job received again skips the recipients already delivered, and the report counts each
 //! recipient once and every second post as a duplicate; `fanout-worker dlq` lists, shows and redrives
 //! dead letters (the SQS run is in `sqs.rs`); and kill -9 of one of two worker processes mid-broadcast
-//! loses nobody and repeats at most the outcomes it had not written.
+//! loses nobody and repeats at most the outcomes it had not written; Redis paused (SIGSTOP) past the
+//! visibility timeout makes the jobs' leases lapse, and the worker that receives them again does not run
+//! them beside their first run.
 
 mod support;
 
@@ -300,4 +302,80 @@ async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwri
     assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
     support::sigterm(&survivor);
     assert_eq!(survivor.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_past_the_visibility_timeout_loses_nobody_and_no_job_runs_twice() {
+    let env = Env::start().await;
+    let ids = env.register("p", 3000, "paused", "pat").await;
+    env.gateway.delay(Duration::from_millis(2));
+    let worker = env
+        .worker(&[
+            "--chunk-size=200",
+            "--max-in-flight=16",
+            "--max-jobs-in-hand=2",
+            "--visibility-timeout-secs=3",
+        ])
+        .await;
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "paused".into(),
+            },
+            json!({"p": 1}),
+        )
+        .await;
+    eventually(LONG, "a fifth delivered", || async {
+        env.gateway.delivered().len() >= 600
+    })
+    .await;
+    // SIGSTOP the redis-server for twice the visibility timeout: every job in hand lapses and is
+    // received again when Redis returns, by this same worker.
+    let pid: String = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    signal("-CONT");
+    eventually(LONG, "everyone received it", || async {
+        env.gateway.delivered().len() == ids.len()
+    })
+    .await;
+    eventually(LONG, "the report says finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
+    let duplicates = posts - ids.len();
+    let bound = 2 * (fanout_worker::progress::FLUSH_EVERY + 16);
+    let lost = metric(&worker, "fanout_leases_lost_total", &[]);
+    eprintln!(
+        "Redis paused 6 s (visibility 3 s): {duplicates} duplicate posts (bound {bound}), {lost} leases lost"
+    );
+    assert!(lost >= 1.0, "the pause outlasted the jobs' leases");
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound}"
+    );
+    let report = env.report(&job.id).await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    worker.shutdown().await;
 }
