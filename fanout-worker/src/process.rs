@@ -9,7 +9,7 @@
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Op, Why};
-use crate::lease::{Hold, Lease, Lost};
+use crate::lease::{Hold, Lease, Lost, RUNNING_TTL};
 use crate::planner::{Plan, PlanError, Planner};
 use crate::progress::{FlushError, Progress};
 use crate::recipients::{Routes, resolve};
@@ -104,14 +104,7 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
         dead_letter(ctx, message, &reason, "too_many_receives").await;
         return Ok(());
     }
-    let lease = Lease::acquire(
-        &ctx.redis,
-        &ctx.keys,
-        &job,
-        ctx.settings.report_ttl,
-        hold.clone(),
-    )
-    .await?;
+    let lease = Lease::acquire(&ctx.redis, &ctx.keys, &job, RUNNING_TTL, hold.clone()).await?;
     match &job.target {
         Target::Connections { ids } => {
             let report = job.broadcast.as_ref().map(|b| b.id.clone());
@@ -182,6 +175,7 @@ async fn broadcast(
             ctx.queue
                 .ack(std::slice::from_ref(&message.receipt))
                 .await?;
+            lease.finished(&ctx.redis, &[]).await;
             ctx.metrics
                 .jobs_completed
                 .with_label_values(&["acked"])
@@ -219,7 +213,7 @@ async fn deliver(
         lease.clone(),
         &job.id,
         report,
-        ctx.settings.report_ttl,
+        RUNNING_TTL,
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
@@ -331,6 +325,7 @@ async fn deliver(
             .observe(since(job.enqueued_at_ms));
     }
     requeue::finish(ctx.queue.as_ref(), message, &settlement).await?;
+    progress.finished().await;
     if let Some((_, reason, label)) = &settlement.dead {
         ctx.metrics
             .jobs_dead_lettered
