@@ -50,6 +50,23 @@ pub enum JobError {
     Lost(#[from] Lost),
 }
 
+impl JobError {
+    /// An outage (Redis or the queue not answering) rather than a refusal: worth holding the job for.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_cluster_error()
+            }
+            JobError::Queue(e) => matches!(e, QueueError::Unavailable(_)),
+            JobError::Lost(_) => false,
+        }
+    }
+}
+
 impl From<PlanError> for JobError {
     fn from(e: PlanError) -> Self {
         match e {
