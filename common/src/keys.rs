@@ -22,6 +22,7 @@
 //! | `{p}job:{tag}:lease:{job}` | string | a job's fencing token: the number of its latest receipt |
 //! | `{p}job:{tag}:progress:{job}` | set | the connection ids a job has already delivered or found gone |
 //! | `{p}gov:{name}` | hash | the workers' shared `PostToConnection` token bucket |
+//! | `{p}idem:{sha256}` | hash | a publish's `Idempotency-Key` record (job id, state), per API key, with a TTL |
 
 use sha2::{Digest, Sha256};
 
@@ -146,6 +147,16 @@ impl Keyspace {
     /// The set of chunk attempts already counted in a broadcast's report; in the report's slot.
     pub fn report_done(&self, broadcast_id: &str) -> String {
         format!("{}bcast:{{{broadcast_id}}}:done", self.prefix)
+    }
+
+    /// The record of an `Idempotency-Key` sent with API key `scope`, under a hash of both (so a key's own
+    /// characters never reach the key name).
+    pub fn idempotency(&self, scope: &str, key: &str) -> String {
+        format!(
+            "{}idem:{{{}}}",
+            self.prefix,
+            token_hash(&format!("{scope}\n{key}"))
+        )
     }
 
     /// A job's fencing token. `tag` is the broadcast the job belongs to (or the job's own id), so that the

@@ -93,6 +93,24 @@ impl Redis {
         }
     }
 
+    /// Runs `steps` in order, each step's commands together: one MULTI/EXEC of everything on a single
+    /// node; on a cluster each step as [`Redis::batch`] does, and the next step only once every command of
+    /// the previous one was acknowledged. For writes that others must see in an order (a connection's
+    /// record before the sets that name it).
+    pub async fn batch_in_order(
+        &self,
+        steps: Vec<Vec<Cmd>>,
+    ) -> Result<Vec<Value>, redis::RedisError> {
+        if !self.is_cluster() {
+            return self.batch(steps.into_iter().flatten().collect()).await;
+        }
+        let mut answers = Vec::new();
+        for step in steps {
+            answers.extend(self.batch(step).await?);
+        }
+        Ok(answers)
+    }
+
     /// PING.
     pub async fn ping(&self) -> Result<(), redis::RedisError> {
         let mut conn = self.clone();

@@ -21,11 +21,16 @@ targets from Redis into chunk jobs that many workers share, and delivers each pa
 Management API (PostToConnection, DeleteConnection). Every worker of a fleet takes its send budget from one \
 token bucket in Redis, so adding workers never turns into a storm of 429s.\n\nEvery flag can also be set through \
 the environment variable shown; lists are comma-separated. AWS credentials come from the usual AWS chain \
-(environment, profile, container or instance role)."
+(environment, profile, container or instance role).",
+    subcommand_negates_reqs = true
 )]
 pub struct Config {
     #[command(flatten)]
     pub shared: SharedArgs,
+
+    /// An operator command instead of running the worker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// SQS only: the dead-letter queue's URL. Default: read from the queue's redrive policy.
     #[arg(long, env = "FANOUT_DEAD_LETTER_QUEUE_URL")]
@@ -135,6 +140,43 @@ pub struct Config {
     /// On SIGTERM: how long jobs in hand may run before what is left is put back on the queue, in seconds.
     #[arg(long, env = "FANOUT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+}
+
+/// Operator commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// The dead-letter queue: list, show or redrive its jobs (the queue and, for SQS, its dead-letter
+    /// queue come from the same settings as the worker's).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+/// What `fanout-worker dlq` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum DlqAction {
+    /// One line per dead letter: job id, target, recipients, reason.
+    List {
+        /// Most dead letters listed.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// One dead-lettered job in full (its queue message) and its reason.
+    Show {
+        /// The job id.
+        #[arg(long)]
+        job: String,
+    },
+    /// Puts dead-lettered jobs back on the queue, as new jobs, and removes them from the dead-letter queue.
+    Redrive {
+        /// Only this job.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        job: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// The Management API client behind [`crate::delivery::Deliver`].

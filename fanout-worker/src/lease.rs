@@ -24,12 +24,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Lua prelude of every fenced script: `KEYS[1]` is the lease, `ARGV[1]` the caller's token. Returns -1
-/// from the script when the token is no longer the job's latest.
+/// Lua prelude of every fenced script: `KEYS[1]` is the lease, `ARGV[1]` the caller's token, `ARGV[2]`
+/// a TTL in ms. Returns -1 from the script when the token is no longer the job's latest; otherwise keeps
+/// the lease for the TTL from now, so a long job's lease does not expire under it.
 pub const FENCE: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 ";
+
+/// How long a running job's lease and progress are kept (refreshed at every write): past every
+/// redelivery of a job that is still running.
+pub const RUNNING_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How long they are kept once the job is acknowledged: long enough for a copy of the job that was on the
+/// queue at the same time (a re-planned chunk, a publish retried after an unknown answer) to skip what
+/// was delivered, short enough that a busy fleet's one-recipient jobs do not pile up in Redis.
+pub const FINISHED_TTL: Duration = Duration::from_secs(2 * 60);
 
 /// Why a job stopped without finishing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -155,6 +166,22 @@ impl Lease {
         } else {
             self.hold.lose(Lost::TakenOver);
             Ok(Err(Lost::TakenOver))
+        }
+    }
+
+    /// Shortens the lease (and `others`, the job's progress) to [`FINISHED_TTL`] once the job is
+    /// acknowledged. Best effort: they expire after [`RUNNING_TTL`] anyway.
+    pub async fn finished(&self, redis: &Redis, others: &[&str]) {
+        let mut pipe = redis::pipe();
+        for key in std::iter::once(self.key.as_str()).chain(others.iter().copied()) {
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(FINISHED_TTL.as_millis() as u64)
+                .ignore();
+        }
+        let mut conn = redis.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+            tracing::debug!(error = %e, "could not shorten a finished job's lease");
         }
     }
 

@@ -19,11 +19,14 @@
 //! - [`requeue`]: leftovers back on the queue, or to the dead-letter queue with their reason.
 //! - [`report`]: the per-broadcast delivery report in Redis.
 //! - [`metrics`]: the `/metrics` and `/healthz` listener.
+//! - [`supervise`]: pollers restarted after a panic, and the health `/healthz` reports.
 //! - [`shutdown`]: stop receiving, drain within a grace period, hand back the rest.
+//! - [`dlq`]: `fanout-worker dlq list|show|redrive`, the operator's view of the dead-letter queue.
 
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod dlq;
 pub mod gone;
 pub mod governor;
 pub mod lease;
@@ -37,6 +40,7 @@ pub mod report;
 pub mod requeue;
 pub mod retry;
 pub mod shutdown;
+pub mod supervise;
 
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
@@ -161,7 +165,8 @@ impl Worker {
             addr: ctx.settings.metrics_listen,
             source,
         })?;
-        let app = metrics::app(metrics.clone(), queue.clone());
+        let health = supervise::Health::new(ctx.settings.pollers);
+        let app = metrics::app(metrics.clone(), queue.clone(), health.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the metrics listener stopped");
@@ -172,11 +177,17 @@ impl Worker {
         let room = Arc::new(Semaphore::new(ctx.settings.max_jobs_in_hand));
         let mut pollers = tokio::task::JoinSet::new();
         for _ in 0..ctx.settings.pollers {
-            pollers.spawn(receiver::poll(
+            let (ctx, room, tracker, stop) = (
                 ctx.clone(),
                 room.clone(),
                 tracker.clone(),
                 stop_receiving.clone(),
+            );
+            pollers.spawn(supervise::supervise(
+                move || receiver::poll(ctx.clone(), room.clone(), tracker.clone(), stop.clone()),
+                stop_receiving.clone(),
+                health.clone(),
+                metrics.clone(),
             ));
         }
         tracing::info!(
@@ -236,6 +247,25 @@ pub async fn deliver_from_env(settings: &Settings) -> Result<Arc<dyn Deliver>, S
             Arc::new(delivery::SdkDeliver::from_env(settings.call_timeout).await)
         }
     })
+}
+
+/// Runs an operator command (`fanout-worker dlq ...`) with the queue the configuration names.
+pub async fn run_command(
+    config: &config::Config,
+    command: &config::Command,
+    out: &mut dyn std::io::Write,
+) -> Result<(), dlq::DlqError> {
+    let config::Command::Dlq { action } = command;
+    let options = QueueOptions {
+        dead_letter_url: config
+            .dead_letter_queue_url
+            .clone()
+            .filter(|u| !u.is_empty()),
+        key_prefix: config.shared.key_prefix.clone(),
+        ..QueueOptions::default()
+    };
+    let queue = common::queue::open(&config.shared.queue_url, options).await?;
+    dlq::run(queue.as_ref(), action, out).await
 }
 
 /// Runs a worker with the configured client until `shutdown` resolves, then drains.

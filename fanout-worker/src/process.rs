@@ -9,7 +9,7 @@
 
 use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Op, Why};
-use crate::lease::{Hold, Lease, Lost};
+use crate::lease::{Hold, Lease, Lost, RUNNING_TTL};
 use crate::planner::{Plan, PlanError, Planner};
 use crate::progress::{FlushError, Progress};
 use crate::recipients::{Routes, resolve};
@@ -48,6 +48,23 @@ pub enum JobError {
     Queue(#[from] QueueError),
     #[error("{0}")]
     Lost(#[from] Lost),
+}
+
+impl JobError {
+    /// An outage (Redis or the queue not answering) rather than a refusal: worth holding the job for.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_cluster_error()
+            }
+            JobError::Queue(e) => matches!(e, QueueError::Unavailable(_)),
+            JobError::Lost(_) => false,
+        }
+    }
 }
 
 impl From<PlanError> for JobError {
@@ -104,14 +121,7 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
         dead_letter(ctx, message, &reason, "too_many_receives").await;
         return Ok(());
     }
-    let lease = Lease::acquire(
-        &ctx.redis,
-        &ctx.keys,
-        &job,
-        ctx.settings.report_ttl,
-        hold.clone(),
-    )
-    .await?;
+    let lease = Lease::acquire(&ctx.redis, &ctx.keys, &job, RUNNING_TTL, hold.clone()).await?;
     match &job.target {
         Target::Connections { ids } => {
             let report = job.broadcast.as_ref().map(|b| b.id.clone());
@@ -182,6 +192,7 @@ async fn broadcast(
             ctx.queue
                 .ack(std::slice::from_ref(&message.receipt))
                 .await?;
+            lease.finished(&ctx.redis, &[]).await;
             ctx.metrics
                 .jobs_completed
                 .with_label_values(&["acked"])
@@ -219,7 +230,7 @@ async fn deliver(
         lease.clone(),
         &job.id,
         report,
-        ctx.settings.report_ttl,
+        RUNNING_TTL,
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
@@ -331,6 +342,7 @@ async fn deliver(
             .observe(since(job.enqueued_at_ms));
     }
     requeue::finish(ctx.queue.as_ref(), message, &settlement).await?;
+    progress.finished().await;
     if let Some((_, reason, label)) = &settlement.dead {
         ctx.metrics
             .jobs_dead_lettered

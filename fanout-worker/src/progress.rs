@@ -45,6 +45,7 @@ if ARGV[7] == '1' then
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 if stale then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return new_sent + new_gone
 ",
     )
@@ -113,6 +114,11 @@ impl Progress {
     /// The lease the writes are fenced with.
     pub fn lease(&self) -> &Lease {
         &self.lease
+    }
+
+    /// The job is acknowledged: keep its lease and progress only briefly ([`Lease::finished`]).
+    pub async fn finished(&self) {
+        self.lease.finished(&self.redis, &[&self.set]).await;
     }
 
     /// The ids of `ids` that have no final outcome yet, in order.

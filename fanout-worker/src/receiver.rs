@@ -91,7 +91,8 @@ pub async fn poll(
 /// before the job could be received again ([`Hold::deadline_passed`]), or the queue says the receipt is
 /// no longer this consumer's, the job's lease is lost and its work stops (it is not dropped mid-call:
 /// it winds down through its stop token). A job that fails because Redis or the queue cannot be reached
-/// is held, not left to lapse: it runs again after a backoff while the heartbeat keeps it, so an outage
+/// (an outage, not a refusal, which leaves the job to lapse and count towards the dead-letter queue) is
+/// held, not left to lapse: it runs again after a backoff while the heartbeat keeps it, so an outage
 /// does not raise its receive count towards the dead-letter queue.
 async fn run_with_heartbeat(ctx: &Ctx, message: common::queue::Received) {
     let span = process::span(ctx, &message);
@@ -133,8 +134,9 @@ async fn run_with_heartbeat(ctx: &Ctx, message: common::queue::Received) {
             match process::handle(ctx, &message, &hold).await {
                 Ok(()) => return,
                 Err(JobError::Lost(_)) => return,
-                Err(e) if hold.stop.is_cancelled() => {
-                    tracing::warn!(error = %e, "job stopped with a failure; it comes back after its visibility timeout");
+                Err(e) if hold.stop.is_cancelled() || !e.is_transient() => {
+                    ctx.metrics.redis_errors.inc();
+                    tracing::warn!(error = %e, "job left on the queue; it comes back after its visibility timeout");
                     return;
                 }
                 Err(e) => {

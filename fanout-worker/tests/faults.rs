@@ -1,7 +1,11 @@
 //! The worker when things go wrong, against a real redis-server, the Redis Streams queue and the
 //! Management API test server: job leases fence a stale holder (its control writes are refused and it
 //! stops), a job received again skips the recipients already delivered, and the report counts each
-//! recipient once and every second post as a duplicate.
+//! recipient once and every second post as a duplicate; `fanout-worker dlq` lists, shows and redrives
+//! dead letters (the SQS run is in `sqs.rs`); and kill -9 of one of two worker processes mid-broadcast
+//! loses nobody and repeats at most the outcomes it had not written; Redis paused (SIGSTOP) past the
+//! visibility timeout makes the jobs' leases lapse, and the worker that receives them again does not run
+//! them beside their first run.
 
 mod support;
 
@@ -189,5 +193,189 @@ async fn a_worker_whose_job_is_taken_over_stops_and_the_new_receipt_skips_what_w
         duplicates.to_string(),
         "the report counts every second post: {report:?}"
     );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_on_the_queue_twice_is_counted_once_and_every_second_post_is_a_duplicate() {
+    let env = Env::start().await;
+    let ids = env.register("d", 300, "twice", "dora").await;
+    env.gateway.delay(Duration::from_millis(5));
+    let worker = env
+        .worker(&[
+            "--max-in-flight=16",
+            "--visibility-timeout-secs=2",
+            "--max-jobs-in-hand=2",
+        ])
+        .await;
+    // The same chunk twice (a re-plan after the planner died, or the queue delivering it twice), both
+    // in hand at once: the second receipt's token fences the first.
+    let job = chunk("b-twice", ids.clone());
+    env.queue
+        .send_batch(&[job.clone(), job.clone()])
+        .await
+        .unwrap();
+    eventually(LONG, "both copies acknowledged", || async {
+        metric(
+            &worker,
+            "fanout_jobs_completed_total",
+            &[("outcome", "acked")],
+        ) == 2.0
+    })
+    .await;
+    let delivered = env.gateway.delivered();
+    assert_eq!(delivered.len(), ids.len(), "everyone received it");
+    let posts: usize = delivered.values().map(Vec::len).sum();
+    let report = env.report("b-twice").await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    assert_eq!(
+        report
+            .get(rf::DUPLICATES)
+            .map(String::as_str)
+            .unwrap_or("0"),
+        (posts - ids.len()).to_string(),
+        "the report counts exactly the posts the gateway saw twice: {report:?}"
+    );
+    assert_eq!(report[rf::FAILED], "0");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_on_redis_streams() {
+    let env = Env::start().await;
+    support::dlq_round_trip(&env, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwritten_outcomes() {
+    let env = Env::start().await;
+    let ids = env.register("k", 3000, "chaos", "kim").await;
+    env.gateway.delay(Duration::from_millis(2));
+    // The default visibility timeout (10 s): the killed worker's jobs come back within it.
+    let flags = [
+        "--chunk-size=200",
+        "--max-in-flight=16",
+        "--max-jobs-in-hand=2",
+    ];
+    let mut doomed = support::spawn_binary(&env, &flags);
+    let mut survivor = support::spawn_binary(&env, &flags);
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "chaos".into(),
+            },
+            json!({"k": 9}),
+        )
+        .await;
+    eventually(LONG, "a fifth delivered", || async {
+        env.gateway.delivered().len() >= 600
+    })
+    .await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let killed = std::time::Instant::now();
+    eventually(LONG, "everyone received it", || async {
+        env.gateway.delivered().len() == ids.len()
+    })
+    .await;
+    let recovery = killed.elapsed();
+    eventually(LONG, "the report says finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
+    let duplicates = posts - ids.len();
+    // The killed worker held at most 2 jobs, each with at most 50 unwritten outcomes and 16 in flight.
+    let bound = 2 * (fanout_worker::progress::FLUSH_EVERY + 16);
+    eprintln!(
+        "kill -9: {duplicates} duplicate posts (bound {bound}), finished {recovery:?} after the kill"
+    );
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound}"
+    );
+    assert!(
+        recovery <= Duration::from_secs(20),
+        "finished {recovery:?} after the kill"
+    );
+    let report = env.report(&job.id).await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
+    support::sigterm(&survivor);
+    assert_eq!(survivor.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_past_the_visibility_timeout_loses_nobody_and_no_job_runs_twice() {
+    let env = Env::start().await;
+    let ids = env.register("p", 3000, "paused", "pat").await;
+    env.gateway.delay(Duration::from_millis(2));
+    let worker = env
+        .worker(&[
+            "--chunk-size=200",
+            "--max-in-flight=16",
+            "--max-jobs-in-hand=2",
+            "--visibility-timeout-secs=3",
+        ])
+        .await;
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "paused".into(),
+            },
+            json!({"p": 1}),
+        )
+        .await;
+    eventually(LONG, "a fifth delivered", || async {
+        env.gateway.delivered().len() >= 600
+    })
+    .await;
+    // SIGSTOP the redis-server for twice the visibility timeout: every job in hand lapses and is
+    // received again when Redis returns, by this same worker.
+    let pid: String = {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    signal("-CONT");
+    eventually(LONG, "everyone received it", || async {
+        env.gateway.delivered().len() == ids.len()
+    })
+    .await;
+    eventually(LONG, "the report says finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
+    let duplicates = posts - ids.len();
+    let bound = 2 * (fanout_worker::progress::FLUSH_EVERY + 16);
+    let lost = metric(&worker, "fanout_leases_lost_total", &[]);
+    eprintln!(
+        "Redis paused 6 s (visibility 3 s): {duplicates} duplicate posts (bound {bound}), {lost} leases lost"
+    );
+    assert!(lost >= 1.0, "the pause outlasted the jobs' leases");
+    assert!(
+        duplicates <= bound,
+        "{duplicates} duplicates, bound {bound}"
+    );
+    let report = env.report(&job.id).await;
+    assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
     worker.shutdown().await;
 }

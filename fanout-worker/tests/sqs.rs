@@ -1,16 +1,18 @@
 //! The worker on SQS (moto's server, started by `./dev test`; kept small, moto is slow): a 403 ends in
 //! the dead-letter queue with its reason while the connection stays registered, and a worker killed with
-//! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs.
+//! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs; `fanout-worker
+//! dlq` lists, shows and redrives the dead-letter queue; a Redis outage longer than several visibility
+//! timeouts holds the job rather than raising its receive count towards the dead-letter queue.
 
 mod support;
 
-use common::job::{Job, Target};
+use common::job::{Job, Target, payload_of};
 use common::keys::report_field as rf;
 use common::queue::QueueOptions;
 use common::store::Redis;
 use serde_json::json;
 use std::time::Duration;
-use support::{Env, eventually, sigterm, spawn_binary};
+use support::{Env, eventually, metric, sigterm, spawn_binary};
 use test_support::{RedisServer, create_sqs_queue};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -128,4 +130,59 @@ async fn a_killed_worker_loses_nothing_on_sqs() {
     let status = second.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(env.queue.peek_dead_letters(5).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_on_sqs() {
+    let (env, dlq) = sqs_env(Duration::from_secs(10)).await;
+    let dlq_flag = format!("--dead-letter-queue-url={dlq}");
+    support::dlq_round_trip(&env, &[&dlq_flag]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_holds_the_job_without_raising_its_receive_count() {
+    let (mut env, dlq) = sqs_env(Duration::from_secs(2)).await;
+    let dlq_flag = format!("--dead-letter-queue-url={dlq}");
+    // Two receives at most: on a lapse-and-redeliver policy, an outage of a few visibility timeouts
+    // would dead-letter the job.
+    let worker = env
+        .worker(&["--visibility-timeout-secs=2", "--max-receives=2", &dlq_flag])
+        .await;
+    env.redis_server.stop();
+    let job = Job::post(
+        Target::Connections {
+            ids: vec!["o-0".into()],
+        },
+        payload_of(&json!({"o": 1})),
+    );
+    env.queue
+        .send_batch(std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    eventually(
+        LONG,
+        "the worker holds the job through the outage",
+        || async { metric(&worker, "fanout_redis_errors_total", &[]) >= 1.0 },
+    )
+    .await;
+    // The outage lasts four visibility timeouts.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.redis_server.restart();
+    // The restarted Redis has no data: register the recipient again.
+    env.register("o", 1, "outage", "olga").await;
+    eventually(LONG, "the held job is delivered", || async {
+        env.gateway.delivered().len() == 1
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &worker,
+            "fanout_jobs_received_total",
+            &[("target", "connections")]
+        ),
+        1.0,
+        "received once, held throughout"
+    );
+    assert!(env.queue.peek_dead_letters(5).await.unwrap().is_empty());
+    worker.shutdown().await;
 }

@@ -56,6 +56,13 @@ pub enum AppError {
     Redis(#[from] redis::RedisError),
     #[error("Service unavailable")]
     Queue(#[from] QueueError),
+    /// The queue did not confirm the job, and may have taken it: the answer says so, with the job id.
+    #[error("Service unavailable")]
+    EnqueueUnknown { job_id: String, source: QueueError },
+    #[error("A request with this Idempotency-Key is in progress; retry shortly")]
+    IdempotencyKeyInUse,
+    #[error("This Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
 }
 
 impl AppError {
@@ -70,7 +77,9 @@ impl AppError {
             Unauthorized => StatusCode::UNAUTHORIZED,
             TokenRateLimited => StatusCode::TOO_MANY_REQUESTS,
             UnknownConnection => StatusCode::NOT_FOUND,
-            Redis(_) | Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Redis(_) | Queue(_) | EnqueueUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IdempotencyKeyInUse => StatusCode::CONFLICT,
+            IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -95,7 +104,9 @@ impl AppError {
             BadRequest(_) => "bad_request",
             UnknownConnection => "unknown_connection",
             Redis(_) => "redis_unavailable",
-            Queue(_) => "queue_unavailable",
+            Queue(_) | EnqueueUnknown { .. } => "queue_unavailable",
+            IdempotencyKeyInUse => "idempotency_key_in_use",
+            IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }
@@ -104,7 +115,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         match &self {
             AppError::Redis(e) => tracing::error!(error = %e, "Redis command failed"),
-            AppError::Queue(e) => tracing::error!(error = %e, "queue request failed"),
+            AppError::Queue(e) | AppError::EnqueueUnknown { source: e, .. } => {
+                tracing::error!(error = %e, "queue request failed")
+            }
             AppError::GatewaySecret => {
                 tracing::warn!("callback with a missing or wrong gateway secret")
             }
@@ -113,14 +126,19 @@ impl IntoResponse for AppError {
         let code = self.code();
         let message = match &self {
             // One generic message for both, so a caller cannot tell which dependency is down.
-            AppError::Redis(_) | AppError::Queue(_) => "Service unavailable".to_owned(),
+            AppError::Redis(_) | AppError::Queue(_) | AppError::EnqueueUnknown { .. } => {
+                "Service unavailable".to_owned()
+            }
             other => other.to_string(),
         };
-        let mut response = (
-            self.status(),
-            Json(json!({ "error": code, "message": message })),
-        )
-            .into_response();
+        let body = match &self {
+            // The one failure that may have enqueued the job: say so, and name the job.
+            AppError::EnqueueUnknown { job_id, .. } => json!({
+                "error": code, "message": message, "status": "unknown", "job_id": job_id
+            }),
+            _ => json!({ "error": code, "message": message }),
+        };
+        let mut response = (self.status(), Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(code));
         response
     }

@@ -95,12 +95,14 @@ pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::
     for (field, value) in conn.fields() {
         hset.arg(field).arg(value);
     }
-    let mut cmds = vec![
+    let record = vec![
         hset,
         redis::cmd("PEXPIRE")
             .arg(&key)
             .arg(state.settings.connection_ttl.as_millis() as u64)
             .to_owned(),
+    ];
+    let mut sets = vec![
         redis::cmd("SADD")
             .arg(state.keys.channel(conn.channel.as_str()))
             .arg(id)
@@ -111,14 +113,20 @@ pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::
             .to_owned(),
     ];
     if let Some(subject) = &conn.subject {
-        cmds.push(
+        sets.push(
             redis::cmd("SADD")
                 .arg(state.keys.subject(subject.as_str()))
                 .arg(id)
                 .to_owned(),
         );
     }
-    state.redis.batch(cmds).await.map(drop)
+    // The record before the sets: a planner that finds the id in a set must find its record, or it
+    // takes the connection for a stale one and drops it (on a cluster the two live on different nodes).
+    state
+        .redis
+        .batch_in_order(vec![record, sets])
+        .await
+        .map(drop)
 }
 
 /// Reads a connection's record and pushes its expiry back (any message counts as activity).

@@ -30,6 +30,10 @@ async fn reports_are_read_back_with_their_state() {
         .arg(42)
         .arg(f::FAILED)
         .arg(3)
+        .arg(f::DUPLICATES)
+        .arg(4)
+        .arg(f::RETRIES)
+        .arg(51)
         .arg(f::CHUNKS)
         .arg(6)
         .arg(f::OUTSTANDING)
@@ -51,7 +55,8 @@ async fn reports_are_read_back_with_their_state() {
         body,
         json!({
             "id": id, "state": "running", "target": "channel",
-            "sent": 2990, "gone": 7, "throttled": 42, "failed": 3, "chunks": 6, "outstanding": 1,
+            "sent": 2990, "duplicates": 4, "gone": 7, "throttled": 42, "retries": 51, "failed": 3,
+            "chunks": 6, "outstanding": 1,
             "enqueued_at_ms": 1000, "started_at_ms": 1010, "finished_at_ms": null
         })
     );

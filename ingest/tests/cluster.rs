@@ -99,3 +99,120 @@ async fn the_whole_callback_flow_works_on_redis_cluster() {
         .unwrap();
     assert!(text.contains("fanout_live_connections 1"), "{text}");
 }
+
+/// The node (its port) that holds `key`, read from the cluster's slot map.
+async fn node_of(seed: &mut redis::aio::MultiplexedConnection, key: &str) -> i64 {
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(seed)
+        .await
+        .unwrap();
+    let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(seed)
+        .await
+        .unwrap();
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        };
+        let (start, end) = (int(&parts[0]), int(&parts[1]));
+        if (start..=end).contains(&slot) {
+            let redis::Value::Array(primary) = &parts[2] else {
+                panic!("no primary for slots {start}-{end}");
+            };
+            return int(&primary[1]);
+        }
+    }
+    panic!("slot {slot} has no node");
+}
+
+#[tokio::test]
+async fn a_connection_record_is_acknowledged_before_any_set_names_it() {
+    // On a cluster the record and the sets live on different nodes. If the sets were written first (or
+    // at the same time), a planner could find the id with no record and drop a live connection. Pause
+    // writes on the record's node: while it is paused, no set may name the connection.
+    let ingest = Ingest::start_on_cluster(&[]).await;
+    let cluster = ingest.cluster.as_ref().unwrap();
+    let keys = Keyspace::default();
+    let mut seed = redis::Client::open(cluster.node_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let channel_node = node_of(&mut seed, &keys.channel("general")).await;
+    let mut id = String::new();
+    let mut record_node = channel_node;
+    for i in 0..100 {
+        id = format!("order{i}");
+        record_node = node_of(&mut seed, &keys.connection(&id)).await;
+        if record_node != channel_node {
+            break;
+        }
+    }
+    assert_ne!(record_node, channel_node, "no id found on another node");
+    let conn = ingest::membership::Connection {
+        id: common::names::ConnectionId::parse(&id).unwrap(),
+        channel: common::names::ChannelName::parse("general").unwrap(),
+        subject: None,
+        allowed: None,
+        api_id: "api".into(),
+        stage: "prod".into(),
+        connected_at_ms: 1,
+        source_ip: "127.0.0.1".into(),
+        token_hash: None,
+    };
+    let mut paused = redis::Client::open(format!("redis://127.0.0.1:{record_node}/"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(700)
+        .arg("WRITE")
+        .query_async(&mut paused)
+        .await
+        .unwrap();
+    let state = ingest.state.clone();
+    let register =
+        tokio::spawn(async move { ingest::membership::register(&state, &conn).await.unwrap() });
+    // Readers of their own on each node (a shared connection would queue behind the paused write).
+    let node = |port: i64| async move {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    };
+    let (mut sets, mut records) = (node(channel_node).await, node(record_node).await);
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(500) {
+        let member: bool = redis::cmd("SISMEMBER")
+            .arg(keys.channel("general"))
+            .arg(&id)
+            .query_async(&mut sets)
+            .await
+            .unwrap();
+        let record: bool = redis::cmd("EXISTS")
+            .arg(keys.connection(&id))
+            .query_async(&mut records)
+            .await
+            .unwrap();
+        assert!(
+            record || !member,
+            "the channel names {id} before its record exists"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    register.await.unwrap();
+    assert_eq!(
+        ingest.smembers(&keys.channel("general")).await,
+        [id.clone()]
+    );
+}

@@ -56,6 +56,10 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
     /// not remove them.
     async fn peek_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError>;
 
+    /// Moves dead letters back onto the queue as new messages (and out of the dead-letter queue): those
+    /// `select` accepts, at most `max`, oldest first where the backend keeps an order. Returns how many.
+    async fn redrive(&self, select: &SelectLetter, max: usize) -> Result<usize, QueueError>;
+
     /// Checks that the queue answers.
     async fn ping(&self) -> Result<(), QueueError>;
 
@@ -90,6 +94,9 @@ impl Received {
 /// The backend's handle on one delivery of a message (an SQS receipt handle or a stream entry id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt(pub String);
+
+/// Which dead letters a redrive takes.
+pub type SelectLetter = dyn for<'d> Fn(&'d DeadLetter) -> bool + Send + Sync;
 
 /// A message in the dead-letter queue.
 #[derive(Debug, Clone, PartialEq, Eq)]

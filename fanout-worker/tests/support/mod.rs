@@ -276,3 +276,93 @@ pub fn sigterm(child: &std::process::Child) {
         .success();
     assert!(ok, "kill -TERM failed");
 }
+
+/// Runs `fanout-worker dlq ...` (the real binary) with the environment's settings plus `extra` flags;
+/// returns whether it succeeded and what it printed.
+pub fn dlq_command(env: &Env, extra: &[&str], command: &[&str]) -> (bool, String) {
+    let args = env.args(extra);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
+        .args(&args[1..])
+        .arg("dlq")
+        .args(command)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run fanout-worker dlq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Dead-letters two jobs on the environment's queue, then drives `fanout-worker dlq`: `list` names both
+/// with their reasons, `show` prints one, `redrive --job` puts exactly that one back on the queue (and an
+/// unknown id fails), `redrive --all` the other, and the dead-letter queue ends empty.
+pub async fn dlq_round_trip(env: &Env, extra: &[&str]) {
+    let a = Job::post(
+        Target::Connections {
+            ids: vec!["x".into()],
+        },
+        payload_of(&serde_json::json!({"a": 1})),
+    );
+    let b = Job::post(Target::All, payload_of(&serde_json::json!({"b": 2})));
+    env.queue.send_batch(&[a.clone(), b.clone()]).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 2 && Instant::now() < deadline {
+        got.extend(env.queue.receive(2, Duration::from_secs(1)).await.unwrap());
+    }
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        let id = m.job().unwrap().id;
+        env.queue
+            .dead_letter(m, &format!("reason for {id}"))
+            .await
+            .unwrap();
+    }
+    let (ok, listed) = dlq_command(env, extra, &["list"]);
+    assert!(ok, "{listed}");
+    for job in [&a, &b] {
+        assert!(
+            listed.contains(&format!("reason for {}", job.id)) && listed.contains(&job.id),
+            "{listed}"
+        );
+    }
+    let (ok, shown) = dlq_command(env, extra, &["show", "--job", &a.id]);
+    assert!(ok && shown.contains(r#"{"a":1}"#), "{shown}");
+    let (ok, _) = dlq_command(env, extra, &["redrive", "--job", "no-such-job"]);
+    assert!(!ok, "an unknown job id fails");
+    let (ok, out) = dlq_command(env, extra, &["redrive", "--job", &a.id]);
+    assert!(ok && out.contains("redriven: 1"), "{out}");
+    let back = receive_one(env).await;
+    assert_eq!(back.job().unwrap().id, a.id);
+    env.queue.ack(&[back.receipt]).await.unwrap();
+    let left = env.queue.peek_dead_letters(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].body.contains(&b.id));
+    let (ok, out) = dlq_command(env, extra, &["redrive", "--all"]);
+    assert!(ok && out.contains("redriven: 1"), "{out}");
+    let back = receive_one(env).await;
+    assert_eq!(back.job().unwrap().id, b.id);
+    env.queue.ack(&[back.receipt]).await.unwrap();
+    assert!(env.queue.peek_dead_letters(10).await.unwrap().is_empty());
+}
+
+async fn receive_one(env: &Env) -> common::queue::Received {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(m) = env
+            .queue
+            .receive(1, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .pop()
+        {
+            return m;
+        }
+    }
+    panic!("nothing came back on the queue");
+}

@@ -16,6 +16,7 @@
 mod broadcasts;
 mod channels;
 mod connections;
+mod idempotency;
 mod publish;
 mod tokens;
 
@@ -41,7 +42,10 @@ pub fn router() -> Router<AppState> {
 
 /// Proof that the request carried a valid API key. Add it as an argument to protect a handler.
 #[derive(Debug)]
-pub struct ApiKey;
+pub struct ApiKey {
+    /// A short hash of the key presented, naming its caller (its idempotency keys are its own).
+    pub scope: String,
+}
 
 impl FromRequestParts<AppState> for ApiKey {
     type Rejection = AppError;
@@ -56,7 +60,10 @@ impl FromRequestParts<AppState> for ApiKey {
             .or_else(|| header("x-api-key"))
             .ok_or(AppError::Unauthorized)?;
         if state.settings.api_keys.accepts(presented) {
-            Ok(ApiKey)
+            let hash = common::keys::token_hash(&String::from_utf8_lossy(presented));
+            Ok(ApiKey {
+                scope: hash[..16].to_owned(),
+            })
         } else {
             Err(AppError::Unauthorized)
         }

@@ -1,9 +1,12 @@
 //! Publishing: the request body is the payload, sent verbatim to every recipient. It must be JSON of at
 //! most 128 KiB (API Gateway's message limit, so a worker never finds out later). The answer is
-//! `202 {"job_id": ...}` once the job is on the queue, and 503 if the queue cannot take it.
+//! `202 {"job_id": ...}` once the job is on the queue, and 503 if the queue cannot take it: plain when
+//! the job is known not to be enqueued, with `"status": "unknown"` and the `job_id` when the queue did
+//! not answer and may have taken it. An `Idempotency-Key` header makes a retry safe ([`idempotency`]).
 //! `?history=true` on a channel publish also keeps the message in the channel's history.
 
 use super::ApiKey;
+use super::idempotency::{self, Claim};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::{membership, outbox};
@@ -11,9 +14,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use common::job::{Job, Target};
 use common::names::{ChannelName, ConnectionId, MAX_PAYLOAD_BYTES, Subject};
+use common::queue::QueueError;
 use serde::Deserialize;
 use serde_json::{Value, json, value::RawValue};
 
@@ -43,16 +47,48 @@ fn payload(body: Result<Bytes, BytesRejection>) -> Result<Box<RawValue>, AppErro
         .map_err(|_| AppError::BadRequest("the payload must be JSON"))
 }
 
-async fn accept(state: &AppState, job: Job) -> Result<Accepted, AppError> {
-    let id = outbox::enqueue(state, job).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
+/// Enqueues `job` (keeping it in `history`'s channel when given) under the request's idempotency key,
+/// if it has one. `what` names the route and target, for the key's fingerprint.
+async fn accept(
+    state: &AppState,
+    key: &ApiKey,
+    headers: &HeaderMap,
+    what: &str,
+    mut job: Job,
+    history: Option<&ChannelName>,
+) -> Result<Accepted, AppError> {
+    let payload = job.payload().map(|p| p.get()).unwrap_or_default();
+    let fingerprint = format!("{what}\n{}\n{payload}", history.is_some());
+    let claim = idempotency::claim(state, headers, &key.scope, &fingerprint, &job.id).await?;
+    match &claim {
+        Claim::Done { job_id } => {
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id }))));
+        }
+        Claim::Enqueue { job_id, .. } => job.id = job_id.clone(),
+        Claim::None => {}
+    }
+    let job_id = job.id.clone();
+    let result = match history {
+        Some(channel) => outbox::enqueue_kept(state, channel, job).await,
+        None => outbox::enqueue(state, job).await,
+    };
+    claim.settle(state, result.is_ok()).await;
+    match result {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id })))),
+        // No answer from the queue: the job may be on it.
+        Err(AppError::Queue(source @ QueueError::Unavailable(_))) => {
+            Err(AppError::EnqueueUnknown { job_id, source })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn to_channel(
-    _: ApiKey,
+    key: ApiKey,
     State(state): State<AppState>,
     Path(channel): Path<String>,
     Query(options): Query<PublishOptions>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Accepted, AppError> {
     let channel = ChannelName::parse(&channel).map_err(|_| AppError::Channel)?;
@@ -63,38 +99,35 @@ pub async fn to_channel(
         },
         payload,
     );
-    let id = if options.history {
-        outbox::enqueue_kept(&state, &channel, job).await?
-    } else {
-        outbox::enqueue(&state, job).await?
-    };
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
+    let what = format!("channel\n{}", channel.as_str());
+    let history = options.history.then_some(&channel);
+    accept(&state, &key, &headers, &what, job, history).await
 }
 
 pub async fn to_subject(
-    _: ApiKey,
+    key: ApiKey,
     State(state): State<AppState>,
     Path(subject): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Accepted, AppError> {
     let subject = Subject::parse(&subject).map_err(|_| AppError::BadRequest("invalid subject"))?;
     let payload = payload(body)?;
-    accept(
-        &state,
-        Job::post(
-            Target::Subject {
-                subject: subject.as_str().to_owned(),
-            },
-            payload,
-        ),
-    )
-    .await
+    let what = format!("subject\n{}", subject.as_str());
+    let job = Job::post(
+        Target::Subject {
+            subject: subject.as_str().to_owned(),
+        },
+        payload,
+    );
+    accept(&state, &key, &headers, &what, job, None).await
 }
 
 pub async fn to_connection(
-    _: ApiKey,
+    key: ApiKey,
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Accepted, AppError> {
     let id = ConnectionId::parse(&id).map_err(|_| AppError::ConnectionId)?;
@@ -102,23 +135,23 @@ pub async fn to_connection(
     membership::peek(&state, &id)
         .await?
         .ok_or(AppError::UnknownConnection)?;
-    accept(
-        &state,
-        Job::post(
-            Target::Connections {
-                ids: vec![id.as_str().to_owned()],
-            },
-            payload,
-        ),
-    )
-    .await
+    let what = format!("connection\n{}", id.as_str());
+    let job = Job::post(
+        Target::Connections {
+            ids: vec![id.as_str().to_owned()],
+        },
+        payload,
+    );
+    accept(&state, &key, &headers, &what, job, None).await
 }
 
 pub async fn to_everyone(
-    _: ApiKey,
+    key: ApiKey,
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Accepted, AppError> {
     let payload = payload(body)?;
-    accept(&state, Job::post(Target::All, payload)).await
+    let job = Job::post(Target::All, payload);
+    accept(&state, &key, &headers, "everyone", job, None).await
 }

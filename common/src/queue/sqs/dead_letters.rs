@@ -4,11 +4,13 @@
 //! of this queue's `RedrivePolicy`, looked up at connect (and again on first use if that lookup could not
 //! be made, e.g. a role allowed to send but not to read queue attributes). `dead_letter` sends the body
 //! there with a [`REASON_ATTRIBUTE`] message attribute and then deletes it from this queue (two calls: if
-//! the delete fails the message comes back and may be dead-lettered twice).
+//! the delete fails the message comes back and may be dead-lettered twice). A redrive is the way back:
+//! each selected message is sent to this queue, then deleted from the dead-letter queue; the others are
+//! made visible again at once.
 
 use super::SqsQueue;
 use super::transport::sdk_error;
-use crate::queue::{DeadLetter, QueueError, Received};
+use crate::queue::{DeadLetter, QueueError, Received, SelectLetter};
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use std::collections::HashSet;
 
@@ -156,6 +158,81 @@ impl SqsQueue {
             }
         }
         Ok(letters)
+    }
+}
+
+impl SqsQueue {
+    /// Moves the dead letters `select` accepts (at most `max`) back onto this queue.
+    pub(super) async fn redrive_dead_letters(
+        &self,
+        select: &SelectLetter,
+        max: usize,
+    ) -> Result<usize, QueueError> {
+        let dead_letter_url = self.require_dead_letter_url().await?;
+        let mut seen = HashSet::new();
+        let mut moved = 0;
+        while moved < max {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(dead_letter_url)
+                .max_number_of_messages(10)
+                // Long enough to move them; the ones left are made visible again at once.
+                .visibility_timeout(30)
+                .wait_time_seconds(1)
+                .message_attribute_names(REASON_ATTRIBUTE)
+                .send()
+                .await
+                .map_err(|e| sdk_error("ReceiveMessage (dead-letter queue)", e))?;
+            let mut new = 0;
+            for message in out.messages() {
+                let (Some(id), Some(handle)) = (message.message_id(), message.receipt_handle())
+                else {
+                    continue;
+                };
+                let first_time = seen.insert(id.to_owned());
+                new += usize::from(first_time);
+                let letter = DeadLetter {
+                    body: message.body().unwrap_or_default().to_owned(),
+                    reason: message
+                        .message_attributes()
+                        .and_then(|a| a.get(REASON_ATTRIBUTE))
+                        .and_then(|v| v.string_value())
+                        .unwrap_or_default()
+                        .to_owned(),
+                };
+                if first_time && moved < max && select(&letter) {
+                    self.client
+                        .send_message()
+                        .queue_url(&self.queue_url)
+                        .message_body(&letter.body)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("SendMessage", e))?;
+                    self.client
+                        .delete_message()
+                        .queue_url(dead_letter_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DeleteMessage (dead-letter queue)", e))?;
+                    moved += 1;
+                } else {
+                    self.client
+                        .change_message_visibility()
+                        .queue_url(dead_letter_url)
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("ChangeMessageVisibility (dead-letter queue)", e))?;
+                }
+            }
+            if new == 0 {
+                break;
+            }
+        }
+        Ok(moved)
     }
 }
 

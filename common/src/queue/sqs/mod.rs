@@ -26,7 +26,10 @@ pub use transport::{
     ATTEMPT_TIMEOUT, CONNECT_TIMEOUT, DEFAULT_REGION, OPERATION_TIMEOUT, RECEIVE_MARGIN,
 };
 
-use super::{DeadLetter, Job, Queue, QueueError, QueueOptions, Receipt, Received, SEND_BATCH_MAX};
+use super::{
+    DeadLetter, Job, Queue, QueueError, QueueOptions, Receipt, Received, SEND_BATCH_MAX,
+    SelectLetter,
+};
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::Credentials;
@@ -219,6 +222,10 @@ impl Queue for SqsQueue {
 
     async fn peek_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.read_dead_letters(max).await
+    }
+
+    async fn redrive(&self, select: &SelectLetter, max: usize) -> Result<usize, QueueError> {
+        self.redrive_dead_letters(select, max).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

@@ -24,7 +24,7 @@ pub mod visibility;
 pub use codec::{AT_FIELD, JOB_FIELD, REASON_FIELD};
 pub use reading::{BLOCK_SLICE, POLL_INTERVAL};
 
-use super::{DeadLetter, Job, Queue, QueueError, QueueOptions, Receipt, Received};
+use super::{DeadLetter, Job, Queue, QueueError, QueueOptions, Receipt, Received, SelectLetter};
 use crate::keys::{Keyspace, QueueKeys};
 use crate::store::Redis;
 use async_trait::async_trait;
@@ -253,6 +253,10 @@ impl Queue for StreamQueue {
 
     async fn peek_dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.read_dead_letters(max).await
+    }
+
+    async fn redrive(&self, select: &SelectLetter, max: usize) -> Result<usize, QueueError> {
+        self.redrive_dead_letters(select, max).await
     }
 
     async fn ping(&self) -> Result<(), QueueError> {

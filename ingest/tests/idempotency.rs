@@ -1,0 +1,108 @@
+//! `Idempotency-Key` on the publish routes: the same key gets the same job id and one job on the queue
+//! (twice in a row, concurrently, and after a 503 whose status was unknown), a key reused for another
+//! request is refused, and keys belong to their API key.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::Ingest;
+use test_support::RedisServer;
+
+async fn publish(ingest: &Ingest, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+    let r = ingest
+        .api(Method::POST, path)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_same_key_twice_is_one_job() {
+    let ingest = Ingest::start(&[]).await;
+    let (s1, b1) = publish(&ingest, "/v1/broadcast", "k-1", json!({"m": 1})).await;
+    let (s2, b2) = publish(&ingest, "/v1/broadcast", "k-1", json!({"m": 1})).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(b1["job_id"], b2["job_id"]);
+    // Another key is another job; the same key on another request is refused.
+    let (s3, b3) = publish(&ingest, "/v1/broadcast", "k-2", json!({"m": 1})).await;
+    assert_eq!(s3, StatusCode::ACCEPTED);
+    assert_ne!(b3["job_id"], b1["job_id"]);
+    let (s4, b4) = publish(&ingest, "/v1/broadcast", "k-1", json!({"m": 2})).await;
+    assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(b4["error"], "idempotency_key_reused");
+    let (s5, _) = publish(&ingest, "/v1/users/alice/publish", "k-1", json!({"m": 1})).await;
+    assert_eq!(s5, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s6, _) = publish(&ingest, "/v1/broadcast", "bad key", json!({"m": 1})).await;
+    assert_eq!(s6, StatusCode::BAD_REQUEST);
+    let ids: Vec<String> = ingest.jobs().await.into_iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], b1["job_id"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_enqueue_one_job() {
+    let ingest = Ingest::start(&[]).await;
+    let answers = futures::future::join_all((0..12).map(|_| {
+        publish(
+            &ingest,
+            "/v1/channels/general/publish",
+            "same",
+            json!({"c": 1}),
+        )
+    }))
+    .await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .map(|(_, b)| &b["job_id"])
+        .collect();
+    assert!(!accepted.is_empty());
+    assert!(accepted.iter().all(|id| *id == accepted[0]), "{answers:?}");
+    for (status, body) in &answers {
+        assert!(
+            *status == StatusCode::ACCEPTED
+                || (*status == StatusCode::CONFLICT && body["error"] == "idempotency_key_in_use"),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(ingest.jobs().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_an_unknown_503_is_the_same_job_and_is_queued_once() {
+    // The queue on a Redis of its own, stopped: the publish cannot know whether it was queued.
+    let mut queue_redis = RedisServer::start();
+    let ingest = Ingest::start_on(
+        RedisServer::start(),
+        Some(format!("{}?queue=jobs", queue_redis.url())),
+        &[],
+    )
+    .await;
+    queue_redis.stop();
+    let (status, body) = publish(&ingest, "/v1/broadcast", "retry-me", json!({"r": 1})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "unknown", "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_owned();
+    queue_redis.restart();
+    let mut answer = (StatusCode::SERVICE_UNAVAILABLE, Value::Null);
+    for _ in 0..100 {
+        answer = publish(&ingest, "/v1/broadcast", "retry-me", json!({"r": 1})).await;
+        if answer.0 == StatusCode::ACCEPTED {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, StatusCode::ACCEPTED, "{answer:?}");
+    assert_eq!(answer.1["job_id"], job_id.as_str());
+    // And again: answered from the record, nothing more enqueued.
+    let (status, body) = publish(&ingest, "/v1/broadcast", "retry-me", json!({"r": 1})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["job_id"], job_id.as_str());
+    let ids: Vec<String> = ingest.jobs().await.into_iter().map(|j| j.id).collect();
+    assert_eq!(ids, [job_id]);
+}
