@@ -75,7 +75,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_header_size(MAX_HEAD_BYTES);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {
