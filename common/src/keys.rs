@@ -16,6 +16,8 @@
 //! | `{p}hist:{name}` | list | the channel's recent messages, newest first, capped |
 //! | `{p}tok:{sha256}` | string | a connect token's claims, stored under the hash of the token, with its TTL |
 //! | `{p}rl:{kind}:{who}` | string | a rate-limit counter with the window as TTL |
+//! | `{p}revoked:{id}` | string | a kicked connection's revocation mark: its callbacks are refused until it expires |
+//! | `{p}usergen:{subject}` | string | a subject's token generation, raised by a revoke: older tokens are refused |
 //! | `{p}q:{queue}:…` | stream, zset | the Redis Streams queue: jobs, delayed jobs, dead letters |
 //! | `{p}bcast:{id}` | hash | a broadcast's delivery report (fields in [`report_field`]), with a TTL |
 //! | `{p}bcast:{id}:done` | set | the chunk attempts of a broadcast already counted in its report |
@@ -134,6 +136,16 @@ impl Keyspace {
         format!("{}tok:{{{}}}", self.prefix, token_hash(token))
     }
 
+    /// A kicked connection's revocation mark (same slot as its record).
+    pub fn revoked(&self, id: &str) -> String {
+        format!("{}revoked:{{{id}}}", self.prefix)
+    }
+
+    /// A subject's token generation (same slot as the subject's rate-limit counters).
+    pub fn token_generation(&self, subject: &str) -> String {
+        format!("{}usergen:{{{subject}}}", self.prefix)
+    }
+
     /// A rate-limit counter: `kind` is a fixed label (`ip`, `sub`, `tok`), `who` the limited party.
     pub fn rate_limit(&self, kind: &str, who: &str) -> String {
         format!("{}rl:{kind}:{{{who}}}", self.prefix)
@@ -227,6 +239,8 @@ mod tests {
             k.subject("user-1"),
             k.all_bucket_of("abc="),
             k.history("general"),
+            k.revoked("abc="),
+            k.token_generation("user-1"),
             k.token("t"),
             k.rate_limit("ip", "10.0.0.1"),
             k.report("b1"),

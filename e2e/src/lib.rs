@@ -47,6 +47,7 @@ pub struct System {
     pub keys: common::keys::Keyspace,
     gateway: Option<local_gateway::RunningGateway>,
     worker: Option<fanout_worker::Worker>,
+    worker_args: Vec<String>,
     ingest_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -97,6 +98,8 @@ impl System {
             format!("--gateway-secret={SECRET}"),
             format!("--api-key={API_KEY}"),
             format!("--demo-ws-url={ws_url}"),
+            // The chat page is served by ingest, so its origin is ingest's.
+            format!("--allowed-origin={ingest}"),
             "--connect-limit-per-minute=10000".into(),
             "--token-issue-limit-per-minute=10000".into(),
         ];
@@ -113,7 +116,7 @@ impl System {
             let _ = stopped.await;
         }));
 
-        let mut args: Vec<String> = vec![
+        let mut worker_args: Vec<String> = vec![
             "fanout-worker".into(),
             format!("--redis-url={}", redis.url()),
             format!("--queue-url={queue_url}"),
@@ -125,27 +128,9 @@ impl System {
             "--delivery-client=lean".into(),
         ];
         if let Some(dlq) = dead_letter_url {
-            args.push(format!("--dead-letter-queue-url={dlq}"));
+            worker_args.push(format!("--dead-letter-queue-url={dlq}"));
         }
-        let settings = fanout_worker::config::Config::try_parse_from(args)
-            .expect("worker flags")
-            .validate()
-            .expect("worker settings");
-        let credentials = mgmt_client::CredentialsSource::fixed(
-            mgmt_client::SigningCredentials::new(SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY, None)
-                .expect("valid test credentials"),
-        );
-        let deliver = Arc::new(
-            fanout_worker::delivery::LeanDeliver::new(
-                credentials,
-                settings.call_timeout,
-                settings.max_in_flight,
-            )
-            .expect("the lean client builds"),
-        );
-        let worker = fanout_worker::Worker::start(settings, deliver)
-            .await
-            .expect("the worker starts");
+        let worker = start_worker(&worker_args).await;
 
         Self {
             ingest,
@@ -156,8 +141,39 @@ impl System {
             keys: common::keys::Keyspace::default(),
             gateway: Some(gateway),
             worker: Some(worker),
+            worker_args,
             ingest_stop: Some(ingest_stop),
         }
+    }
+
+    /// Stops the worker (draining): jobs stay on the queue until [`System::resume_worker`].
+    pub async fn pause_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown().await;
+        }
+    }
+
+    /// Starts a worker again after [`System::pause_worker`].
+    pub async fn resume_worker(&mut self) {
+        assert!(self.worker.is_none(), "the worker is running");
+        self.worker = Some(start_worker(&self.worker_args).await);
+    }
+
+    /// The value of one of ingest's metrics (a full series name with labels, as `/metrics` prints it),
+    /// 0 when absent.
+    pub async fn ingest_metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.ingest))
+            .send()
+            .await
+            .expect("ingest's /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The worker's `/metrics` URL, `http://ADDR/metrics` (its metrics listener).
@@ -285,6 +301,29 @@ impl System {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Starts a worker with the lean client signing with the test credentials.
+async fn start_worker(args: &[String]) -> fanout_worker::Worker {
+    let settings = fanout_worker::config::Config::try_parse_from(args)
+        .expect("worker flags")
+        .validate()
+        .expect("worker settings");
+    let credentials = mgmt_client::CredentialsSource::fixed(
+        mgmt_client::SigningCredentials::new(SIGV4_ACCESS_KEY, SIGV4_SECRET_KEY, None)
+            .expect("valid test credentials"),
+    );
+    let deliver = Arc::new(
+        fanout_worker::delivery::LeanDeliver::new(
+            credentials,
+            settings.call_timeout,
+            settings.max_in_flight,
+        )
+        .expect("the lean client builds"),
+    );
+    fanout_worker::Worker::start(settings, deliver)
+        .await
+        .expect("the worker starts")
 }
 
 /// A browser's WebSocket.

@@ -66,7 +66,7 @@ async fn main() {
     let mut tokens = Vec::with_capacity(n);
     for _ in 0..n {
         tokens.push(
-            ingest::tokens::issue(&state, &subject, None, Duration::from_secs(600))
+            ingest::tokens::issue(&state, &subject, None, 0, Duration::from_secs(600))
                 .await
                 .unwrap(),
         );
@@ -96,7 +96,7 @@ async fn main() {
                         .header("connectionId", format!("conn{round}x{i}="))
                         .header("X-Amzn-Apigateway-Api-Id", "benchapi")
                         .header("X-Ws-Gateway-Secret", secret)
-                        .header("X-Forwarded-For", "203.0.113.9")
+                        .header("X-Ws-Source-Ip", "203.0.113.9")
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success())

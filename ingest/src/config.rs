@@ -32,8 +32,8 @@ pub struct Config {
     pub shared: SharedArgs,
 
     /// Accepted values of the X-Ws-Gateway-Secret header that API Gateway adds to every callback (list the
-    /// new and the old value while rotating). Each at least 32 characters of [A-Za-z0-9._~+/=-]. When
-    /// unset, callbacks are not authenticated (a warning is logged): only do that on a private network.
+    /// new and the old value while rotating). Each at least 32 characters of [A-Za-z0-9._~+/=-].
+    /// Required, unless --insecure-dev is given.
     #[arg(
         long = "gateway-secret",
         env = "FANOUT_GATEWAY_SECRETS",
@@ -53,14 +53,38 @@ pub struct Config {
     )]
     pub api_keys: Vec<String>,
 
-    /// Origins allowed to open a connection, e.g. https://app.example.com or https://*.example.com
-    /// (sub-domains only); scheme, host and port must match. Empty: any origin.
+    /// Browser origins allowed to open a connection, e.g. https://app.example.com or
+    /// https://*.example.com (sub-domains only); scheme, host and port must match. `*` allows any origin.
+    /// Empty: every browser page is refused (clients that send no Origin, which browsers always do, pass).
     #[arg(
         long = "allowed-origin",
         env = "FANOUT_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Proxies (addresses or CIDR blocks like 10.0.0.0/8) whose X-Forwarded-For is believed, for callbacks
+    /// that do not carry X-Ws-Source-Ip. Empty: X-Forwarded-For is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "FANOUT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// LOCAL DEVELOPMENT ONLY: start without a gateway secret, so anyone who can reach ingest can forge
+    /// callbacks. A warning is logged at start and every minute.
+    #[arg(long, env = "FANOUT_INSECURE_DEV")]
+    pub insecure_dev: bool,
+
+    /// How long a client may take to send a request's headers, and how long a keep-alive connection may
+    /// sit idle between requests, in milliseconds. Slow or idle connections are closed.
+    #[arg(long, env = "FANOUT_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// How long reading a request's body and answering it may take, in milliseconds (408 past that).
+    #[arg(long, env = "FANOUT_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
 
     /// Channel a connection joins when its URL names none.
     #[arg(long, env = "FANOUT_DEFAULT_CHANNEL", default_value = "default")]
@@ -100,7 +124,17 @@ pub struct Config {
     #[arg(long, env = "FANOUT_CONNECT_LIMIT_PER_MINUTE", default_value_t = 20)]
     pub connect_limit_per_minute: u32,
 
-    /// Messages kept per channel for `fetch_history`.
+    /// Client messages one connection may send per second, on average (a token bucket per connection).
+    /// Messages over the limit are refused (the client gets one error frame) and not fanned out.
+    #[arg(long, env = "FANOUT_MESSAGE_RATE_PER_SEC", default_value_t = 10)]
+    pub message_rate_per_sec: u32,
+
+    /// How many client messages a connection may send at once before the per-second rate applies.
+    #[arg(long, env = "FANOUT_MESSAGE_BURST", default_value_t = 20)]
+    pub message_burst: u32,
+
+    /// Messages kept per channel for `fetch_history` (1 to 1000; a reply holds the newest that fit in
+    /// 128 KiB).
     #[arg(long, env = "FANOUT_HISTORY_SIZE", default_value_t = 50)]
     pub history_size: u32,
 
@@ -142,6 +176,11 @@ pub struct Settings {
     pub gateway_secrets: SecretSet,
     pub api_keys: SecretSet,
     pub allowed_origins: Vec<crate::origin::AllowedOrigin>,
+    pub trusted_proxies: Vec<crate::client_ip::ProxyNet>,
+    /// Started with --insecure-dev: callbacks may come without a gateway secret.
+    pub insecure_dev: bool,
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
     pub default_channel: ChannelName,
     pub public_channels: Vec<ChannelPattern>,
     pub chat_channels: Vec<ChannelPattern>,
@@ -149,6 +188,8 @@ pub struct Settings {
     pub token_issue_limit_per_minute: u32,
     pub connect_limit_per_minute: u32,
     pub history_size: u32,
+    pub message_rate_per_sec: u32,
+    pub message_burst: u32,
     pub chat_message_max_chars: usize,
     pub webhook_url: Option<url::Url>,
     pub webhook_secret: Option<Secret>,
@@ -168,6 +209,14 @@ pub enum ConfigError {
         "FANOUT_GATEWAY_SECRETS / --gateway-secret: entry {0} must be at least 32 characters of [A-Za-z0-9._~+/=-] (generate one with `openssl rand -base64 33`)"
     )]
     GatewaySecret(usize),
+    #[error(
+        "FANOUT_GATEWAY_SECRETS / --gateway-secret: required, so that only your API Gateway can send callbacks (generate one with `openssl rand -base64 33` and map it into the X-Ws-Gateway-Secret header; for local development only, --insecure-dev starts without one)"
+    )]
+    NoGatewaySecret,
+    #[error(
+        "FANOUT_TRUSTED_PROXIES / --trusted-proxy: {0:?} is not an IP address or CIDR block like 10.0.0.0/8"
+    )]
+    TrustedProxy(String),
     #[error(
         "FANOUT_API_KEYS / --api-key: entry {0} must be at least 32 characters without spaces (generate one with `openssl rand -hex 24`)"
     )]
@@ -226,6 +275,9 @@ impl Config {
             }
             secrets.push(Secret::new(s));
         }
+        if secrets.is_empty() && !self.insecure_dev {
+            return Err(ConfigError::NoGatewaySecret);
+        }
         let mut keys = Vec::new();
         for (i, k) in nonempty(&self.api_keys).enumerate() {
             if k.len() < 32 || !k.bytes().all(|b| b.is_ascii_graphic()) {
@@ -242,6 +294,12 @@ impl Config {
                     .ok_or_else(|| ConfigError::Origin(o.to_owned()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let trusted_proxies = nonempty(&self.trusted_proxies)
+            .map(|p| {
+                crate::client_ip::ProxyNet::parse(p)
+                    .ok_or_else(|| ConfigError::TrustedProxy(p.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let default_channel = ChannelName::parse(&self.default_channel)
             .map_err(|_| ConfigError::DefaultChannel(self.default_channel.clone()))?;
         if !(1..=3600).contains(&self.token_ttl_secs) {
@@ -256,10 +314,24 @@ impl Config {
                 why: "must be at least 1",
             });
         }
-        if !(1..=10_000).contains(&self.history_size) {
+        if !(100..=600_000).contains(&self.header_read_timeout_ms)
+            || !(100..=600_000).contains(&self.request_timeout_ms)
+        {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_HEADER_READ_TIMEOUT_MS / FANOUT_REQUEST_TIMEOUT_MS",
+                why: "must be between 100 and 600000 milliseconds",
+            });
+        }
+        if self.message_rate_per_sec == 0 || self.message_burst == 0 {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_MESSAGE_RATE_PER_SEC / FANOUT_MESSAGE_BURST",
+                why: "must be at least 1",
+            });
+        }
+        if !(1..=1_000).contains(&self.history_size) {
             return Err(ConfigError::Range {
                 setting: "FANOUT_HISTORY_SIZE",
-                why: "must be between 1 and 10000",
+                why: "must be between 1 and 1000",
             });
         }
         if self.connection_ttl_secs < 60 {
@@ -307,6 +379,10 @@ impl Config {
             gateway_secrets: SecretSet::new(secrets),
             api_keys: SecretSet::new(keys),
             allowed_origins,
+            trusted_proxies,
+            insecure_dev: self.insecure_dev,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
             default_channel,
             public_channels: patterns("FANOUT_PUBLIC_CHANNELS", &self.public_channels)?,
             chat_channels: patterns("FANOUT_CHAT_CHANNELS", &self.chat_channels)?,
@@ -314,6 +390,8 @@ impl Config {
             token_issue_limit_per_minute: self.token_issue_limit_per_minute,
             connect_limit_per_minute: self.connect_limit_per_minute,
             history_size: self.history_size,
+            message_rate_per_sec: self.message_rate_per_sec,
+            message_burst: self.message_burst,
             chat_message_max_chars: self.chat_message_max_chars,
             webhook_url,
             webhook_secret: self
@@ -339,6 +417,8 @@ mod tests {
             "abc/prod",
             "--api-key",
             "k-0123456789abcdef0123456789abcdef",
+            "--gateway-secret",
+            "g-0123456789abcdef0123456789abcdef",
         ];
         args.extend_from_slice(extra);
         Config::try_parse_from(args)
@@ -352,7 +432,9 @@ mod tests {
         let s = config(&[]).unwrap();
         assert_eq!(s.token_ttl, Duration::from_secs(60));
         assert_eq!(s.connect_limit_per_minute, 20);
-        assert!(s.gateway_secrets.is_empty());
+        assert!(!s.insecure_dev);
+        assert!(s.allowed_origins.is_empty());
+        assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.default_channel.as_str(), "default");
     }
 
@@ -389,6 +471,21 @@ mod tests {
                 .contains("FANOUT_KEY_PREFIX")
         );
         assert!(
+            config(&["--history-size=1001"])
+                .unwrap_err()
+                .contains("FANOUT_HISTORY_SIZE")
+        );
+        assert!(
+            config(&["--header-read-timeout-ms=0"])
+                .unwrap_err()
+                .contains("FANOUT_HEADER_READ_TIMEOUT_MS")
+        );
+        assert!(
+            config(&["--message-burst=0"])
+                .unwrap_err()
+                .contains("FANOUT_MESSAGE_BURST")
+        );
+        assert!(
             config(&["--api-key", "short"])
                 .unwrap_err()
                 .contains("FANOUT_API_KEYS")
@@ -396,8 +493,34 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_secret_is_required_unless_insecure_dev() {
+        let bare = |extra: &[&str]| {
+            let mut args = vec![
+                "ingest",
+                "--api-gateway",
+                "abc/prod",
+                "--api-key",
+                "k-0123456789abcdef0123456789abcdef",
+            ];
+            args.extend_from_slice(extra);
+            Config::try_parse_from(args).unwrap().validate()
+        };
+        let refused = bare(&[]).unwrap_err().to_string();
+        assert!(refused.contains("FANOUT_GATEWAY_SECRETS"), "{refused}");
+        assert!(refused.contains("--insecure-dev"), "{refused}");
+        assert!(!refused.contains('\n'), "one line: {refused}");
+        let insecure = bare(&["--insecure-dev"]).unwrap();
+        assert!(insecure.insecure_dev && insecure.gateway_secrets.is_empty());
+        assert!(
+            config(&["--trusted-proxy", "10.0.0.0/99"])
+                .unwrap_err()
+                .contains("FANOUT_TRUSTED_PROXIES")
+        );
+    }
+
+    #[test]
     fn secrets_never_print() {
-        let s = config(&["--gateway-secret", "s3cret-s3cret-s3cret-s3cret-s3cret-x"]).unwrap();
+        let s = config(&["--gateway-secret=s3cret-s3cret-s3cret-s3cret-s3cret-x"]).unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(!shown.contains("0123456789abcdef"), "{shown}");

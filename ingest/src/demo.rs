@@ -31,17 +31,18 @@ pub async fn token(State(state): State<AppState>, body: Bytes) -> Result<Json<Va
             "name must be 1 to 256 printable characters without spaces or braces",
         ))?;
     let settings = &state.settings;
-    if !limits::allow(
+    let (allowed, generation) = limits::allow_subject(
         &state,
         "tok",
         subject.as_str(),
         settings.token_issue_limit_per_minute,
+        true,
     )
-    .await?
-    {
+    .await?;
+    if !allowed {
         return Err(AppError::TokenRateLimited);
     }
-    let token = tokens::issue(&state, &subject, None, settings.token_ttl).await?;
+    let token = tokens::issue(&state, &subject, None, generation, settings.token_ttl).await?;
     state.metrics.tokens_issued.inc();
     let ws_url = settings
         .demo_ws_url

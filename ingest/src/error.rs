@@ -1,6 +1,9 @@
 //! [`AppError`]: every way a callback or an API request can fail, each with a stable HTTP status and a
-//! short `error` code for the caller. Bodies are JSON (`{"error": code, "message": text}`) and never
-//! carry secrets, header lists or internal details; those are logged once, here.
+//! short `error` code for the caller. Bodies are JSON (`{"error": {"code": code, "message": text}}`) and
+//! never carry secrets, header lists or internal details; those are logged once, here.
+//!
+//! [`json_rejections`] gives the framework's own refusals (an unknown path, a wrong method, a query or
+//! path that does not parse) the same shape, so every error a caller sees is JSON.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -33,6 +36,12 @@ pub enum AppError {
     Token,
     #[error("Permission Denied")]
     PermissionDenied,
+    /// The connection was kicked: every callback from it is refused until the gateway has closed it.
+    #[error("Connection revoked")]
+    ConnectionRevoked,
+    /// A connection sent messages faster than its token bucket allows.
+    #[error("Too many messages; slow down.")]
+    MessageRateLimited,
     /// A message body that is not a JSON object naming a `handler` or an `action`.
     #[error("Invalid request format (1)")]
     Format,
@@ -52,6 +61,14 @@ pub enum AppError {
     BadRequest(&'static str),
     #[error("Unknown connection")]
     UnknownConnection,
+    #[error("Unknown broadcast")]
+    UnknownBroadcast,
+    /// A request the framework refused before a handler ran (the status says why).
+    #[error("{}", rejection_message(*.0))]
+    Rejected(StatusCode),
+    /// The request (headers and body) was not read within the request timeout.
+    #[error("Request timeout")]
+    Timeout,
     #[error("Service unavailable")]
     Redis(#[from] redis::RedisError),
     #[error("Service unavailable")]
@@ -69,14 +86,17 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         use AppError::*;
         match self {
-            GatewaySecret | PermissionDenied => StatusCode::FORBIDDEN,
+            GatewaySecret | PermissionDenied | ConnectionRevoked => StatusCode::FORBIDDEN,
+            MessageRateLimited => StatusCode::TOO_MANY_REQUESTS,
             Headers | ConnectionId | ConnectRateLimited | Origin | Channel | Token | Format
             | UnknownAction | BadRequest(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Webhook => StatusCode::BAD_GATEWAY,
             Unauthorized => StatusCode::UNAUTHORIZED,
             TokenRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            UnknownConnection => StatusCode::NOT_FOUND,
+            UnknownConnection | UnknownBroadcast => StatusCode::NOT_FOUND,
+            Rejected(status) => *status,
+            Timeout => StatusCode::REQUEST_TIMEOUT,
             Redis(_) | Queue(_) | EnqueueUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             IdempotencyKeyInUse => StatusCode::CONFLICT,
             IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -95,6 +115,8 @@ impl AppError {
             Channel => "invalid_channel",
             Token => "invalid_or_expired_token",
             PermissionDenied => "permission_denied",
+            ConnectionRevoked => "connection_revoked",
+            MessageRateLimited => "message_rate_limited",
             Format => "invalid_request_format",
             PayloadTooLarge => "payload_too_large",
             UnknownAction => "unknown_action",
@@ -103,6 +125,9 @@ impl AppError {
             TokenRateLimited => "rate_limited",
             BadRequest(_) => "bad_request",
             UnknownConnection => "unknown_connection",
+            UnknownBroadcast => "unknown_broadcast",
+            Rejected(status) => rejection_code(*status),
+            Timeout => "request_timeout",
             Redis(_) => "redis_unavailable",
             Queue(_) | EnqueueUnknown { .. } => "queue_unavailable",
             IdempotencyKeyInUse => "idempotency_key_in_use",
@@ -131,15 +156,53 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
+        let error = json!({ "code": code, "message": message });
         let body = match &self {
             // The one failure that may have enqueued the job: say so, and name the job.
             AppError::EnqueueUnknown { job_id, .. } => json!({
-                "error": code, "message": message, "status": "unknown", "job_id": job_id
+                "error": error, "status": "unknown", "job_id": job_id
             }),
-            _ => json!({ "error": code, "message": message }),
+            _ => json!({ "error": error }),
         };
         let mut response = (self.status(), Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(code));
         response
     }
+}
+
+fn rejection_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        _ => "bad_request",
+    }
+}
+
+fn rejection_message(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "No such route",
+        StatusCode::METHOD_NOT_ALLOWED => "Method not allowed on this route",
+        StatusCode::PAYLOAD_TOO_LARGE => "Payload too large: the limit is 131072 bytes",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported content type",
+        StatusCode::REQUEST_TIMEOUT => "Request timeout",
+        _ => "Malformed request",
+    }
+}
+
+/// Middleware: a 4xx answer that did not come from [`AppError`] (the framework's own 404, 405 and
+/// extractor rejections, in plain text or empty) is replaced by the same answer in the JSON error shape.
+/// Its text is not passed on: it may describe internals.
+pub async fn json_rejections(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() && response.extensions().get::<ErrorCode>().is_none() {
+        return AppError::Rejected(status).into_response();
+    }
+    response
 }

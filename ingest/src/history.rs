@@ -27,32 +27,50 @@ pub async fn append(
         .await
 }
 
-/// The `{"type":"history","room":...,"messages":[...]}` reply, oldest message first. When the whole
-/// history would not fit in one API Gateway message, the oldest messages are left out.
+/// Entries read per `LRANGE` while building a reply.
+const PAGE: i64 = 10;
+
+/// The `{"type":"history","room":...,"messages":[...]}` reply, oldest message first: the most recent
+/// messages that fit in one API Gateway message (128 KiB), at most the configured history size. History
+/// is read newest first, a page at a time, and reading stops once the reply is full, so one
+/// `fetch_history` reads at most 128 KiB plus a page, however long the list or its entries.
 pub async fn reply(
     state: &AppState,
     channel: &ChannelName,
 ) -> Result<Box<RawValue>, redis::RedisError> {
     let key = state.keys.history(channel.as_str());
-    let newest_first: Vec<String> = redis::cmd("LRANGE")
-        .arg(&key)
-        .arg(0)
-        .arg(i64::from(state.settings.history_size) - 1)
-        .query_async(&mut state.conn())
-        .await?;
     let head = format!(
         r#"{{"type":"history","room":{},"messages":["#,
         serde_json::to_string(channel.as_str()).expect("a string serialises")
     );
     let mut budget = MAX_PAYLOAD_BYTES - head.len() - 2;
-    let mut kept = Vec::new();
-    for entry in &newest_first {
-        // Entries were valid JSON when written; anything else is skipped rather than sent.
-        if RawValue::from_string(entry.clone()).is_err() || entry.len() + 1 > budget {
-            continue;
+    let limit = i64::from(state.settings.history_size);
+    let mut kept: Vec<String> = Vec::new();
+    let mut start = 0;
+    'pages: while start < limit {
+        let stop = (start + PAGE).min(limit) - 1;
+        let page: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(start)
+            .arg(stop)
+            .query_async(&mut state.conn())
+            .await?;
+        let last_page = (page.len() as i64) < stop - start + 1;
+        for entry in page {
+            if entry.len() + 1 > budget {
+                break 'pages;
+            }
+            // Entries were valid JSON when written; anything else is skipped rather than sent.
+            if RawValue::from_string(entry.clone()).is_err() {
+                continue;
+            }
+            budget -= entry.len() + 1;
+            kept.push(entry);
         }
-        budget -= entry.len() + 1;
-        kept.push(entry.as_str());
+        if last_page {
+            break;
+        }
+        start = stop + 1;
     }
     kept.reverse();
     let text = format!("{head}{}]}}", kept.join(","));

@@ -10,25 +10,32 @@
 //! - [`actions`]: what a client message can ask for (`change_channel`, `fetch_history`, `chat_message`,
 //!   or the application's webhook).
 //! - [`api`]: the `/v1` application API.
-//! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`]: the state each concept keeps in
-//!   Redis, and the checks.
+//! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`], [`client_ip`]: the state each
+//!   concept keeps in Redis, and the checks.
+//! - [`revocation`]: kicks (connections, users, channels) and revoking a user's tokens.
+//! - [`json`]: the nesting limit every JSON input is held to.
 //! - [`outbox`]: puts jobs on the queue.
 //! - [`health`] and [`observe`]: health, readiness and metrics.
+//! - [`listener`]: the HTTP listener with its header-read, idle and request timeouts.
 //! - [`demo`]: the chat page and open token minting, for the local demo only.
 
 pub mod actions;
 pub mod api;
 pub mod callbacks;
+pub mod client_ip;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod json;
 pub mod limits;
+pub mod listener;
 pub mod membership;
 pub mod observe;
 pub mod origin;
 pub mod outbox;
+pub mod revocation;
 pub mod state;
 pub mod tokens;
 
@@ -57,13 +64,32 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .fallback(|| async { error::AppError::Rejected(axum::http::StatusCode::NOT_FOUND) })
         // Bodies up to the limit plus a margin are read, so an oversized one gets our 413, not a dropped connection.
         .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES + 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.request_timeout,
+            request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(error::json_rejections))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::record,
         ))
         .with_state(state)
+}
+
+/// Middleware: a request not read and answered within the request timeout gets 408.
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::AppError::Timeout.into_response(),
+    }
 }
 
 /// Why ingest could not start.
@@ -111,9 +137,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_read_timeout = state.settings.header_read_timeout;
+    listener::serve(listener, app(state), header_read_timeout, shutdown).await
 }
 
 /// Builds the state, binds the configured address and serves until `shutdown`.
@@ -121,10 +146,16 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    if settings.gateway_secrets.is_empty() {
-        tracing::warn!(
-            "no gateway secret configured: anyone who knows an API id can send callbacks (set FANOUT_GATEWAY_SECRETS)"
-        );
+    if settings.insecure_dev {
+        tokio::spawn(async {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                tracing::warn!(
+                    "INSECURE DEV MODE (--insecure-dev): callbacks are not authenticated, anyone who can reach this port can forge them; never run this in production"
+                );
+            }
+        });
     }
     if settings.demo_ws_url.is_some() {
         tracing::warn!(

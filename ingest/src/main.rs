@@ -1,14 +1,22 @@
 //! The `ingest` binary: parses configuration, sets up logging and runs the service until SIGTERM or
-//! Ctrl-C. Run `ingest --help` for every setting.
+//! Ctrl-C. Run `ingest --help` for every setting. A setting that cannot be used stops it at once with one
+//! line naming the setting and exit status 2 (as for a bad flag); a failure to start (Redis or the queue
+//! unreachable, the address taken) with one line and exit status 1.
 
 use clap::Parser;
 use ingest::config::Config;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let config = Config::parse();
     common::telemetry::init_tracing(config.shared.log_format);
     let settings = common::config::or_exit("ingest", config.validate());
-    ingest::run(settings, common::telemetry::shutdown_signal()).await?;
-    Ok(())
+    match ingest::run(settings, common::telemetry::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingest: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -10,6 +10,7 @@ use crate::state::AppState;
 use common::keys::conn_field as f;
 use common::names::{ChannelName, ChannelPattern, ConnectionId, Subject};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 /// One live connection, as stored in its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,21 +130,103 @@ pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::
         .map(drop)
 }
 
-/// Reads a connection's record and pushes its expiry back (any message counts as activity).
-pub async fn lookup(
-    state: &AppState,
-    id: &ConnectionId,
-) -> Result<Option<Connection>, redis::RedisError> {
-    let key = state.keys.connection(id.as_str());
-    let (map, _): (HashMap<String, String>, i64) = redis::pipe()
-        .cmd("HGETALL")
-        .arg(&key)
-        .cmd("PEXPIRE")
-        .arg(&key)
-        .arg(state.settings.connection_ttl.as_millis() as u64)
-        .query_async(&mut state.conn())
+/// What the message gate found for a connection.
+#[derive(Debug)]
+pub enum Gate {
+    /// Kicked: every callback from it is refused.
+    Revoked,
+    /// No record: not registered, or already gone.
+    Unknown,
+    /// Registered; its expiry was pushed back (any message counts as activity).
+    Live {
+        conn: Box<Connection>,
+        /// How the message fared against the connection's token bucket.
+        rate: Rate,
+    },
+}
+
+/// The per-connection token bucket's verdict on one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    Allowed,
+    /// Over the limit, the first refusal since the last allowed message (the client is told once).
+    Refused,
+    /// Over the limit again.
+    RefusedAgain,
+}
+
+/// One round trip for every client message: the revocation mark, the record (whose expiry is pushed
+/// back), and the connection's token bucket. The three keys share the connection's slot.
+static GATE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('EXISTS', KEYS[2]) == 1 then return {1} end
+        local h = redis.call('HGETALL', KEYS[1])
+        if #h == 0 then return {2} end
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local rate = tonumber(ARGV[2])
+        local burst = tonumber(ARGV[3])
+        local b = redis.call('HMGET', KEYS[3], 'tokens', 'ts', 'refused')
+        local tokens = tonumber(b[1]) or burst
+        local ts = tonumber(b[2]) or now
+        tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+        local verdict = 0
+        local refused = '0'
+        if tokens >= 1 then
+            tokens = tokens - 1
+        else
+            refused = '1'
+            if b[3] == '1' then verdict = 4 else verdict = 3 end
+        end
+        redis.call('HSET', KEYS[3], 'tokens', tostring(tokens), 'ts', tostring(now), 'refused', refused)
+        redis.call('PEXPIRE', KEYS[3], math.ceil(burst * 1000 / rate) + 1000)
+        return {verdict, h}
+        ",
+    )
+});
+
+/// Runs the message gate for `id` (see [`Gate`]).
+pub async fn gate(state: &AppState, id: &ConnectionId) -> Result<Gate, redis::RedisError> {
+    let settings = &state.settings;
+    let reply: Vec<redis::Value> = GATE
+        .key(state.keys.connection(id.as_str()))
+        .key(state.keys.revoked(id.as_str()))
+        .key(state.keys.rate_limit("msg", id.as_str()))
+        .arg(settings.connection_ttl.as_millis() as u64)
+        .arg(settings.message_rate_per_sec)
+        .arg(settings.message_burst)
+        .invoke_async(&mut state.conn())
         .await?;
-    Ok(Connection::from_fields(id, map))
+    let mut reply = reply.into_iter();
+    let verdict: i64 = match reply.next() {
+        Some(v) => redis::from_redis_value(v)?,
+        None => return Ok(Gate::Unknown),
+    };
+    let rate = match verdict {
+        1 => return Ok(Gate::Revoked),
+        2 => return Ok(Gate::Unknown),
+        3 => Rate::Refused,
+        4 => Rate::RefusedAgain,
+        _ => Rate::Allowed,
+    };
+    let fields: Vec<String> = match reply.next() {
+        Some(v) => redis::from_redis_value(v)?,
+        None => Vec::new(),
+    };
+    let mut map = HashMap::with_capacity(fields.len() / 2);
+    let mut pairs = fields.into_iter();
+    while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
+        map.insert(k, v);
+    }
+    Ok(match Connection::from_fields(id, map) {
+        Some(conn) => Gate::Live {
+            conn: Box::new(conn),
+            rate,
+        },
+        None => Gate::Unknown,
+    })
 }
 
 /// Reads a connection's record without touching its expiry.

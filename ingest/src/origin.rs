@@ -1,11 +1,18 @@
 //! The `$connect` Origin check: the browser's `Origin` header, parsed (never substring-matched), must
 //! match an allowed origin by scheme, host and port. An allowed host may be `*.example.com`, which
 //! matches sub-domains of `example.com` but not `example.com` itself nor look-alikes such as
-//! `example.com.attacker.net`.
+//! `example.com.attacker.net`. `*` alone allows every origin, and must be configured explicitly: with no
+//! allowed origins, every browser is refused.
+//!
+//! A request without an `Origin` header is not from a browser page (browsers always send one on a
+//! WebSocket handshake) and is let through: the check keeps other sites' pages from opening connections
+//! with a user's ambient credentials; it cannot stop scripts, which may send any header they like.
 
 /// One allowed origin from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedOrigin {
+    /// `*`: any origin.
+    any: bool,
     scheme: String,
     /// Lower-case host; for a wildcard entry, the suffix after `*.`.
     host: String,
@@ -16,6 +23,15 @@ pub struct AllowedOrigin {
 impl AllowedOrigin {
     /// Parses `https://app.example.com`, `http://localhost:3000` or `https://*.example.com`.
     pub fn parse(entry: &str) -> Option<Self> {
+        if entry == "*" {
+            return Some(Self {
+                any: true,
+                scheme: String::new(),
+                host: String::new(),
+                wildcard: false,
+                port: 0,
+            });
+        }
         let (scheme, rest) = entry.split_once("://")?;
         let (wildcard, rest) = match rest.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -27,6 +43,7 @@ impl AllowedOrigin {
             return None;
         }
         Some(Self {
+            any: false,
             scheme: origin.scheme,
             host: origin.host,
             wildcard,
@@ -35,6 +52,9 @@ impl AllowedOrigin {
     }
 
     fn allows(&self, origin: &Origin) -> bool {
+        if self.any {
+            return true;
+        }
         if origin.scheme != self.scheme || origin.port != self.port {
             return false;
         }
@@ -67,13 +87,17 @@ impl Origin {
     }
 }
 
-/// True when the `Origin` header value is allowed. With no allowed origins configured, any origin is.
+/// True when the `Origin` header value is allowed, or there is none (not a browser). With no allowed
+/// origins configured, no browser origin is.
 pub fn origin_allowed(allowed: &[AllowedOrigin], header: Option<&str>) -> bool {
-    if allowed.is_empty() {
+    let Some(header) = header else {
+        return true;
+    };
+    if allowed.iter().any(|a| a.any) {
         return true;
     }
-    let Some(origin) = header
-        .and_then(|h| url::Url::parse(h).ok())
+    let Some(origin) = url::Url::parse(header)
+        .ok()
         .and_then(|u| Origin::from_url(&u))
     else {
         return false;
@@ -106,7 +130,8 @@ mod tests {
         ));
         assert!(!check(&allowed, Some("https://evilapp.example.com")));
         assert!(!check(&allowed, Some("null")));
-        assert!(!check(&allowed, None));
+        // No Origin: not a browser page.
+        assert!(check(&allowed, None));
     }
 
     #[test]
@@ -129,7 +154,11 @@ mod tests {
             &["http://localhost:3000"],
             Some("http://localhost:3001")
         ));
+        // Closed unless configured; `*` must be said.
+        assert!(!check(&[], Some("https://app.example.com")));
         assert!(check(&[], None));
+        assert!(check(&["*"], Some("https://anything.example.org")));
+        assert!(check(&["*"], Some("null")));
         assert!(AllowedOrigin::parse("https://x.com/path").is_none());
         assert!(AllowedOrigin::parse("ftp://x.com").is_none());
         assert!(AllowedOrigin::parse("x.com").is_none());

@@ -1,5 +1,6 @@
 //! [`AppState`]: what every handler shares, built once at start-up: the settings, the Redis connection,
-//! the queue, the key names, the metrics and the HTTP client for the application webhook.
+//! the queue, the key names, the metrics and the HTTP client for the application webhook (no redirects,
+//! a deadline on every call).
 
 use crate::config::Settings;
 use common::keys::Keyspace;
@@ -21,8 +22,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(settings: Settings, redis: Redis, queue: SharedQueue) -> Self {
+        // The webhook client: redirects are not followed (a redirect is a failed call, so a webhook cannot
+        // bounce ingest's requests, with its secret, somewhere else), and every call has a deadline.
         let http = reqwest::Client::builder()
             .timeout(settings.webhook_timeout)
+            .connect_timeout(settings.webhook_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client's TLS set-up cannot fail with static settings");
         Self {

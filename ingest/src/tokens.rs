@@ -2,7 +2,9 @@
 //!
 //! A token is 32 random bytes as 64 hex characters (the Django package's shape). Redis keeps only its
 //! SHA-256 (see `Keyspace::token`) with the claims and a TTL; consuming it is a single `GETDEL`, so a
-//! token opens at most one connection even when two `$connect`s race with it.
+//! token opens at most one connection even when two `$connect`s race with it. A token also records the
+//! subject's token generation when it was minted; revoking the subject raises the generation, which
+//! makes every older token useless (see [`crate::revocation`]).
 
 use crate::state::AppState;
 use common::names::{ChannelName, ChannelPattern, Subject};
@@ -15,9 +17,12 @@ use std::time::Duration;
 pub struct Claims {
     /// The subject (user id) the connection acts as.
     pub sub: String,
-    /// Channel patterns the connection may join; `None` means any channel.
+    /// Channels the connection may join (names; older tokens may hold patterns); `None` means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ch: Option<Vec<String>>,
+    /// The subject's token generation when the token was minted.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl Claims {
@@ -36,11 +41,13 @@ impl Claims {
     }
 }
 
-/// Mints a token for `subject` and stores its hash with the claims for `ttl`.
+/// Mints a token for `subject` (in its current token `generation`) and stores its hash with the claims
+/// for `ttl`.
 pub async fn issue(
     state: &AppState,
     subject: &Subject,
-    channels: Option<Vec<ChannelPattern>>,
+    channels: Option<Vec<ChannelName>>,
+    generation: u64,
     ttl: Duration,
 ) -> Result<String, redis::RedisError> {
     let mut bytes = [0u8; 32];
@@ -49,6 +56,7 @@ pub async fn issue(
     let claims = Claims {
         sub: subject.as_str().to_owned(),
         ch: channels.map(|c| c.iter().map(|p| p.as_str().to_owned()).collect()),
+        generation,
     };
     let value = serde_json::to_string(&claims).expect("claims serialise");
     redis::cmd("SET")

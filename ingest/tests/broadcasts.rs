@@ -85,7 +85,7 @@ async fn unknown_and_invalid_ids_are_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "unknown_broadcast"
     );
     let r = ingest

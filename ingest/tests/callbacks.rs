@@ -57,7 +57,7 @@ async fn missing_headers_and_unknown_api_ids_are_refused() {
         .unwrap();
     assert_eq!(no_conn.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
-        no_conn.json::<Value>().await.unwrap()["error"],
+        no_conn.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_request_headers"
     );
     let r = ingest
@@ -191,7 +191,10 @@ async fn an_invalid_channel_does_not_spend_the_token() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_channel");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_channel"
+        );
     }
     // Nor does a bad connection id or a refused origin.
     assert_eq!(
@@ -250,13 +253,13 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
         .await
         .unwrap();
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "too_many_connection_attempts"
     );
     // The token survived the refusal; another IP is not limited.
     let r = ingest
         .callback(&format!("connect?channel=general&ws_token={token}"), "ip4")
-        .headers(support::set("X-Forwarded-For", "198.51.100.1"))
+        .headers(support::set("X-Ws-Source-Ip", "198.51.100.1"))
         .send()
         .await
         .unwrap();
@@ -269,7 +272,7 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
                 &format!("connect?channel=general&ws_token={token}"),
                 &format!("bob{i}"),
             )
-            .headers(support::set("X-Forwarded-For", format!("192.0.2.{i}")))
+            .headers(support::set("X-Ws-Source-Ip", format!("192.0.2.{i}")))
             .send()
             .await
             .unwrap();
@@ -278,12 +281,12 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
     let token = ingest.token("bob", None).await;
     let r = ingest
         .callback(&format!("connect?channel=general&ws_token={token}"), "bob9")
-        .headers(support::set("X-Forwarded-For", "192.0.2.99"))
+        .headers(support::set("X-Ws-Source-Ip", "192.0.2.99"))
         .send()
         .await
         .unwrap();
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "too_many_connection_attempts"
     );
 }
@@ -316,8 +319,8 @@ async fn origins_and_channel_permissions() {
             .status(),
         StatusCode::OK
     );
-    // A token limited to room-* cannot join general.
-    let token = ingest.token("alice", Some(&["room-*"])).await;
+    // A token limited to room-1 cannot join general.
+    let token = ingest.token("alice", Some(&["room-1"])).await;
     let r = ingest
         .callback(&format!("connect?channel=general&ws_token={token}"), "p1")
         .header("Origin", "https://app.example.com")
@@ -326,7 +329,7 @@ async fn origins_and_channel_permissions() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "permission_denied"
     );
     // Public channels need no token.
@@ -394,7 +397,7 @@ async fn malformed_messages() {
     }
     let r = send(br#"{"message":"x"}"#.to_vec()).await.unwrap();
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "invalid_request_format"
     );
     // Unknown connection.
@@ -402,7 +405,7 @@ async fn malformed_messages() {
         .message("ghost", json!({"action": "fetch_history"}))
         .await;
     assert_eq!(
-        (status, body["error"].as_str()),
+        (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_connection_id"))
     );
     assert!(
@@ -439,7 +442,7 @@ async fn change_channel_moves_membership_and_answers() {
         )
         .await;
     assert_eq!(
-        (status, body["error"].as_str()),
+        (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_channel"))
     );
     let jobs = ingest.jobs().await;
@@ -554,7 +557,7 @@ async fn publishing_needs_a_chat_channel_and_unknown_actions_get_an_error() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, body) = ingest.message("u1", json!({"action": "dance"})).await;
     assert_eq!(
-        (status, body["error"].as_str()),
+        (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("unknown_action"))
     );
     let payloads: Vec<Value> = ingest.jobs().await.iter().map(payload).collect();
@@ -632,8 +635,61 @@ async fn a_failing_webhook_is_a_bad_gateway() {
     ingest.join("w2", "alice", "general").await;
     let (status, body) = ingest.message("w2", json!({"action": "ping"})).await;
     assert_eq!(
-        (status, body["error"].as_str()),
+        (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_GATEWAY, Some("webhook_failed"))
     );
     assert_eq!(payload(&ingest.jobs().await[0])["type"], "error");
+}
+
+/// A client can write any `X-Forwarded-For`: without `X-Ws-Source-Ip`, it is believed only from a
+/// configured proxy, so rotating it does not get round the per-IP connect limit.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let raw = |ingest: &Ingest, id: String, forwarded: String| {
+        ingest
+            .http
+            .post(format!("{}/ws/connect?channel=general", ingest.url))
+            .header("connectionId", id)
+            .header("X-Amzn-Apigateway-Api-Id", support::API_ID)
+            .header("X-Ws-Gateway-Secret", support::SECRET)
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+    let ingest = Ingest::start(&["--connect-limit-per-minute=3", "--public-channel=general"]).await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let r = raw(&ingest, format!("x{i}"), format!("192.0.2.{i}"))
+            .await
+            .unwrap();
+        statuses.push(r.status());
+    }
+    // Counted against the peer (127.0.0.1) whatever the header said.
+    assert_eq!(statuses[..3], [StatusCode::OK; 3]);
+    assert_eq!(statuses[3..], [StatusCode::BAD_REQUEST; 2]);
+    let source: Option<String> = redis::cmd("HGET")
+        .arg(K().connection("x0"))
+        .arg("source_ip")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("127.0.0.1"));
+    ingest.stop().await;
+
+    // Behind a trusted proxy, the rightmost address it did not add is the client's.
+    let ingest = Ingest::start(&["--trusted-proxy=127.0.0.0/8", "--public-channel=general"]).await;
+    let r = raw(
+        &ingest,
+        "y1".into(),
+        "6.6.6.6, 198.51.100.4, 127.0.0.9".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let source: Option<String> = redis::cmd("HGET")
+        .arg(K().connection("y1"))
+        .arg("source_ip")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(source.as_deref(), Some("198.51.100.4"));
 }

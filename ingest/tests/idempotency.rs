@@ -34,7 +34,7 @@ async fn the_same_key_twice_is_one_job() {
     assert_ne!(b3["job_id"], b1["job_id"]);
     let (s4, b4) = publish(&ingest, "/v1/broadcast", "k-1", json!({"m": 2})).await;
     assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(b4["error"], "idempotency_key_reused");
+    assert_eq!(b4["error"]["code"], "idempotency_key_reused");
     let (s5, _) = publish(&ingest, "/v1/users/alice/publish", "k-1", json!({"m": 1})).await;
     assert_eq!(s5, StatusCode::UNPROCESSABLE_ENTITY);
     let (s6, _) = publish(&ingest, "/v1/broadcast", "bad key", json!({"m": 1})).await;
@@ -66,7 +66,7 @@ async fn concurrent_requests_with_one_key_enqueue_one_job() {
     for (status, body) in &answers {
         assert!(
             *status == StatusCode::ACCEPTED
-                || (*status == StatusCode::CONFLICT && body["error"] == "idempotency_key_in_use"),
+                || (*status == StatusCode::CONFLICT && body["error"]["code"] == "idempotency_key_in_use"),
             "{status} {body}"
         );
     }

@@ -29,7 +29,7 @@ async fn redis_outage_is_503_and_recovers() {
     let r = token_request.send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "redis_unavailable");
+    assert_eq!(body["error"]["code"], "redis_unavailable");
     assert!(
         !body.to_string().contains("127.0.0.1"),
         "no internals in {body}"
@@ -96,7 +96,7 @@ async fn queue_outage_is_never_reported_as_accepted() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"],
+        r.json::<Value>().await.unwrap()["error"]["code"],
         "queue_unavailable"
     );
     // The history entry written before the failed enqueue was taken back.

@@ -2,7 +2,7 @@
 //! request-parameter mappings: a POST per WebSocket event to the route's URL.
 //!
 //! Every call carries `connectionId`, `X-Amzn-Apigateway-Api-Id`, the gateway secret (when configured),
-//! `X-Forwarded-For` (the client's IP), `X-Forwarded-Proto`/`-Port` (`https`/`443`, as behind API
+//! `X-Forwarded-For` and `X-Ws-Source-Ip` (the client's IP), `X-Forwarded-Proto`/`-Port` (`https`/`443`, as behind API
 //! Gateway), an `X-Amzn-Trace-Id` and a `User-Agent`. `$connect` also passes the query string unchanged
 //! and the handshake's own end-to-end headers (Origin, Cookie, `Sec-WebSocket-*`, ...), with the headers
 //! above taking precedence so a client cannot forge them. A message carries the client frame's bytes as
@@ -77,6 +77,7 @@ pub struct Integration {
     secret_name: HeaderName,
     secret: Option<HeaderValue>,
     forwarded_for: HeaderName,
+    source_ip: HeaderName,
     /// Set when the integration sees API Gateway's own User-Agent rather than the client's.
     gateway_user_agent: Option<HeaderValue>,
     metrics: Metrics,
@@ -113,6 +114,7 @@ impl Integration {
             secret_name: name(headers::GATEWAY_SECRET),
             secret,
             forwarded_for: name(headers::FORWARDED_FOR),
+            source_ip: name(headers::SOURCE_IP),
             gateway_user_agent,
             metrics,
         })
@@ -185,10 +187,11 @@ impl Integration {
                 map.remove(&self.secret_name);
             }
         }
-        map.insert(
-            self.forwarded_for.clone(),
-            HeaderValue::from_str(&conn.source_ip().to_string()).expect("an IP is header-safe"),
-        );
+        let ip =
+            HeaderValue::from_str(&conn.source_ip().to_string()).expect("an IP is header-safe");
+        map.insert(self.forwarded_for.clone(), ip.clone());
+        // As the deployment templates map `context.identity.sourceIp`: the address the client cannot set.
+        map.insert(self.source_ip.clone(), ip);
         map.insert(
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static("https"),

@@ -1,14 +1,37 @@
 //! Unknown actions go to the application's webhook: a JSON POST with the connection's context and the
 //! client's message. A 2xx answer with a JSON body is sent back to the client as is (an empty body sends
-//! nothing); any other answer, or no answer within the timeout, is a 502 and the client gets an error.
+//! nothing); any other answer (a redirect included: they are not followed), no answer within the timeout,
+//! or a reply over [`MAX_REPLY_BYTES`] or nested deeper than [`crate::json::MAX_DEPTH`] is a 502 and the
+//! client gets an error. Reading stops at the cap, so a huge reply costs no memory. Every outcome is
+//! counted (`fanout_webhook_calls_total`).
 
 use super::refuse;
 use crate::error::AppError;
 use crate::membership::Connection;
 use crate::outbox;
 use crate::state::AppState;
-use common::names::MAX_PAYLOAD_BYTES;
 use serde_json::{Map, Value, json, value::RawValue};
+
+/// The largest webhook reply read; a longer one is refused.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
+
+/// Reads a reply body up to `MAX_REPLY_BYTES`; `None` past it (or when the body fails mid-way).
+async fn read_capped(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
+    {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > MAX_REPLY_BYTES {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body)
+}
 
 pub async fn run(
     state: &AppState,
@@ -31,7 +54,16 @@ pub async fn run(
         request = request.bearer_auth(secret.expose());
     }
     let outcome = match request.send().await {
-        Ok(response) if response.status().is_success() => response.bytes().await.ok(),
+        Ok(response) if response.status().is_success() => {
+            let body = read_capped(response).await;
+            if body.is_none() {
+                tracing::warn!(
+                    action,
+                    "webhook reply over {MAX_REPLY_BYTES} bytes, refused"
+                );
+            }
+            body
+        }
         Ok(response) => {
             tracing::warn!(status = %response.status(), action, "webhook refused an action");
             None
@@ -55,15 +87,12 @@ pub async fn run(
     }
     let reply = std::str::from_utf8(&answer)
         .ok()
-        .filter(|_| answer.len() <= MAX_PAYLOAD_BYTES)
+        .filter(|_| crate::json::depth_within(&answer, crate::json::MAX_DEPTH))
         .and_then(|text| RawValue::from_string(text.trim().to_owned()).ok());
     match reply {
         Some(payload) => outbox::reply(state, &conn.id, payload).await.map(drop),
         None => {
-            tracing::warn!(
-                action,
-                "webhook answered with something that is not JSON of at most 128 KiB"
-            );
+            tracing::warn!(action, "webhook answered with something that is not JSON");
             state
                 .metrics
                 .webhook_calls

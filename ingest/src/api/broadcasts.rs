@@ -9,7 +9,6 @@ use crate::error::AppError;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::keys::report_field as f;
 use serde_json::{Value, json};
@@ -31,11 +30,7 @@ pub async fn report(
         .query_async(&mut state.conn())
         .await?;
     if fields.is_empty() {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": "unknown_broadcast", "message": "Unknown broadcast"})),
-        )
-            .into_response());
+        return Err(AppError::UnknownBroadcast);
     }
     let number = |name: &str| -> Value {
         fields

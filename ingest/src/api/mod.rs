@@ -1,6 +1,6 @@
 //! The application API under `/v1`, for the application's backend (never for browsers). Every request
 //! carries an API key (`Authorization: Bearer KEY` or `X-Api-Key: KEY`), checked in constant time against
-//! every configured key. JSON in and out; errors are `{"error": code, "message": text}`.
+//! every configured key. JSON in and out; errors are `{"error": {"code": code, "message": text}}`.
 //!
 //! | method and path | what |
 //! |---|---|
@@ -9,7 +9,9 @@
 //! | `POST /v1/users/{subject}/publish` | send the body to every connection of a subject |
 //! | `POST /v1/connections/{id}/publish` | send the body to one connection |
 //! | `POST /v1/broadcast` | send the body to every connection |
-//! | `DELETE /v1/connections/{id}` | kick: forget the connection and have a worker close it ([`connections`]) |
+//! | `DELETE /v1/connections/{id}` | kick one connection: revoked, detached, closed by a worker ([`connections`]) |
+//! | `POST /v1/kick` | kick a connection, a user's connections or a channel's members ([`kicks`]) |
+//! | `POST /v1/users/{subject}/revoke` | kick a user and invalidate the tokens minted for it ([`kicks`]) |
 //! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
 //! | `GET /v1/broadcasts/{id}` | a broadcast's delivery report, kept by the workers ([`broadcasts`]) |
 
@@ -17,8 +19,9 @@ mod broadcasts;
 mod channels;
 mod connections;
 mod idempotency;
-mod publish;
-mod tokens;
+pub mod kicks;
+pub mod publish;
+pub mod tokens;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -36,6 +39,8 @@ pub fn router() -> Router<AppState> {
         .route("/connections/{id}/publish", post(publish::to_connection))
         .route("/broadcast", post(publish::to_everyone))
         .route("/connections/{id}", delete(connections::kick))
+        .route("/kick", post(kicks::kick))
+        .route("/users/{subject}/revoke", post(kicks::revoke_user))
         .route("/channels/{channel}", get(channels::stats))
         .route("/broadcasts/{id}", get(broadcasts::report))
 }

@@ -29,8 +29,8 @@ pub struct PublishOptions {
     history: bool,
 }
 
-/// Checks the body: at most 128 KiB of JSON.
-fn payload(body: Result<Bytes, BytesRejection>) -> Result<Box<RawValue>, AppError> {
+/// Checks the body: at most 128 KiB of JSON, nested at most [`crate::json::MAX_DEPTH`] deep.
+pub fn payload(body: Result<Bytes, BytesRejection>) -> Result<Box<RawValue>, AppError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge
@@ -40,6 +40,11 @@ fn payload(body: Result<Bytes, BytesRejection>) -> Result<Box<RawValue>, AppErro
     })?;
     if body.len() > MAX_PAYLOAD_BYTES {
         return Err(AppError::PayloadTooLarge);
+    }
+    if !crate::json::depth_within(&body, crate::json::MAX_DEPTH) {
+        return Err(AppError::BadRequest(
+            "the payload nests deeper than 64 levels",
+        ));
     }
     let text = std::str::from_utf8(&body)
         .map_err(|_| AppError::BadRequest("the payload must be UTF-8 JSON"))?;

@@ -1,4 +1,4 @@
-//! `POST /v1/tokens` `{"subject": ..., "channels": [...]?, "ttl": seconds?}` mints a single-use connect
+//! `POST /v1/tokens` `{"subject": ..., "channels": [names]?, "ttl": seconds?}` mints a single-use connect
 //! token and answers `{"token": ..., "expires_in": seconds}`, the Django package's token view shape, so
 //! browser code written for it keeps working. The body is read as JSON whatever its content type, so a
 //! plain `curl -d '{...}'` works. A subject may be issued a limited number of tokens a minute.
@@ -10,7 +10,7 @@ use crate::{limits, tokens};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use common::names::{ChannelPattern, Subject};
+use common::names::{ChannelName, Subject};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -25,47 +25,80 @@ pub struct TokenRequest {
     ttl: Option<u64>,
 }
 
+/// A token request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidTokenRequest {
+    pub subject: Subject,
+    pub channels: Option<Vec<ChannelName>>,
+    pub ttl: Option<Duration>,
+}
+
+const TOKEN_SHAPE: &str =
+    "the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}";
+
+impl TokenRequest {
+    /// Decodes and validates a `POST /v1/tokens` body.
+    pub fn decode(body: &[u8]) -> Result<ValidTokenRequest, AppError> {
+        if !crate::json::depth_within(body, crate::json::MAX_DEPTH) {
+            return Err(AppError::BadRequest(TOKEN_SHAPE));
+        }
+        let request: TokenRequest =
+            serde_json::from_slice(body).map_err(|_| AppError::BadRequest(TOKEN_SHAPE))?;
+        let subject = Subject::parse(&request.subject).map_err(|_| {
+            AppError::BadRequest(
+                "subject must be 1 to 256 printable characters without spaces or braces",
+            )
+        })?;
+        let channels = match request.channels {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|c| ChannelName::parse(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        AppError::BadRequest(
+                            "channels must be channel names: 1 to 128 of A-Z a-z 0-9 _ - (no patterns)",
+                        )
+                    })?,
+            ),
+        };
+        let ttl = match request.ttl {
+            None => None,
+            Some(secs @ 1..=3600) => Some(Duration::from_secs(secs)),
+            Some(_) => {
+                return Err(AppError::BadRequest(
+                    "ttl must be between 1 and 3600 seconds",
+                ));
+            }
+        };
+        Ok(ValidTokenRequest {
+            subject,
+            channels,
+            ttl,
+        })
+    }
+}
+
 pub async fn issue(
     _: ApiKey,
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Value>, AppError> {
-    let request: TokenRequest = serde_json::from_slice(&body).map_err(|_| AppError::BadRequest("the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}"))?;
-    let subject = Subject::parse(&request.subject).map_err(|_| {
-        AppError::BadRequest(
-            "subject must be 1 to 256 printable characters without spaces or braces",
-        )
-    })?;
-    let channels = match request.channels {
-        None => None,
-        Some(list) => Some(
-            list.iter()
-                .map(|c| ChannelPattern::parse(c))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    AppError::BadRequest(
-                        "channels must be channel names or patterns like room-* or *",
-                    )
-                })?,
-        ),
-    };
-    let ttl = match request.ttl {
-        None => state.settings.token_ttl,
-        Some(secs @ 1..=3600) => Duration::from_secs(secs),
-        Some(_) => {
-            return Err(AppError::BadRequest(
-                "ttl must be between 1 and 3600 seconds",
-            ));
-        }
-    };
-    if !limits::allow(
+    let ValidTokenRequest {
+        subject,
+        channels,
+        ttl,
+    } = TokenRequest::decode(&body)?;
+    let ttl = ttl.unwrap_or(state.settings.token_ttl);
+    let (allowed, generation) = limits::allow_subject(
         &state,
         "tok",
         subject.as_str(),
         state.settings.token_issue_limit_per_minute,
+        true,
     )
-    .await?
-    {
+    .await?;
+    if !allowed {
         state
             .metrics
             .tokens_refused
@@ -73,7 +106,7 @@ pub async fn issue(
             .inc();
         return Err(AppError::TokenRateLimited);
     }
-    let token = tokens::issue(&state, &subject, channels, ttl).await?;
+    let token = tokens::issue(&state, &subject, channels, generation, ttl).await?;
     state.metrics.tokens_issued.inc();
     Ok(Json(json!({ "token": token, "expires_in": ttl.as_secs() })))
 }

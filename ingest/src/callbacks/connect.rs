@@ -2,8 +2,8 @@
 //!
 //! Order (the first failure wins, and the token is spent only once everything before it has passed):
 //! connect rate limit per client IP, connection id format, Origin, channel name, then the token (or a
-//! public channel, for anonymous connections), the per-subject connect rate limit, and the channel
-//! permission. A repeated `$connect` for a connection already registered with the same token succeeds
+//! public channel, for anonymous connections), the per-subject connect rate limit, the token's generation
+//! (a token minted before its subject was revoked is refused), and the channel permission. A repeated `$connect` for a connection already registered with the same token succeeds
 //! again without needing the (spent) token.
 
 use super::Callback;
@@ -60,57 +60,71 @@ pub async fn handle(
         })?,
     };
 
-    let (subject, allowed, token_hash) = match token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => match tokens::consume(state, token).await? {
-            Some(claims) => {
-                let subject = Subject::parse(&claims.sub).map_err(|_| AppError::Token)?;
-                (
-                    Some(subject),
-                    claims.channel_patterns(),
-                    Some(common::keys::token_hash(token)),
-                )
+    let (subject, allowed, token_hash, generation) =
+        match token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => match tokens::consume(state, token).await? {
+                Some(claims) => {
+                    let subject = Subject::parse(&claims.sub).map_err(|_| AppError::Token)?;
+                    (
+                        Some(subject),
+                        claims.channel_patterns(),
+                        Some(common::keys::token_hash(token)),
+                        claims.generation,
+                    )
+                }
+                None => {
+                    let hash = common::keys::token_hash(token);
+                    if let Some(existing) = membership::peek(state, &id).await?
+                        && existing.token_hash.as_deref() == Some(hash.as_str())
+                    {
+                        return Ok(()); // the same $connect again: already registered
+                    }
+                    refused("invalid_token");
+                    state
+                        .metrics
+                        .tokens_refused
+                        .with_label_values(&["invalid_or_expired"])
+                        .inc();
+                    return Err(AppError::Token);
+                }
+            },
+            None if ChannelPattern::any_matches(&settings.public_channels, &channel) => {
+                (None, None, None, 0)
             }
             None => {
-                let hash = common::keys::token_hash(token);
-                if let Some(existing) = membership::peek(state, &id).await?
-                    && existing.token_hash.as_deref() == Some(hash.as_str())
-                {
-                    return Ok(()); // the same $connect again: already registered
-                }
-                refused("invalid_token");
+                refused("missing_token");
                 state
                     .metrics
                     .tokens_refused
-                    .with_label_values(&["invalid_or_expired"])
+                    .with_label_values(&["missing"])
                     .inc();
                 return Err(AppError::Token);
             }
-        },
-        None if ChannelPattern::any_matches(&settings.public_channels, &channel) => {
-            (None, None, None)
-        }
-        None => {
-            refused("missing_token");
-            state
-                .metrics
-                .tokens_refused
-                .with_label_values(&["missing"])
-                .inc();
-            return Err(AppError::Token);
-        }
-    };
+        };
 
-    if let Some(subject) = &subject
-        && !limits::allow(
+    if let Some(subject) = &subject {
+        let (allowed, current) = limits::allow_subject(
             state,
             "sub",
             subject.as_str(),
             settings.connect_limit_per_minute,
+            false,
         )
-        .await?
-    {
-        refused("rate_limited");
-        return Err(AppError::ConnectRateLimited);
+        .await?;
+        if !allowed {
+            refused("rate_limited");
+            return Err(AppError::ConnectRateLimited);
+        }
+        if generation < current {
+            // Minted before the subject was revoked.
+            refused("revoked_token");
+            state
+                .metrics
+                .tokens_refused
+                .with_label_values(&["revoked"])
+                .inc();
+            return Err(AppError::Token);
+        }
     }
     if !membership::may_join(state, subject.as_ref(), allowed.as_deref(), &channel) {
         refused("permission_denied");

@@ -8,17 +8,19 @@
 
 mod connect;
 mod disconnect;
-mod message;
+pub mod message;
 
 use crate::error::AppError;
 use crate::state::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use common::gateways::{GatewayApi, headers};
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 
 /// The route kinds, for dispatch and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +54,7 @@ pub struct Callback<'a> {
     /// The raw `connectionId` header; each route validates it at its point in the order.
     pub connection_id: &'a str,
     pub api: &'a GatewayApi,
-    /// The client's IP: the first `X-Forwarded-For` entry, or `unknown`.
+    /// The client's IP (see [`crate::client_ip`]), or `unknown`.
     pub source_ip: String,
 }
 
@@ -61,11 +63,13 @@ pub async fn gateway_callback(
     State(state): State<AppState>,
     Path(route): Path<String>,
     RawQuery(query): RawQuery,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AppError> {
     let secrets = &state.settings.gateway_secrets;
-    if !secrets.is_empty() {
+    // Only --insecure-dev starts without a secret; an empty set accepts nothing otherwise.
+    if !(state.settings.insecure_dev && secrets.is_empty()) {
         let presented = headers
             .get(headers::GATEWAY_SECRET)
             .map(|v| v.as_bytes())
@@ -79,11 +83,12 @@ pub async fn gateway_callback(
     let api = header(headers::API_ID)
         .and_then(|id| state.settings.gateways.get(id))
         .ok_or(AppError::Headers)?;
-    let source_ip = header(headers::FORWARDED_FOR)
-        .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let source_ip = crate::client_ip::resolve(
+        header(headers::SOURCE_IP),
+        header(headers::FORWARDED_FOR),
+        peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+        &state.settings.trusted_proxies,
+    );
     let body = body.map_err(|r| {
         if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge

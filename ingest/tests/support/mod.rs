@@ -113,7 +113,7 @@ impl Ingest {
             .header("connectionId", connection_id)
             .header("X-Amzn-Apigateway-Api-Id", API_ID)
             .header("X-Ws-Gateway-Secret", SECRET)
-            .header("X-Forwarded-For", "203.0.113.7, 10.0.0.1")
+            .header("X-Ws-Source-Ip", "203.0.113.7")
     }
 
     /// `$connect` with a query string; returns the status.

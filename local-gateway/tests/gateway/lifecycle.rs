@@ -30,6 +30,7 @@ async fn connect_forwards_query_and_headers_and_every_route_carries_the_mapped_h
     );
     sent.insert("connectionid", "forged".parse().unwrap());
     sent.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+    sent.insert("x-ws-source-ip", "6.6.6.6".parse().unwrap());
     let (mut ws, response) = connect_async(request).await.expect("handshake");
     assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
 
@@ -54,6 +55,7 @@ async fn connect_forwards_query_and_headers_and_every_route_carries_the_mapped_h
         (headers::API_ID, API_ID),
         (headers::GATEWAY_SECRET, SECRET),
         (headers::FORWARDED_FOR, "127.0.0.1"),
+        (headers::SOURCE_IP, "127.0.0.1"),
         ("X-Forwarded-Proto", "https"),
         ("User-Agent", "test-browser/1.0"),
         (headers::ORIGIN, "https://app.example.com"),
@@ -84,6 +86,7 @@ async fn connect_forwards_query_and_headers_and_every_route_carries_the_mapped_h
             (headers::API_ID, API_ID),
             (headers::GATEWAY_SECRET, SECRET),
             (headers::FORWARDED_FOR, "127.0.0.1"),
+            (headers::SOURCE_IP, "127.0.0.1"),
             ("User-Agent", "test-browser/1.0"),
         ] {
             assert_eq!(
