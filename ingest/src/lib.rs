@@ -8,11 +8,12 @@
 //! - [`error`]: [`error::AppError`], every failure with its status and code.
 //! - [`callbacks`]: `POST /ws/{route}`: `$connect`, `$disconnect` and client messages.
 //! - [`actions`]: what a client message can ask for (`change_channel`, `fetch_history`, `chat_message`,
-//!   or the application's webhook).
+//!   `recover`, or the application's webhook).
 //! - [`api`]: the `/v1` application API.
 //! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`]: the state each concept keeps in
 //!   Redis, and the checks.
 //! - [`outbox`]: puts jobs on the queue.
+//! - [`recovery`]: offsets and epochs stamped on kept messages, and replay after an offset.
 //! - [`health`] and [`observe`]: health, readiness and metrics.
 //! - [`demo`]: the chat page and open token minting, for the local demo only.
 
@@ -29,6 +30,7 @@ pub mod membership;
 pub mod observe;
 pub mod origin;
 pub mod outbox;
+pub mod recovery;
 pub mod state;
 pub mod tokens;
 

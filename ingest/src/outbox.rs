@@ -55,18 +55,30 @@ pub async fn reply_error(
     .await
 }
 
-/// Enqueues a channel job whose payload is also kept in the channel's history. History is written first
-/// and taken back if the queue refuses the job, so history never holds a message nobody was sent.
+/// Publishes `payload` to a channel and keeps it in the channel's history, stamped with the channel's
+/// `offset` and `epoch` (see [`crate::recovery`]); recipients get the stamped message. History is written
+/// first and taken back if the queue refuses the job, so history never holds a message nobody was sent.
 pub async fn enqueue_kept(
     state: &AppState,
     channel: &ChannelName,
-    job: Job,
+    payload: &RawValue,
 ) -> Result<String, AppError> {
-    let entry = job
-        .payload()
-        .map(|p| p.get().to_owned())
-        .unwrap_or_default();
-    crate::history::append(state, channel, &entry).await?;
+    let members = crate::recovery::members_of(payload).map_err(|e| match e {
+        crate::recovery::StampError::NotAnObject => {
+            AppError::BadRequest("a payload kept in history must be a JSON object")
+        }
+        crate::recovery::StampError::ReservedField => {
+            AppError::BadRequest("a payload kept in history cannot have `offset` or `epoch` fields")
+        }
+    })?;
+    let stamped = crate::recovery::append(state, channel, members).await?;
+    let entry = stamped.get().to_owned();
+    let job = Job::post(
+        Target::Channel {
+            channel: channel.as_str().to_owned(),
+        },
+        stamped,
+    );
     let result = enqueue(state, job).await;
     if result.is_err()
         && let Err(undo) = crate::history::remove(state, channel, &entry).await

@@ -1,7 +1,8 @@
 //! Publishing: the request body is the payload, sent verbatim to every recipient. It must be JSON of at
 //! most 128 KiB (API Gateway's message limit, so a worker never finds out later). The answer is
 //! `202 {"job_id": ...}` once the job is on the queue, and 503 if the queue cannot take it.
-//! `?history=true` on a channel publish also keeps the message in the channel's history.
+//! `?history=true` on a channel publish also keeps the message in the channel's history; the payload must
+//! then be a JSON object, and recipients get it with the channel's `offset` and `epoch` added.
 
 use super::ApiKey;
 use crate::error::AppError;
@@ -57,16 +58,13 @@ pub async fn to_channel(
 ) -> Result<Accepted, AppError> {
     let channel = ChannelName::parse(&channel).map_err(|_| AppError::Channel)?;
     let payload = payload(body)?;
-    let job = Job::post(
-        Target::Channel {
-            channel: channel.as_str().to_owned(),
-        },
-        payload,
-    );
     let id = if options.history {
-        outbox::enqueue_kept(&state, &channel, job).await?
+        outbox::enqueue_kept(&state, &channel, &payload).await?
     } else {
-        outbox::enqueue(&state, job).await?
+        let target = Target::Channel {
+            channel: channel.as_str().to_owned(),
+        };
+        outbox::enqueue(&state, Job::post(target, payload)).await?
     };
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id }))))
 }
