@@ -131,6 +131,12 @@ impl Keyspace {
         format!("{}hist:{{{channel}}}", self.prefix)
     }
 
+    /// The channel's stream position (`epoch`, last `offset`); same hash tag as [`Keyspace::history`],
+    /// so both are written in one script on a cluster too.
+    pub fn history_position(&self, channel: &str) -> String {
+        format!("{}hpos:{{{channel}}}", self.prefix)
+    }
+
     /// The key of a token, from the token itself: only the hash is ever stored.
     pub fn token(&self, token: &str) -> String {
         format!("{}tok:{{{}}}", self.prefix, token_hash(token))
@@ -241,6 +247,7 @@ mod tests {
             k.history("general"),
             k.revoked("abc="),
             k.token_generation("user-1"),
+            k.history_position("general"),
             k.token("t"),
             k.rate_limit("ip", "10.0.0.1"),
             k.report("b1"),

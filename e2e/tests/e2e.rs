@@ -25,7 +25,8 @@ on_both_backends!(
     broadcasts_reach_exactly_their_targets,
     client_actions,
     vanished_clients_are_forgotten,
-    kick
+    kick,
+    recovery_after_a_forced_reconnect
 );
 
 async fn tokens(backend: Backend) {
@@ -310,5 +311,81 @@ async fn route_selection_reaches_ingest_on_the_selected_route() {
         (second["route"].as_str(), second["action"].as_str()),
         (Some("default"), Some("other"))
     );
+    system.stop().await;
+}
+
+/// The gateway closes the socket at its maximum duration (1001, as API Gateway does after 2 hours); what
+/// was published while the client was away comes back exactly once and in order when it reconnects and
+/// asks to recover from the last offset it saw. After the channel's history is lost, the old epoch is
+/// refused with `recovered: false`.
+async fn recovery_after_a_forced_reconnect(backend: Backend) {
+    let system = System::start(backend, &[], &["--max-duration-secs=3"]).await;
+    let path = "/v1/channels/general/publish?history=true";
+    let mut alice = system.join("alice", "general").await;
+    system.publish(path, json!({"n": 1})).await;
+    let first = alice.next().await;
+    assert_eq!(
+        (first["n"].as_u64(), first["offset"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+
+    assert_eq!(
+        alice.closed().await,
+        Some(1001),
+        "closed at the maximum duration"
+    );
+    let channel = system.keys.channel("general");
+    system
+        .eventually("the $disconnect to reach ingest", || async {
+            system.members(&channel).await.is_empty()
+        })
+        .await;
+    for n in 2..=4 {
+        system.publish(path, json!({"n": n})).await;
+    }
+
+    let mut alice = system.join("alice", "general").await;
+    alice
+        .send(json!({"action": "recover", "channel": "general", "offset": 1, "epoch": epoch}))
+        .await;
+    let answer = alice.next().await;
+    assert_eq!(
+        (answer["type"].as_str(), answer["recovered"].as_bool()),
+        (Some("recover"), Some(true))
+    );
+    let missed: Vec<(u64, u64)> = answer["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["n"].as_u64().unwrap(), m["offset"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(missed, [(2, 2), (3, 3), (4, 4)]);
+    // Nothing missed arrives a second time: the next message is the next one published.
+    system.publish(path, json!({"n": 5})).await;
+    let next = alice.next().await;
+    assert_eq!(
+        (next["n"].as_u64(), next["offset"].as_u64()),
+        (Some(5), Some(5))
+    );
+
+    // History lost: the channel starts a new epoch, and the old one cannot be recovered.
+    let mut redis = common::store::Redis::connect(&system.redis.url())
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(system.keys.history("general"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    system.publish(path, json!({"n": 6})).await;
+    let mut bob = system.join("bob", "general").await;
+    bob.send(json!({"action": "recover", "offset": 5, "epoch": epoch}))
+        .await;
+    let answer = bob.next_of("recover").await;
+    assert_eq!(answer["recovered"], false);
+    assert_eq!(answer["reason"], "epoch_changed");
+    assert_eq!(answer["offset"], 1);
+    assert_ne!(answer["epoch"].as_str(), Some(epoch.as_str()));
     system.stop().await;
 }

@@ -1,31 +1,9 @@
-//! Channel history: the last N messages of a channel (a capped Redis list, newest first), appended when
-//! a message is published with history and read back by `fetch_history`, oldest first.
+//! Channel history: the last N messages of a channel (a capped Redis list, newest first), appended (stamped
+//! with an offset) by [`crate::recovery::append`] and read back by `fetch_history`, oldest first.
 
 use crate::state::AppState;
 use common::names::{ChannelName, MAX_PAYLOAD_BYTES};
 use serde_json::value::RawValue;
-
-/// Appends a message (JSON text) and trims the list to the configured size, in one transaction.
-pub async fn append(
-    state: &AppState,
-    channel: &ChannelName,
-    message: &str,
-) -> Result<(), redis::RedisError> {
-    let key = state.keys.history(channel.as_str());
-    redis::pipe()
-        .atomic()
-        .cmd("LPUSH")
-        .arg(&key)
-        .arg(message)
-        .ignore()
-        .cmd("LTRIM")
-        .arg(&key)
-        .arg(0)
-        .arg(i64::from(state.settings.history_size) - 1)
-        .ignore()
-        .query_async::<()>(&mut state.conn())
-        .await
-}
 
 /// Entries read per `LRANGE` while building a reply.
 const PAGE: i64 = 10;

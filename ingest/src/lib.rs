@@ -8,13 +8,14 @@
 //! - [`error`]: [`error::AppError`], every failure with its status and code.
 //! - [`callbacks`]: `POST /ws/{route}`: `$connect`, `$disconnect` and client messages.
 //! - [`actions`]: what a client message can ask for (`change_channel`, `fetch_history`, `chat_message`,
-//!   or the application's webhook).
+//!   `recover`, or the application's webhook).
 //! - [`api`]: the `/v1` application API.
 //! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`], [`client_ip`]: the state each
 //!   concept keeps in Redis, and the checks.
 //! - [`revocation`]: kicks (connections, users, channels) and revoking a user's tokens.
 //! - [`json`]: the nesting limit every JSON input is held to.
 //! - [`outbox`]: puts jobs on the queue.
+//! - [`recovery`]: offsets and epochs stamped on kept messages, and replay after an offset.
 //! - [`health`] and [`observe`]: health, readiness and metrics.
 //! - [`listener`]: the HTTP listener with its header-read, idle and request timeouts.
 //! - [`demo`]: the chat page and open token minting, for the local demo only.
@@ -35,6 +36,7 @@ pub mod membership;
 pub mod observe;
 pub mod origin;
 pub mod outbox;
+pub mod recovery;
 pub mod revocation;
 pub mod state;
 pub mod tokens;

@@ -55,18 +55,43 @@ pub async fn reply_error(
     .await
 }
 
-/// Enqueues a channel job whose payload is also kept in the channel's history. History is written first
-/// and taken back if the queue refuses the job, so history never holds a message nobody was sent.
+/// Publishes `payload` to a channel and keeps it in the channel's history, stamped with the channel's
+/// `offset` and `epoch` (see [`crate::recovery`]); recipients get the stamped message. History is written
+/// first and taken back if the queue refuses the job, so history never holds a message nobody was sent.
 pub async fn enqueue_kept(
     state: &AppState,
     channel: &ChannelName,
-    job: Job,
+    payload: &RawValue,
 ) -> Result<String, AppError> {
-    let entry = job
-        .payload()
-        .map(|p| p.get().to_owned())
-        .unwrap_or_default();
-    crate::history::append(state, channel, &entry).await?;
+    enqueue_kept_as(state, channel, payload, None).await
+}
+
+/// [`enqueue_kept`] with the job id chosen by the caller (an idempotent publish reuses the id it claimed).
+pub async fn enqueue_kept_as(
+    state: &AppState,
+    channel: &ChannelName,
+    payload: &RawValue,
+    job_id: Option<String>,
+) -> Result<String, AppError> {
+    let members = crate::recovery::members_of(payload).map_err(|e| match e {
+        crate::recovery::StampError::NotAnObject => {
+            AppError::BadRequest("a payload kept in history must be a JSON object")
+        }
+        crate::recovery::StampError::ReservedField => {
+            AppError::BadRequest("a payload kept in history cannot have `offset` or `epoch` fields")
+        }
+    })?;
+    let stamped = crate::recovery::append(state, channel, members).await?;
+    let entry = stamped.get().to_owned();
+    let mut job = Job::post(
+        Target::Channel {
+            channel: channel.as_str().to_owned(),
+        },
+        stamped,
+    );
+    if let Some(id) = job_id {
+        job.id = id;
+    }
     let result = enqueue(state, job).await;
     if result.is_err()
         && let Err(undo) = crate::history::remove(state, channel, &entry).await

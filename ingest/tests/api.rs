@@ -209,13 +209,21 @@ async fn publishing_queues_one_job_per_request_with_the_payload_verbatim() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    ingest.jobs().await;
+    // Kept messages reach recipients with the channel's offset and epoch added, and nothing else changed.
+    let mut sent = payload(&ingest.jobs().await[0]);
+    assert_eq!(sent["offset"], 1);
+    assert_eq!(sent["epoch"].as_str().map(str::len), Some(32));
+    let stamped = sent.clone();
+    let fields = sent.as_object_mut().unwrap();
+    fields.remove("offset");
+    fields.remove("epoch");
+    assert_eq!(sent, system);
     ingest
         .message("p1", json!({"action": "fetch_history"}))
         .await;
     assert_eq!(
         payload(&ingest.jobs().await[0])["messages"],
-        json!([system])
+        json!([stamped])
     );
 }
 

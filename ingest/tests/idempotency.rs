@@ -66,7 +66,8 @@ async fn concurrent_requests_with_one_key_enqueue_one_job() {
     for (status, body) in &answers {
         assert!(
             *status == StatusCode::ACCEPTED
-                || (*status == StatusCode::CONFLICT && body["error"]["code"] == "idempotency_key_in_use"),
+                || (*status == StatusCode::CONFLICT
+                    && body["error"]["code"] == "idempotency_key_in_use"),
             "{status} {body}"
         );
     }

@@ -49,7 +49,10 @@ fn ingest_with(env: &[(&str, &str)]) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_BACKTRACE", "1")
         .env("FANOUT_API_GATEWAYS", "abc/prod")
-        .env("FANOUT_GATEWAY_SECRETS", "gateway-secret-0123456789-abcdefghij")
+        .env(
+            "FANOUT_GATEWAY_SECRETS",
+            "gateway-secret-0123456789-abcdefghij",
+        )
         .env("FANOUT_LISTEN", "127.0.0.1:0");
     for (k, v) in env {
         command.env(k, v);

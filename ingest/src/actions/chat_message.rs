@@ -1,6 +1,7 @@
 //! `chat_message`: a browser publishes to its own channel, where configuration allows it. Everyone in the
 //! channel (the sender included) receives `{"type":"chat_message","room","username","message","created_at"}`,
-//! and the message is kept in the channel's history. History is written first and taken back if the
+//! and the message is kept in the channel's history (stamped with `offset` and `epoch`, see
+//! [`crate::recovery`]). History is written first and taken back if the
 //! job cannot be queued, so history never holds a message nobody was sent.
 
 use super::refuse;
@@ -8,7 +9,6 @@ use crate::error::AppError;
 use crate::membership::Connection;
 use crate::outbox;
 use crate::state::AppState;
-use common::job::{Job, Target};
 use common::names::ChannelPattern;
 use serde_json::json;
 
@@ -44,13 +44,7 @@ pub async fn run(
         "message": text,
         "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     }));
-    let job = Job::post(
-        Target::Channel {
-            channel: conn.channel.as_str().to_owned(),
-        },
-        payload,
-    );
-    outbox::enqueue_kept(state, &conn.channel, job)
+    outbox::enqueue_kept(state, &conn.channel, &payload)
         .await
         .map(drop)
 }

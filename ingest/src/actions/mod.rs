@@ -3,6 +3,7 @@
 //! - [`change_channel`]: move to another channel (validated and permission-checked).
 //! - [`fetch_history`]: get the channel's recent messages.
 //! - [`chat_message`]: publish to the channel, where configuration allows browsers to publish.
+//! - [`recover`]: the messages the channel's history holds after an offset, for a reconnected client.
 //! - anything else is [`Action::Unknown`], handed to the application's webhook ([`webhook`]) or answered
 //!   with an error.
 //!
@@ -12,6 +13,7 @@
 mod change_channel;
 mod chat_message;
 mod fetch_history;
+mod recover;
 mod webhook;
 
 use crate::error::AppError;
@@ -23,10 +25,21 @@ use serde_json::{Map, Value};
 /// A parsed client action.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    ChangeChannel { channel: Option<String> },
+    ChangeChannel {
+        channel: Option<String>,
+    },
     FetchHistory,
-    ChatMessage { message: Option<String> },
-    Unknown { name: String },
+    ChatMessage {
+        message: Option<String>,
+    },
+    Recover {
+        channel: Option<String>,
+        offset: Option<u64>,
+        epoch: Option<String>,
+    },
+    Unknown {
+        name: String,
+    },
 }
 
 impl Action {
@@ -38,6 +51,11 @@ impl Action {
                 channel: text("channel"),
             },
             "fetch_history" => Action::FetchHistory,
+            "recover" => Action::Recover {
+                channel: text("channel"),
+                offset: body.get("offset").and_then(Value::as_u64),
+                epoch: text("epoch"),
+            },
             "chat_message" => Action::ChatMessage {
                 message: text("message"),
             },
@@ -64,6 +82,11 @@ pub async fn run(
         Action::ChatMessage { message } => {
             chat_message::run(state, &conn, message.as_deref()).await
         }
+        Action::Recover {
+            channel,
+            offset,
+            epoch,
+        } => recover::run(state, &conn, channel.as_deref(), offset, epoch.as_deref()).await,
         Action::Unknown { name } => match &state.settings.webhook_url {
             Some(url) => webhook::run(state, url, &conn, route, &name, body).await,
             None => Err(refuse(state, &conn, AppError::UnknownAction).await),
@@ -111,6 +134,22 @@ mod tests {
             parse(json!({"action":"chat_message","message":"hi"})),
             Action::ChatMessage {
                 message: Some("hi".into())
+            }
+        );
+        assert_eq!(
+            parse(json!({"action":"recover","channel":"c","offset":4,"epoch":"e"})),
+            Action::Recover {
+                channel: Some("c".into()),
+                offset: Some(4),
+                epoch: Some("e".into())
+            }
+        );
+        assert_eq!(
+            parse(json!({"action":"recover","offset":"4"})),
+            Action::Recover {
+                channel: None,
+                offset: None,
+                epoch: None
             }
         );
         assert_eq!(

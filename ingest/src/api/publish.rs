@@ -3,7 +3,8 @@
 //! `202 {"job_id": ...}` once the job is on the queue, and 503 if the queue cannot take it: plain when
 //! the job is known not to be enqueued, with `"status": "unknown"` and the `job_id` when the queue did
 //! not answer and may have taken it. An `Idempotency-Key` header makes a retry safe ([`idempotency`]).
-//! `?history=true` on a channel publish also keeps the message in the channel's history.
+//! `?history=true` on a channel publish also keeps the message in the channel's history; the payload must
+//! then be a JSON object, and recipients get it with the channel's `offset` and `epoch` added.
 
 use super::ApiKey;
 use super::idempotency::{self, Claim};
@@ -74,7 +75,12 @@ async fn accept(
     }
     let job_id = job.id.clone();
     let result = match history {
-        Some(channel) => outbox::enqueue_kept(state, channel, job).await,
+        Some(channel) => {
+            let payload = job
+                .payload()
+                .ok_or(AppError::BadRequest("nothing to publish"))?;
+            outbox::enqueue_kept_as(state, channel, payload, Some(job.id.clone())).await
+        }
         None => outbox::enqueue(state, job).await,
     };
     claim.settle(state, result.is_ok()).await;
