@@ -72,6 +72,16 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<String>,
 
+    /// Client addresses (or CIDR blocks) whose connects skip the per-IP connect limit, e.g. 127.0.0.0/8
+    /// for load tests on one machine (`./dev start` sets loopback). Empty by default: every address is
+    /// limited. The per-subject limit still applies.
+    #[arg(
+        long = "connect-limit-exempt",
+        env = "FANOUT_CONNECT_LIMIT_EXEMPT",
+        value_delimiter = ','
+    )]
+    pub connect_limit_exempt: Vec<String>,
+
     /// LOCAL DEVELOPMENT ONLY: start without a gateway secret, so anyone who can reach ingest can forge
     /// callbacks. A warning is logged at start and every minute.
     #[arg(long, env = "FANOUT_INSECURE_DEV")]
@@ -177,6 +187,7 @@ pub struct Settings {
     pub api_keys: SecretSet,
     pub allowed_origins: Vec<crate::origin::AllowedOrigin>,
     pub trusted_proxies: Vec<crate::client_ip::ProxyNet>,
+    pub connect_limit_exempt: Vec<crate::client_ip::ProxyNet>,
     /// Started with --insecure-dev: callbacks may come without a gateway secret.
     pub insecure_dev: bool,
     pub header_read_timeout: Duration,
@@ -217,6 +228,10 @@ pub enum ConfigError {
         "FANOUT_TRUSTED_PROXIES / --trusted-proxy: {0:?} is not an IP address or CIDR block like 10.0.0.0/8"
     )]
     TrustedProxy(String),
+    #[error(
+        "FANOUT_CONNECT_LIMIT_EXEMPT / --connect-limit-exempt: {0:?} is not an IP address or CIDR block like 127.0.0.0/8"
+    )]
+    ConnectLimitExempt(String),
     #[error(
         "FANOUT_API_KEYS / --api-key: entry {0} must be at least 32 characters without spaces (generate one with `openssl rand -hex 24`)"
     )]
@@ -300,6 +315,12 @@ impl Config {
                     .ok_or_else(|| ConfigError::TrustedProxy(p.to_owned()))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let connect_limit_exempt = nonempty(&self.connect_limit_exempt)
+            .map(|p| {
+                crate::client_ip::ProxyNet::parse(p)
+                    .ok_or_else(|| ConfigError::ConnectLimitExempt(p.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let default_channel = ChannelName::parse(&self.default_channel)
             .map_err(|_| ConfigError::DefaultChannel(self.default_channel.clone()))?;
         if !(1..=3600).contains(&self.token_ttl_secs) {
@@ -380,6 +401,7 @@ impl Config {
             api_keys: SecretSet::new(keys),
             allowed_origins,
             trusted_proxies,
+            connect_limit_exempt,
             insecure_dev: self.insecure_dev,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),

@@ -292,6 +292,47 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
 }
 
 #[tokio::test]
+async fn exempt_addresses_skip_the_per_ip_limit_only() {
+    let ingest = Ingest::start(&[
+        "--connect-limit-per-minute=2",
+        "--connect-limit-exempt=127.0.0.0/8,::1",
+    ])
+    .await;
+    let connect = |id: String, ip: &'static str| {
+        let ingest = &ingest;
+        async move {
+            let token = ingest.token(&id, None).await;
+            let r = ingest
+                .callback(&format!("connect?channel=general&ws_token={token}"), &id)
+                .headers(support::set("X-Ws-Source-Ip", ip))
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        }
+    };
+    // Loopback: far past the limit, every connect (each its own subject) is accepted.
+    for i in 0..6 {
+        assert_eq!(
+            connect(format!("local{i}"), "127.0.0.1").await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(connect("v6".to_owned(), "::1").await, StatusCode::OK);
+    // Any other address is limited as before.
+    for i in 0..2 {
+        assert_eq!(
+            connect(format!("far{i}"), "203.0.113.7").await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        connect("far9".to_owned(), "203.0.113.7").await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
 async fn origins_and_channel_permissions() {
     let ingest = Ingest::start(&[
         "--allowed-origin=https://*.example.com",

@@ -169,7 +169,10 @@ async fn bad_recover_requests_and_unstampable_payloads_are_refused_and_write_not
     ] {
         let r = publish(&ingest, "general", body.clone()).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "bad_request");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "bad_request"
+        );
     }
     assert!(ingest.jobs().await.is_empty());
     let mut redis = ingest.redis().await;

@@ -28,13 +28,18 @@ pub async fn handle(
             .inc()
     };
 
-    if !limits::allow(
-        state,
-        "ip",
-        &cb.source_ip,
-        settings.connect_limit_per_minute,
-    )
-    .await?
+    let exempt = cb
+        .source_ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| settings.connect_limit_exempt.iter().any(|n| n.contains(ip)));
+    if !exempt
+        && !limits::allow(
+            state,
+            "ip",
+            &cb.source_ip,
+            settings.connect_limit_per_minute,
+        )
+        .await?
     {
         refused("rate_limited");
         return Err(AppError::ConnectRateLimited);
