@@ -1,12 +1,10 @@
 //! `GET /v1/broadcasts/{id}` over real HTTP: the delivery report the workers keep in Redis (written here
 //! field by field, as a worker writes it), its states, and the refusals.
 
-mod support;
-
+use crate::support::Ingest;
 use common::keys::report_field as f;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Ingest;
 
 #[tokio::test]
 async fn reports_are_read_back_with_their_state() {

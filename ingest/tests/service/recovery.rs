@@ -2,13 +2,11 @@
 //! with a per-channel `offset` and `epoch` in the same script as the history write, and `recover`
 //! answers with exactly the missed messages, or `recovered: false` with the reason.
 
-mod support;
-
+use crate::support::{Ingest, payload};
 use common::job::Target;
 use common::keys::Keyspace;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Ingest, payload};
 
 async fn publish(ingest: &Ingest, channel: &str, body: Value) -> reqwest::Response {
     ingest

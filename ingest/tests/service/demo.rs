@@ -1,11 +1,9 @@
 //! The local demo's routes: absent unless `--demo-ws-url` is set; when set, the chat page is served and
 //! a demo token opens a connection like any other token.
 
-mod support;
-
+use crate::support::Ingest;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::Ingest;
 
 #[tokio::test]
 async fn demo_routes_exist_only_in_demo_mode() {

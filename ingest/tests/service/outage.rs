@@ -2,12 +2,10 @@
 //! and everything recovers when Redis returns) and the queue going away (a publish is never answered
 //! 202 for a job that was not queued). Also: arbitrary input never crashes it.
 
-mod support;
-
+use crate::support::Ingest;
 use rand::{RngExt, SeedableRng};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Ingest;
 use test_support::RedisServer;
 
 #[tokio::test]

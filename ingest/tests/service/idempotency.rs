@@ -2,11 +2,9 @@
 //! (twice in a row, concurrently, and after a 503 whose status was unknown), a key reused for another
 //! request is refused, and keys belong to their API key.
 
-mod support;
-
+use crate::support::Ingest;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Ingest;
 use test_support::RedisServer;
 
 async fn publish(ingest: &Ingest, path: &str, key: &str, body: Value) -> (StatusCode, Value) {

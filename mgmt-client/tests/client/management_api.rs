@@ -4,11 +4,10 @@
 //! body-only namespaced `__type`, a hang past the timeout) is classified the same by both, and the
 //! server verifies every signature, so a signing bug fails here, not in production.
 
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use aws_sdk_apigatewaymanagement::config::retry::RetryConfig;
 use aws_sdk_apigatewaymanagement::config::timeout::TimeoutConfig;
 use aws_sdk_apigatewaymanagement::config::{BehaviorVersion, Credentials, Region};
@@ -16,7 +15,6 @@ use aws_sdk_apigatewaymanagement::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use bytes::Bytes;
 use mgmt_client::{ClientOptions, CredentialsSource, MgmtClient, MgmtError};
-use support::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 
 const TIMEOUT: Duration = Duration::from_millis(700);
 
@@ -27,7 +25,7 @@ fn lean_client(token: Option<&str>) -> MgmtClient {
     };
     MgmtClient::new(
         options,
-        CredentialsSource::fixed(support::credentials(token)),
+        CredentialsSource::fixed(crate::support::credentials(token)),
     )
     .unwrap()
 }
@@ -125,7 +123,7 @@ async fn sdk_post(
 
 #[tokio::test]
 async fn post_to_connection_is_classified_like_the_sdk_and_every_signature_verifies() {
-    let server = support::serve(None, None).await;
+    let server = crate::support::serve(None, None).await;
     let base = format!("http://{}/prod", server.addr);
     let lean = lean_client(None);
     let endpoint = lean.endpoint(&base, REGION).unwrap();
@@ -176,7 +174,7 @@ async fn post_to_connection_is_classified_like_the_sdk_and_every_signature_verif
 
 #[tokio::test]
 async fn get_and_delete_connection_agree_with_the_sdk() {
-    let server = support::serve(Some("session/token+="), None).await;
+    let server = crate::support::serve(Some("session/token+="), None).await;
     let base = format!("http://{}/prod/", server.addr);
     let lean = lean_client(Some("session/token+="));
     let endpoint = lean.endpoint(&base, REGION).unwrap();
@@ -231,7 +229,7 @@ async fn get_and_delete_connection_agree_with_the_sdk() {
 async fn a_signing_mistake_is_refused_by_the_server() {
     // The server knows a session token the client does not send: every call is refused, which
     // shows the verification in the other tests is not a formality.
-    let server = support::serve(Some("expected-token"), None).await;
+    let server = crate::support::serve(Some("expected-token"), None).await;
     let lean = lean_client(None);
     let endpoint = lean
         .endpoint(&format!("http://{}/prod", server.addr), REGION)

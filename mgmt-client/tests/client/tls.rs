@@ -4,16 +4,14 @@
 //! server offers `h2` through ALPN the client takes it, and concurrent calls share one connection.
 //! A client that does not trust the certificate fails with a transport error.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::support::REGION;
 use bytes::Bytes;
 use futures::future::join_all;
 use mgmt_client::{ClientOptions, CredentialsSource, MgmtClient, MgmtError, TlsRoots};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use support::REGION;
 
 struct Pki {
     cert: CertificateDer<'static>,
@@ -56,7 +54,7 @@ fn client_trusting(pki: Option<&Pki>) -> MgmtClient {
     };
     MgmtClient::new(
         options,
-        CredentialsSource::fixed(support::credentials(None)),
+        CredentialsSource::fixed(crate::support::credentials(None)),
     )
     .unwrap()
 }
@@ -64,7 +62,7 @@ fn client_trusting(pki: Option<&Pki>) -> MgmtClient {
 #[tokio::test]
 async fn http1_over_tls_keeps_one_connection_alive() {
     let pki = pki();
-    let server = support::serve(None, Some(acceptor(&pki, &[b"http/1.1"]))).await;
+    let server = crate::support::serve(None, Some(acceptor(&pki, &[b"http/1.1"]))).await;
     let client = client_trusting(Some(&pki));
     let endpoint = client
         .endpoint(
@@ -101,7 +99,7 @@ async fn http1_over_tls_keeps_one_connection_alive() {
 #[tokio::test]
 async fn http2_is_used_when_offered_and_multiplexes_concurrent_calls() {
     let pki = pki();
-    let server = support::serve(None, Some(acceptor(&pki, &[b"h2", b"http/1.1"]))).await;
+    let server = crate::support::serve(None, Some(acceptor(&pki, &[b"h2", b"http/1.1"]))).await;
     let client = client_trusting(Some(&pki));
     let endpoint = client
         .endpoint(
@@ -135,7 +133,7 @@ async fn http2_is_used_when_offered_and_multiplexes_concurrent_calls() {
 #[tokio::test]
 async fn an_untrusted_certificate_is_a_transport_error() {
     let pki = pki();
-    let server = support::serve(None, Some(acceptor(&pki, &[b"http/1.1"]))).await;
+    let server = crate::support::serve(None, Some(acceptor(&pki, &[b"http/1.1"]))).await;
     let client = client_trusting(None);
     let endpoint = client
         .endpoint(

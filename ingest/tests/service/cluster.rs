@@ -1,12 +1,10 @@
 //! Ingest on a three-node Redis Cluster: connect, messages, publishing and disconnect work when the
 //! state store and the Redis Streams queue are a cluster, so no operation spans slots where it must not.
 
-mod support;
-
+use crate::support::{Ingest, payload};
 use common::keys::Keyspace;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::{Ingest, payload};
 
 #[tokio::test]
 async fn the_whole_callback_flow_works_on_redis_cluster() {

@@ -3,11 +3,9 @@
 //! request timeout gets 408. Normal traffic keeps being served meanwhile. Raw TCP against the real
 //! listener.
 
-mod support;
-
+use crate::support::Ingest;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
-use support::Ingest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -107,7 +105,7 @@ async fn slow_headers_and_idle_connections_are_closed_while_others_are_served() 
         .write_all(
             format!(
                 "POST /v1/broadcast HTTP/1.1\r\nHost: ingest\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n{{",
-                support::API_KEY
+                crate::support::API_KEY
             )
             .as_bytes(),
         )

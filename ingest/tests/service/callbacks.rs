@@ -1,13 +1,11 @@
 //! Gateway callbacks over real HTTP against a real Redis: every applicable row of the Django package's
 //! failure table with its status, tokens, rate limits, membership and the built-in actions.
 
-mod support;
-
+use crate::support::{Ingest, payload};
 use common::job::Target;
 use common::keys::Keyspace;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Ingest, payload};
 
 const K: fn() -> Keyspace = Keyspace::default;
 
@@ -18,21 +16,24 @@ async fn the_gateway_secret_is_checked_first_on_every_route() {
         // Wrong secret, and even a malformed connection id: 403 comes first.
         let r = ingest
             .callback(route, "bad id!")
-            .headers(support::set("X-Ws-Gateway-Secret", "nope"))
+            .headers(crate::support::set("X-Ws-Gateway-Secret", "nope"))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{route}");
         let body = r.text().await.unwrap();
         assert!(
-            !body.contains(support::SECRET) && !body.contains("nope"),
+            !body.contains(crate::support::SECRET) && !body.contains("nope"),
             "{body}"
         );
         let r = ingest
             .http
             .post(format!("{}/ws/{route}", ingest.url))
             .header("connectionId", "abc=")
-            .headers(support::set("X-Amzn-Apigateway-Api-Id", support::API_ID))
+            .headers(crate::support::set(
+                "X-Amzn-Apigateway-Api-Id",
+                crate::support::API_ID,
+            ))
             .send()
             .await
             .unwrap();
@@ -50,8 +51,14 @@ async fn missing_headers_and_unknown_api_ids_are_refused() {
     let no_conn = ingest
         .http
         .post(format!("{}/ws/default", ingest.url))
-        .headers(support::set("X-Amzn-Apigateway-Api-Id", support::API_ID))
-        .headers(support::set("X-Ws-Gateway-Secret", support::SECRET))
+        .headers(crate::support::set(
+            "X-Amzn-Apigateway-Api-Id",
+            crate::support::API_ID,
+        ))
+        .headers(crate::support::set(
+            "X-Ws-Gateway-Secret",
+            crate::support::SECRET,
+        ))
         .send()
         .await
         .unwrap();
@@ -62,7 +69,7 @@ async fn missing_headers_and_unknown_api_ids_are_refused() {
     );
     let r = ingest
         .callback("connect", "abc=")
-        .headers(support::set("X-Amzn-Apigateway-Api-Id", "otherapi"))
+        .headers(crate::support::set("X-Amzn-Apigateway-Api-Id", "otherapi"))
         .send()
         .await
         .unwrap();
@@ -105,7 +112,7 @@ async fn connect_registers_the_connection_everywhere() {
         .unwrap();
     assert_eq!(hash["channel"], "general");
     assert_eq!(hash["subject"], "alice");
-    assert_eq!(hash["api_id"], support::API_ID);
+    assert_eq!(hash["api_id"], crate::support::API_ID);
     assert_eq!(hash["stage"], "test");
     assert_eq!(hash["source_ip"], "203.0.113.7");
     let ttl: i64 = redis::cmd("TTL")
@@ -259,7 +266,7 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
     // The token survived the refusal; another IP is not limited.
     let r = ingest
         .callback(&format!("connect?channel=general&ws_token={token}"), "ip4")
-        .headers(support::set("X-Ws-Source-Ip", "198.51.100.1"))
+        .headers(crate::support::set("X-Ws-Source-Ip", "198.51.100.1"))
         .send()
         .await
         .unwrap();
@@ -272,7 +279,10 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
                 &format!("connect?channel=general&ws_token={token}"),
                 &format!("bob{i}"),
             )
-            .headers(support::set("X-Ws-Source-Ip", format!("192.0.2.{i}")))
+            .headers(crate::support::set(
+                "X-Ws-Source-Ip",
+                format!("192.0.2.{i}"),
+            ))
             .send()
             .await
             .unwrap();
@@ -281,7 +291,7 @@ async fn connect_rate_limits_per_ip_and_per_subject() {
     let token = ingest.token("bob", None).await;
     let r = ingest
         .callback(&format!("connect?channel=general&ws_token={token}"), "bob9")
-        .headers(support::set("X-Ws-Source-Ip", "192.0.2.99"))
+        .headers(crate::support::set("X-Ws-Source-Ip", "192.0.2.99"))
         .send()
         .await
         .unwrap();
@@ -304,7 +314,7 @@ async fn exempt_addresses_skip_the_per_ip_limit_only() {
             let token = ingest.token(&id, None).await;
             let r = ingest
                 .callback(&format!("connect?channel=general&ws_token={token}"), &id)
-                .headers(support::set("X-Ws-Source-Ip", ip))
+                .headers(crate::support::set("X-Ws-Source-Ip", ip))
                 .send()
                 .await
                 .unwrap();
@@ -691,8 +701,8 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
             .http
             .post(format!("{}/ws/connect?channel=general", ingest.url))
             .header("connectionId", id)
-            .header("X-Amzn-Apigateway-Api-Id", support::API_ID)
-            .header("X-Ws-Gateway-Secret", support::SECRET)
+            .header("X-Amzn-Apigateway-Api-Id", crate::support::API_ID)
+            .header("X-Ws-Gateway-Secret", crate::support::SECRET)
             .header("X-Forwarded-For", forwarded)
             .send()
     };

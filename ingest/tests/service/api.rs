@@ -1,13 +1,11 @@
 //! The application API over real HTTP against a real Redis: authentication, tokens, publishing to each
 //! kind of target, kicks, channel stats, and the health and metrics endpoints.
 
-mod support;
-
+use crate::support::{Ingest, payload};
 use common::job::{Action, Target};
 use common::keys::Keyspace;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Ingest, payload};
 
 #[tokio::test]
 async fn every_api_route_needs_a_valid_key() {
@@ -54,7 +52,7 @@ async fn every_api_route_needs_a_valid_key() {
     let r = ingest
         .http
         .post(format!("{}/v1/tokens", ingest.url))
-        .header("X-Api-Key", support::API_KEY)
+        .header("X-Api-Key", crate::support::API_KEY)
         .json(&json!({"subject": "alice"}))
         .send()
         .await

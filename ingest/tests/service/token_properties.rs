@@ -2,13 +2,11 @@
 //! channel list, a minted token is consumed exactly once with the claims it was minted with, Redis holds
 //! only its hash, and any other string consumes nothing.
 
-mod support;
-
+use crate::support::Ingest;
 use common::names::{ChannelName, Subject};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::time::Duration;
-use support::Ingest;
 
 #[test]
 fn tokens_are_single_use_and_stored_only_as_hashes() {

@@ -2,11 +2,9 @@
 //! replies bounded in count and bytes, and the webhook's redirects, reply size and failures. Real ingest
 //! on a private redis-server; the webhook is a small local HTTP server (the application's boundary).
 
-mod support;
-
+use crate::support::{Ingest, payload};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Ingest, payload};
 
 fn deep(n: usize) -> String {
     format!("{}{}", "[".repeat(n), "]".repeat(n))

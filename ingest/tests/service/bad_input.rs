@@ -5,12 +5,10 @@
 //! keyspace is compared before and after: a refused request changes nothing (rate-limit counters, which
 //! count attempts by design, aside).
 
-mod support;
-
+use crate::support::{API_ID, API_KEY, Ingest, SECRET};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use support::{API_ID, API_KEY, Ingest, SECRET};
 
 const OLD_SECRET: &str = "old-gateway-secret-0123456789-abcdefgh";
 const OLD_KEY: &str = "old-api-key-0123456789-abcdefghijklmn";

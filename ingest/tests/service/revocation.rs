@@ -2,13 +2,11 @@
 //! gateway closes it), it is in no set, its record is not kept alive by its own messages, and a revoked
 //! user's unused tokens no longer open connections. Real ingest on a private redis-server.
 
-mod support;
-
+use crate::support::Ingest;
 use common::job::{Action, Target};
 use common::keys::Keyspace;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::Ingest;
 
 fn k() -> Keyspace {
     Keyspace::default()

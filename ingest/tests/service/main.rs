@@ -1,0 +1,19 @@
+//! ingest's integration tests against real servers: gateway callbacks, the application API, limits, revocation, recovery, outages, Redis Cluster and start-up.
+//!
+//! One test binary for the crate (each binary links the whole dependency graph); one module per area.
+
+mod api;
+mod bad_input;
+mod broadcasts;
+mod callbacks;
+mod cluster;
+mod demo;
+mod idempotency;
+mod limits;
+mod outage;
+mod recovery;
+mod revocation;
+mod slowloris;
+mod startup;
+mod support;
+mod token_properties;
