@@ -5,6 +5,7 @@
 //! - [`names`]: the validated identifiers (connection ids, channel names, subjects) and the payload limit.
 //! - [`job`]: the versioned job schema that travels on the queue from ingest to the workers.
 //! - [`keys`]: every Redis key the product uses, with hash tags so the same code runs on Redis Cluster.
+//! - [`lua`]: Lua shared by the Redis scripts (the server's clock as `now`).
 //! - [`store`]: the Redis connection (single node or cluster) behind one type.
 //! - [`queue`]: the queue trait and its two backends, SQS and Redis Streams, chosen by URL.
 //! - [`gateways`]: the configured API Gateway APIs, their stages and Management API endpoints.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod gateways;
 pub mod job;
 pub mod keys;
+pub mod lua;
 pub mod metrics;
 pub mod names;
 pub mod queue;

@@ -14,6 +14,7 @@
 
 use crate::lease::{FENCE, Lease, Lost};
 use common::keys::{Keyspace, report_field as f};
+use common::lua::NOW_MS;
 use common::store::Redis;
 use redis::Script;
 use std::sync::LazyLock;
@@ -30,8 +31,6 @@ local function finish(key, now)
   end
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
 /// `KEYS`: lease, report, done set. `ARGV`: token, ttl ms, job id, failed, settled (1 when the job is at a
@@ -39,7 +38,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 /// else 1 if this call finished the broadcast.
 static RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{FENCE}{FINISH}
+        r"{FENCE}{FINISH}{NOW_MS}
 local counted = redis.call('SADD', KEYS[3], ARGV[3])
 local finished = 0
 if counted == 1 then
@@ -58,7 +57,7 @@ return finished
 /// read everything). Returns -1 for a stale token, else 1 if this call finished the broadcast.
 static CHECKPOINT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{FENCE}{FINISH}
+        r"{FENCE}{FINISH}{NOW_MS}
 redis.call('HINCRBY', KEYS[2], 'outstanding', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'chunks', ARGV[3])
 redis.call('HSET', KEYS[2], 'plan_bucket', ARGV[4], 'plan_cursor', ARGV[5])

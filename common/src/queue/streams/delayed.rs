@@ -6,6 +6,7 @@ use super::StreamQueue;
 use super::codec::JOB_FIELD;
 use super::millis;
 use crate::job::Job;
+use crate::lua::NOW_MS;
 use crate::queue::QueueError;
 use redis::Script;
 use std::sync::LazyLock;
@@ -21,10 +22,8 @@ const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// apart in the set); the body is what follows the first `:`. Returns milliseconds until the next delayed
 /// job is due, or -1 if there is none left.
 static MOVE_DUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    Script::new(&format!(
+        r"{NOW_MS}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 for _, member in ipairs(due) do
   local sep = string.find(member, ':', 1, true)
@@ -37,18 +36,16 @@ local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #next == 0 then return -1 end
 return math.max(0, math.ceil(tonumber(next[2]) - now))
 ",
-    )
+    ))
 });
 
 /// Adds a member to the delayed set, due `ARGV[1]` milliseconds from now by the server's clock.
 static SEND_DELAYED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    Script::new(&format!(
+        r"{NOW_MS}
 return redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
 ",
-    )
+    ))
 });
 
 impl StreamQueue {
