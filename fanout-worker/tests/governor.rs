@@ -451,7 +451,7 @@ async fn a_worker_configured_too_high_finds_the_gateways_budget_over_http() {
             "--retries=10",
         ])
         .await;
-    let job = env
+    env
         .publish(
             common::job::Target::Channel {
                 channel: "over".into(),
@@ -465,7 +465,6 @@ async fn a_worker_configured_too_high_finds_the_gateways_budget_over_http() {
         || async { env.gateway.delivered().len() == 800 },
     )
     .await;
-    let _ = job;
     let throttled = env.gateway.count(429);
     // (800 − 50) / 200 = 3.75 s at the real budget. The first burst goes out (at 2,000/s) before the
     // first answers come back, so a small broadcast pays a share of 429s a big one does not.
