@@ -451,14 +451,13 @@ async fn a_worker_configured_too_high_finds_the_gateways_budget_over_http() {
             "--retries=10",
         ])
         .await;
-    env
-        .publish(
-            common::job::Target::Channel {
-                channel: "over".into(),
-            },
-            serde_json::json!({}),
-        )
-        .await;
+    env.publish(
+        common::job::Target::Channel {
+            channel: "over".into(),
+        },
+        serde_json::json!({}),
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "every recipient delivered",
