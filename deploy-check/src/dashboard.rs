@@ -29,6 +29,9 @@ pub const ALERT_PANELS: &[(&str, &str)] = &[
     ("FanoutGoneShareHigh", "Gone share"),
     ("FanoutCallbackErrors", "Callback errors on ingest's side"),
     ("FanoutCallbackLatencyHigh", "Callback latency"),
+    ("FanoutThrottlesAboveDiscovery", "429s by kind"),
+    ("FanoutGatewayStalled", "Governor factor, fallback and gateway stalls"),
+    ("FanoutGovernorFallback", "Governor factor, fallback and gateway stalls"),
 ];
 
 /// How a panel shows its series.
@@ -288,6 +291,37 @@ pub fn rows() -> Vec<Row> {
                     ],
                 },
                 Panel {
+                    title: "Budget discovery",
+                    description: "The budget the governor believes API Gateway grants the fleet (measured at each account-wide 429), the rate it allows now, and 429 answers per second. With the budget found, 429s stay under about 2% of calls; an estimate below the configured budget means other APIs of the account spend from it too.",
+                    kind: TimeSeries,
+                    unit: "reqps",
+                    queries: vec![
+                        q(
+                            format!("max({})", names::GOVERNOR_BUDGET_ESTIMATE),
+                            "estimated budget",
+                        ),
+                        q(format!("max({})", names::SEND_RATE), "governor allows"),
+                        q(format!("sum({})", rate(names::THROTTLES_TOTAL)), "429s"),
+                    ],
+                },
+                Panel {
+                    title: "Governor factor, fallback and gateway stalls",
+                    description: "The fleet's rate as a share of the configured budget (1 = all of it), workers pacing alone because the shared bucket in Redis is unreachable, and workers whose Management API calls get no answer (a stalled gateway).",
+                    kind: TimeSeries,
+                    unit: "short",
+                    queries: vec![
+                        q(format!("max({})", names::GOVERNOR_FACTOR), "factor"),
+                        q(
+                            format!("sum({})", names::GOVERNOR_FALLBACK),
+                            "workers pacing alone",
+                        ),
+                        q(
+                            format!("sum({})", names::GATEWAY_STALLED),
+                            "workers with a stalled gateway",
+                        ),
+                    ],
+                },
+                Panel {
                     title: "End-to-end latency",
                     description: "From ingest's enqueue to the last delivery: p50, p90 and p99 for single jobs (target=job) and whole broadcasts (target=broadcast). The alert's objective is p99 under 2 s for single jobs.",
                     kind: TimeSeries,
@@ -497,12 +531,12 @@ pub fn render() -> Value {
                 {
                     "name": "account_budget",
                     "label": "Send budget (requests/s)",
-                    "description": "FANOUT_ACCOUNT_RATE_PER_SEC minus FANOUT_RATE_HEADROOM_PERCENT: 9000 with the defaults.",
+                    "description": "FANOUT_ACCOUNT_RATE_PER_SEC minus FANOUT_RATE_HEADROOM_PERCENT: 9800 with the defaults.",
                     "type": "textbox",
-                    "query": "9000",
-                    "current": { "text": "9000", "value": "9000" },
+                    "query": "9800",
+                    "current": { "text": "9800", "value": "9800" },
                     "hide": 0,
-                    "options": [{ "selected": true, "text": "9000", "value": "9000" }]
+                    "options": [{ "selected": true, "text": "9800", "value": "9800" }]
                 }
             ]
         },

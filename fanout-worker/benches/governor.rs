@@ -333,13 +333,49 @@ async fn run(name: &str, plan: &Plan) -> Result {
         },
         payload_of(&serde_json::json!({"type": "system", "message": "x".repeat(70)})),
     );
+    // What an idle worker costs (pollers waiting on the queue), as a reference for the CPU per delivery.
+    let idle0: Duration = children.iter().map(|c| cpu_of(c.id())).sum();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = (children.iter().map(|c| cpu_of(c.id())).sum::<Duration>() - idle0) / 2;
     let cpu0: Vec<Duration> = children.iter().map(|c| cpu_of(c.id())).collect();
     let (redis_cpu0, evalsha0) = redis_cpu(&redis).await;
     let t0 = Instant::now();
     *sink.t0.lock().unwrap() = Some(t0);
     queue.send_batch(std::slice::from_ref(&job)).await.unwrap();
     let mut changes = plan.sink[1..].iter().peekable();
+    let trace = std::env::var_os("BENCH_TRACE").is_some();
+    let mut trace_at = Instant::now();
+    let mut traced: Vec<String> = Vec::new();
     loop {
+        if trace && trace_at.elapsed() >= Duration::from_millis(100) {
+            trace_at = Instant::now();
+            let h: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(keys.governor("default"))
+                .arg("rate")
+                .arg("epoch")
+                .arg("tokens")
+                .query_async(&mut redis.clone())
+                .await
+                .unwrap();
+            let slots = sink.slots.lock().unwrap();
+            let last = slots.len().saturating_sub(2);
+            traced.push(format!(
+                "{:.1}s rate={} epoch={} tokens={} ok/429 in the last 100 ms={:?}",
+                t0.elapsed().as_secs_f64(),
+                h[0].as_deref()
+                    .unwrap_or("-")
+                    .split('.')
+                    .next()
+                    .unwrap_or("-"),
+                h[1].as_deref().unwrap_or("-"),
+                h[2].as_deref()
+                    .unwrap_or("-")
+                    .split('.')
+                    .next()
+                    .unwrap_or("-"),
+                slots.get(last),
+            ));
+        }
         if let Some((at, budget)) = changes.peek()
             && t0.elapsed() >= *at
         {
@@ -357,6 +393,9 @@ async fn run(name: &str, plan: &Plan) -> Result {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = sink.last_new.lock().unwrap().unwrap().duration_since(t0);
+    for line in &traced {
+        println!("    trace {line}");
+    }
     let worker_cpu: Duration = children
         .iter()
         .zip(&cpu0)
@@ -388,11 +427,19 @@ async fn run(name: &str, plan: &Plan) -> Result {
         throttled as f64 * 100.0 / posts as f64,
         took.as_secs_f64(),
         min,
-        took.as_secs_f64() / min.max(1e-9),
+        if min > 0.0 {
+            took.as_secs_f64() / min
+        } else {
+            f64::NAN
+        },
         result.worker_cpu_us,
         (redis_cpu1 - redis_cpu0) / n as f64,
         (evalsha1 - evalsha0) / n as f64,
         gov_calls,
+    );
+    println!(
+        "    idle worker CPU: {:.0} µs a second per worker",
+        idle.as_secs_f64() * 1e6 / plan.workers as f64
     );
     if plan.workers > 1 {
         let lo = sent.iter().copied().fold(f64::MAX, f64::min);

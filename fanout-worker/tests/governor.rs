@@ -434,3 +434,94 @@ async fn a_stalled_gateway_is_one_stall_and_counted() {
     assert_eq!(metrics.gateway_stalled.get(), 0);
     assert_eq!(metrics.gateway_stalls.get(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_configured_too_high_finds_the_gateways_budget_over_http() {
+    use support::{Env, eventually, metric};
+    let env = Env::start().await;
+    env.register("h", 800, "over", "olga").await;
+    // The gateway (the test server over real sockets) grants 200/s with a 50 burst; the worker is told
+    // 2,000/s + 1,000.
+    env.gateway.throttle(200.0, 50.0);
+    let worker = env
+        .worker(&[
+            "--account-rate-per-sec=2000",
+            "--account-burst=1000",
+            "--chunk-size=200",
+            "--retries=10",
+        ])
+        .await;
+    env.publish(
+        common::job::Target::Channel {
+            channel: "over".into(),
+        },
+        serde_json::json!({}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "every recipient delivered",
+        || async { env.gateway.delivered().len() == 800 },
+    )
+    .await;
+    let throttled = env.gateway.count(429);
+    // (800 − 50) / 200 = 3.75 s at the real budget. The first burst goes out (at 2,000/s) before the
+    // first answers come back, so a small broadcast pays a share of 429s a big one does not.
+    assert!(
+        throttled * 100 <= 35 * (800 + throttled),
+        "{throttled} 429s for 800 deliveries"
+    );
+    let rate = metric(&worker, "fanout_send_rate", &[]);
+    assert!(
+        (100.0..=400.0).contains(&rate),
+        "the fleet's rate is {rate}"
+    );
+    let estimate = metric(&worker, "fanout_governor_budget_estimate", &[]);
+    assert!((100.0..=400.0).contains(&estimate), "estimate {estimate}");
+    assert!(env.gateway.delivered().values().all(|b| b.len() == 1));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_429s_is_one_cut_and_one_ask() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (g, metrics) = governor(&redis, "burst", 10_000, 10_000);
+    let mut id = 0;
+    let mut answer = |g: Governor, outcome: Outcome| {
+        id += 1;
+        let name = format!("c{id}");
+        async move {
+            let ticket = g.acquire().await;
+            g.observe(ticket, outcome, &name).await
+        }
+    };
+    for _ in 0..30 {
+        answer(g.clone(), Outcome::Sent).await;
+    }
+    // An account throttle: the first four distinct 429s make one cut, which quarters the rate (the window
+    // is too short to measure: tokens were granted faster than any budget).
+    for _ in 0..4 {
+        answer(g.clone(), Outcome::Throttled).await;
+    }
+    let cut_rate = g.rate();
+    assert!((2_450..=2_700).contains(&cut_rate), "{cut_rate}");
+    // In the new epoch, 20 answers make a sample; the 429s that follow within the cut gap ask once, not
+    // once each (the bucket would refuse them all: one cut per gap fleet-wide).
+    for _ in 0..20 {
+        answer(g.clone(), Outcome::Sent).await;
+    }
+    let before = metrics.governor_calls.get();
+    for _ in 0..40 {
+        answer(g.clone(), Outcome::Throttled).await;
+    }
+    // Each account 429 drops the tokens in hand, so each of the 40 acquires asks for a new grant; the cut
+    // asks add at most a few, not 40.
+    let calls = metrics.governor_calls.get() - before;
+    assert!(calls <= 40 + 3, "{calls} bucket calls for 40 429s");
+    assert_eq!(metrics.throttles.with_label_values(&["account"]).get(), 41);
+    assert_eq!(
+        metrics.throttles.with_label_values(&["connection"]).get(),
+        3
+    );
+}

@@ -9,9 +9,10 @@
 //!   the rate tokens were granted at since the measurement window began, times the share of answers that
 //!   were not 429 (the worker's count, for calls made under the current epoch). While the gateway
 //!   is congested that product is its refill rate, as a congestion controller like BBR reads the bottleneck
-//!   rate from the delivery rate. The rate is then set just under it ([`BETA`]). Without a usable
-//!   measurement (a window shorter than [`CUT_GAP_MS`], or an estimate above the current rate, as while a
-//!   burst drains) a cut halves the rate instead ([`CUT_FACTOR`]); the next cut, one gap later, measures.
+//!   rate from the delivery rate. The rate is then set just under it ([`BETA`]), and never under what a
+//!   blind cut would give. Without a usable measurement (a window shorter than [`CUT_GAP_MS`], as when a
+//!   burst meets a budget far below the configured one) a cut quarters the rate ([`CUT_FACTOR`]); the next
+//!   cut, one gap later, measures.
 //! - **Probing.** While the bucket limits the fleet (it is not full), the rate grows multiplicatively,
 //!   `GROWTH + ACCEL × t` per second where `t` is the time spent growing since the last cut: gentle near the
 //!   budget just found, and a raised budget is found within a few seconds. An idle bucket does not grow,
@@ -26,8 +27,9 @@ use common::store::Redis;
 use redis::Script;
 use std::sync::LazyLock;
 
-/// What a cut multiplies the rate by when the budget cannot be measured yet.
-pub const CUT_FACTOR: f64 = 0.5;
+/// What a cut multiplies the rate by when the budget cannot be measured yet (the first 429s of a burst
+/// into a budget far below the configured one): low, so the 50 ms until the next cut measures cost few 429s.
+pub const CUT_FACTOR: f64 = 0.25;
 /// The rate set after a cut, as a share of the measured budget.
 pub const BETA: f64 = 0.97;
 /// The lowest rate, as a share of the configured one.
@@ -44,7 +46,8 @@ pub const LIVE_MS: u64 = 10_000;
 /// `KEYS`: the bucket hash, the live-worker set. `ARGV`: configured rate, configured burst, tokens wanted,
 /// mode (0 take, 1 cut), the worker's share of answers that were not 429 in the current epoch (0..1; -1
 /// when unknown), the worker's epoch, worker id, heartbeat (1 to be counted live), then [`CUT_FACTOR`],
-/// [`BETA`], [`MIN_FACTOR`], [`CUT_GAP_MS`], [`GROWTH`], [`ACCEL`], [`LIVE_MS`].
+/// [`BETA`], [`MIN_FACTOR`], [`CUT_GAP_MS`], [`GROWTH`], [`ACCEL`], [`LIVE_MS`], the grant interval in ms
+/// (a grant is at most that much of the current rate).
 /// Returns `{granted, wait_ms, rate, estimate, epoch, live}`.
 pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -90,16 +93,18 @@ local wait = 0
 if mode == 1 then
   if now - cut_at >= gap and their_epoch == epoch then
     local w = now - epoch_at
-    local measured = -1
-    if share >= 0 and w >= gap then measured = granted_e * 1000 / w * share end
-    if measured >= 0 and measured < rate then
-      rate = math.max(floor, measured * beta)
-      est = measured
+    if share >= 0 and w >= gap then
+      -- Tokens granted ahead of the bucket (negative tokens) are not yet due: not counted.
+      local measured = (granted_e + math.min(tokens, 0)) * 1000 / w * share
+      est = math.min(measured, rate)
+      -- One measurement never cuts deeper than a guess would.
+      rate = math.max(floor, est * beta, rate * cut_factor)
     else
       rate = math.max(floor, rate * cut_factor)
       est = rate
     end
-    tokens = math.min(tokens, 0)
+    -- Tokens granted ahead are forgiven: workers drop tokens of an ended epoch.
+    tokens = 0
     epoch = epoch + 1
     epoch_at = now
     granted_e = 0
@@ -107,7 +112,9 @@ if mode == 1 then
     calm = 0
   end
 else
-  want = math.min(want, math.max(1, math.floor(burst)))
+  -- At most one grant interval of the current rate: a worker that has not heard of a cut yet asks for a
+  -- batch of the old rate.
+  want = math.min(want, math.max(1, math.floor(burst)), math.max(1, math.floor(rate * tonumber(ARGV[16]) / 1000)))
   if want > 0 then
     if tokens - want >= -rate then
       -- Granted now, to be spent once the bucket has them: the caller sleeps until then.
@@ -193,6 +200,7 @@ pub async fn call(
         .arg(GROWTH)
         .arg(ACCEL)
         .arg(LIVE_MS)
+        .arg(super::pacing::GRANT_INTERVAL.as_millis() as u64)
         .invoke_async(&mut conn)
         .await?;
     Ok(Answer {

@@ -67,6 +67,8 @@ struct View {
 struct Local {
     tokens: u32,
     epoch: u64,
+    /// The account-429 count when these tokens were granted.
+    flush: u64,
     pace: Option<LocalPace>,
     /// When the local share was last cut (an account 429 while Redis is down).
     pace_cut_at: Option<Instant>,
@@ -90,6 +92,12 @@ struct Inner {
     stall: Mutex<StallWatch>,
     open: AtomicBool,
     closed: Notify,
+    /// Account-wide 429s seen: tokens in hand from before the last one are dropped.
+    flushes: AtomicU64,
+    /// When this worker may ask for a cut again, in milliseconds since `born` (one ask per cut gap, not
+    /// one per 429 of a burst).
+    next_cut_ms: AtomicU64,
+    born: Instant,
     metrics: WorkerMetrics,
 }
 
@@ -125,6 +133,7 @@ impl Governor {
                 local: tokio::sync::Mutex::new(Local {
                     tokens: 0,
                     epoch: 0,
+                    flush: 0,
                     pace: None,
                     pace_cut_at: None,
                 }),
@@ -140,6 +149,9 @@ impl Governor {
                 stall: Mutex::new(StallWatch::new(Instant::now())),
                 open: AtomicBool::new(false),
                 closed: Notify::new(),
+                flushes: AtomicU64::new(0),
+                next_cut_ms: AtomicU64::new(0),
+                born: Instant::now(),
                 metrics,
             }),
         }
@@ -150,12 +162,15 @@ impl Governor {
         let inner = &self.inner;
         let mut local = inner.local.lock().await;
         let epoch = inner.epoch.load(Ordering::Relaxed);
-        if local.tokens > 0 && local.epoch == epoch {
+        let flushes = inner.flushes.load(Ordering::Relaxed);
+        if local.tokens > 0 && local.epoch == epoch && local.flush == flushes {
             local.tokens -= 1;
             return Ticket { epoch };
         }
-        // Tokens of an epoch that ended in a cut are not spent: the gateway just said it is full.
+        // Tokens granted before an account-wide 429, or in an epoch that ended in a cut, are not spent:
+        // the gateway just said it is full (and the next grant tells this worker about any cut).
         local.tokens = 0;
+        local.flush = flushes;
         loop {
             if !inner.open.load(Ordering::Acquire) {
                 local.pace = None;
@@ -171,15 +186,8 @@ impl Governor {
                         return Ticket { epoch: a.epoch };
                     }
                     Ok(a) => {
-                        // The bucket is a second ahead: ask again when it is not; with other workers
-                        // about, a little later at random, so that they take turns.
-                        let wait = a.wait_ms.max(1);
-                        let jitter = if a.live > 1 {
-                            rand::random_range(0..=wait / 8)
-                        } else {
-                            0
-                        };
-                        tokio::time::sleep(Duration::from_millis(wait + jitter)).await;
+                        // The bucket is already a second ahead: ask again when it no longer is.
+                        tokio::time::sleep(Duration::from_millis(a.wait_ms.max(1))).await;
                     }
                     Err(()) => {}
                 }
@@ -244,6 +252,9 @@ impl Governor {
             inner.throttled.fetch_add(1, Ordering::Relaxed);
         }
         let kind = self.classify(connection_id);
+        if kind == ThrottleKind::Account {
+            inner.flushes.fetch_add(1, Ordering::Relaxed);
+        }
         inner
             .metrics
             .throttles
@@ -287,6 +298,13 @@ impl Governor {
         if admitted + throttled < MIN_SAMPLE {
             return; // too few answers in this epoch to measure; more will come
         }
+        let now_ms = inner.born.elapsed().as_millis() as u64;
+        if now_ms < inner.next_cut_ms.load(Ordering::Relaxed) {
+            return; // this worker asked less than a cut gap ago
+        }
+        inner
+            .next_cut_ms
+            .store(now_ms + bucket::CUT_GAP_MS, Ordering::Relaxed);
         let share = admitted as f64 / (admitted + throttled) as f64;
         let _ = self.call_in(0, true, Some(share), epoch).await;
     }
