@@ -30,8 +30,14 @@ pub const ALERT_PANELS: &[(&str, &str)] = &[
     ("FanoutCallbackErrors", "Callback errors on ingest's side"),
     ("FanoutCallbackLatencyHigh", "Callback latency"),
     ("FanoutThrottlesAboveDiscovery", "429s by kind"),
-    ("FanoutGatewayStalled", "Governor factor, fallback and gateway stalls"),
-    ("FanoutGovernorFallback", "Governor factor, fallback and gateway stalls"),
+    (
+        "FanoutGatewayStalled",
+        "Governor factor, fallback and gateway stalls",
+    ),
+    (
+        "FanoutGovernorFallback",
+        "Governor factor, fallback and gateway stalls",
+    ),
 ];
 
 /// How a panel shows its series.

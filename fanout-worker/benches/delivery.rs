@@ -18,7 +18,7 @@
 //! Run as `delivery sink PORT [RATE BURST]`, the binary is the sink (the test suite's Management API
 //! server), so that the sink's CPU is not counted as the client's.
 
-#[path = "../tests/support/gateway.rs"]
+#[path = "../tests/worker/support/gateway.rs"]
 mod gateway;
 
 use bytes::Bytes;

@@ -23,6 +23,7 @@
 //!   the script answers how many were seen in the last [`LIVE_MS`], the divisor of a worker's honest share
 //!   when Redis is unreachable.
 
+use common::lua::NOW_MS;
 use common::store::Redis;
 use redis::Script;
 use std::sync::LazyLock;
@@ -49,11 +50,12 @@ pub const LIVE_MS: u64 = 10_000;
 /// [`BETA`], [`MIN_FACTOR`], [`CUT_GAP_MS`], [`GROWTH`], [`ACCEL`], [`LIVE_MS`], the grant interval in ms
 /// (a grant is at most that much of the current rate).
 /// Returns `{granted, wait_ms, rate, estimate, epoch, live}`.
-pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[NOW_MS, BUCKET].concat()));
+
+/// The bucket script after the clock prelude.
+const BUCKET: &str = r"
+-- Fractional milliseconds: the refill arithmetic wants the server's clock to the microsecond.
+now = now_us / 1000
 local max_rate = tonumber(ARGV[1])
 local max_burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
@@ -139,9 +141,7 @@ if ARGV[8] == '1' then
 end
 local live = redis.call('ZCARD', KEYS[2])
 return {granted, wait, math.floor(rate), math.floor(est), epoch, live}
-",
-    )
-});
+";
 
 /// What the bucket answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

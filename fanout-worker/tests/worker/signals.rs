@@ -2,13 +2,11 @@
 //! exits 0, leaving nothing half-done; a worker killed with SIGKILL half-way through a broadcast loses no
 //! recipient once a second worker takes over its jobs.
 
-mod support;
-
+use crate::support::{Env, eventually, sigterm, spawn_binary};
 use common::job::Target;
 use common::keys::report_field as rf;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{Env, eventually, sigterm, spawn_binary};
 
 const LONG: Duration = Duration::from_secs(60);
 

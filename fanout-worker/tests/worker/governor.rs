@@ -7,8 +7,6 @@
 //! one behind its Management API throttle) behind the governor in-process, without HTTP, so that the
 //! figures depend on the governor alone; the worker tests in `fanout.rs` cover the path over sockets.
 
-mod support;
-
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
 use common::store::Redis;
@@ -379,7 +377,7 @@ async fn with_redis_down_twelve_workers_keep_to_their_honest_share() {
     }
     signal("-CONT");
     // The background probes find Redis again.
-    support::eventually(Duration::from_secs(5), "every breaker closes", || async {
+    crate::support::eventually(Duration::from_secs(5), "every breaker closes", || async {
         fleet.iter().all(|(g, _)| !g.is_fallback())
     })
     .await;
@@ -437,7 +435,7 @@ async fn a_stalled_gateway_is_one_stall_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_configured_too_high_finds_the_gateways_budget_over_http() {
-    use support::{Env, eventually, metric};
+    use crate::support::{Env, eventually, metric};
     let env = Env::start().await;
     env.register("h", 800, "over", "olga").await;
     // The gateway (the test server over real sockets) grants 200/s with a 50 burst; the worker is told

@@ -5,14 +5,12 @@
 //! 429/5xx classification test also runs with the AWS SDK client, the reference, and the governor test
 //! runs a mixed fleet of one of each. The test server verifies every signature.
 
-mod support;
-
+use crate::support::{Env, eventually, metric};
 use common::job::{Action, Job, Target};
 use common::keys::report_field as rf;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use support::{Env, eventually, metric};
 
 const LONG: Duration = Duration::from_secs(30);
 

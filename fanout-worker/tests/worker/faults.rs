@@ -7,8 +7,7 @@
 //! visibility timeout makes the jobs' leases lapse, and the worker that receives them again does not run
 //! them beside their first run.
 
-mod support;
-
+use crate::support::{Env, eventually, metric};
 use common::job::{BroadcastRef, Job, Target, payload_of};
 use common::keys::report_field as rf;
 use fanout_worker::lease::{Hold, Lease, Lost};
@@ -16,7 +15,6 @@ use fanout_worker::progress::{Batch, FlushError, Progress};
 use fanout_worker::report::{Reports, WriteError};
 use serde_json::json;
 use std::time::Duration;
-use support::{Env, eventually, metric};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -243,7 +241,7 @@ async fn a_chunk_on_the_queue_twice_is_counted_once_and_every_second_post_is_a_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_shown_and_redriven_on_redis_streams() {
     let env = Env::start().await;
-    support::dlq_round_trip(&env, &[]).await;
+    crate::support::dlq_round_trip(&env, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,8 +255,8 @@ async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwri
         "--max-in-flight=16",
         "--max-jobs-in-hand=2",
     ];
-    let mut doomed = support::spawn_binary(&env, &flags);
-    let mut survivor = support::spawn_binary(&env, &flags);
+    let mut doomed = crate::support::spawn_binary(&env, &flags);
+    let mut survivor = crate::support::spawn_binary(&env, &flags);
     let job = env
         .publish(
             Target::Channel {
@@ -300,7 +298,7 @@ async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwri
     );
     let report = env.report(&job.id).await;
     assert_eq!(report[rf::SENT], ids.len().to_string(), "{report:?}");
-    support::sigterm(&survivor);
+    crate::support::sigterm(&survivor);
     assert_eq!(survivor.wait().unwrap().code(), Some(0));
 }
 

@@ -4,15 +4,13 @@
 //! dlq` lists, shows and redrives the dead-letter queue; a Redis outage longer than several visibility
 //! timeouts holds the job rather than raising its receive count towards the dead-letter queue.
 
-mod support;
-
+use crate::support::{Env, eventually, metric, sigterm, spawn_binary};
 use common::job::{Job, Target, payload_of};
 use common::keys::report_field as rf;
 use common::queue::QueueOptions;
 use common::store::Redis;
 use serde_json::json;
 use std::time::Duration;
-use support::{Env, eventually, metric, sigterm, spawn_binary};
 use test_support::{RedisServer, create_sqs_queue};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -136,7 +134,7 @@ async fn a_killed_worker_loses_nothing_on_sqs() {
 async fn dead_letters_are_listed_shown_and_redriven_on_sqs() {
     let (env, dlq) = sqs_env(Duration::from_secs(10)).await;
     let dlq_flag = format!("--dead-letter-queue-url={dlq}");
-    support::dlq_round_trip(&env, &[&dlq_flag]).await;
+    crate::support::dlq_round_trip(&env, &[&dlq_flag]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

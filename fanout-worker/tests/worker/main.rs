@@ -1,0 +1,10 @@
+//! fanout-worker's integration tests against real servers: delivery, faults and leases, the governor, signals, and the SQS backend.
+//!
+//! One test binary for the crate (each binary links the whole dependency graph); one module per area.
+
+mod fanout;
+mod faults;
+mod governor;
+mod signals;
+mod sqs;
+mod support;
