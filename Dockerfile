@@ -4,7 +4,7 @@
 #   docker build --target fanout-worker -t fanout-worker .
 #   docker build --target local-gateway -t fanout-local-gateway .
 # The Rust version is the workspace's `rust-version`, and the release build command below is the one
-# `./dev deploy-check` checks against ./dev's own build (deploy-check/tests/container.rs).
+# `./dev deploy-check` checks against ./dev's own build (deploy-check/tests/deploy/container.rs).
 # Images cannot be built on the development machines (no Docker engine there); hadolint and checkov check
 # this file instead. See deploy/README.md.
 

@@ -1,6 +1,6 @@
 //! The Grafana dashboard, built from `common::metrics::names` so its queries can only name metrics the
 //! services export. [`rows`] is the content (titles, descriptions, queries); [`render`] lays it out as
-//! Grafana's dashboard JSON with a data source variable. `tests/monitoring.rs` writes the result to
+//! Grafana's dashboard JSON with a data source variable. `tests/deploy/monitoring.rs` writes the result to
 //! `deploy/grafana/dashboards/fanout.json` when it differs (and fails, so CI catches a stale file).
 
 use common::metrics::names;
@@ -12,7 +12,7 @@ pub const PATH: &str = "deploy/grafana/dashboards/fanout.json";
 /// Grafana's dashboard identity; links and provisioning refer to it.
 pub const UID: &str = "fanout-overview";
 
-/// The panel that shows each alert's signal, by alert name. `tests/monitoring.rs` checks that every alert
+/// The panel that shows each alert's signal, by alert name. `tests/deploy/monitoring.rs` checks that every alert
 /// of `deploy/prometheus/rules/alerts.yml` is listed and that its panel reads a metric the alert reads.
 pub const ALERT_PANELS: &[(&str, &str)] = &[
     ("FanoutJobsDeadLettered", "Dead letters"),

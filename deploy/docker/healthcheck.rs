@@ -1,7 +1,7 @@
 //! The container images' health probe: `healthcheck PORT PATH` sends `GET PATH` to `127.0.0.1:PORT` and exits
 //! 0 on a `200` status line, 1 otherwise (no answer within 2 s, another status). The runtime image is
 //! distroless (no shell, no curl), so the probe is this small std-only program, built in the image's builder
-//! stage with `rustc -O` and tested by `deploy-check/tests/container.rs`.
+//! stage with `rustc -O` and tested by `deploy-check/tests/deploy/container.rs`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
