@@ -2,11 +2,11 @@
 //!
 //! 1. **Delivery paths.** The same number of calls (`BENCH_CALLS`, default 20,000; 64 in flight; median
 //!    of `BENCH_ROUNDS`, default 3, interleaved rounds) against a bare-hyper sink in a child process
-//!    answering 200 at once, over plain HTTP and over TLS (rustls, an rcgen certificate, HTTP/1.1):
+//!    answering 200 at once (`test_support::bench::OkSink`), over plain HTTP and over TLS (HTTP/1.1):
 //!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
 //!    classification) with an unsigned POST client (the path's own cost), with the lean client, and with
 //!    the AWS SDK client; on a tokio runtime
-//!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (utime+stime), the
+//!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
 //!    `BENCH_SKIP_BROADCAST=1` stops after this part.
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
@@ -20,6 +20,7 @@
 
 #[path = "../tests/worker/support/gateway.rs"]
 mod gateway;
+mod support;
 
 use bytes::Bytes;
 use common::job::{Job, Target, payload_of};
@@ -36,12 +37,14 @@ use http_body_util::Full;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::bench::{OkSink, cpu_time, env_or, peak_rss_mib, reset_peak_rss};
 use test_support::{RedisServer, free_port};
 use tokio_util::sync::CancellationToken;
 
 const IN_FLIGHT: usize = 64;
 
 fn main() {
+    OkSink::serve_if_child();
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -51,27 +54,23 @@ fn main() {
         rt.block_on(sink(&args[2..]));
         return;
     }
-    if args.get(1).map(String::as_str) == Some("hyper-sink") {
-        rt.block_on(hyper_sink());
-        return;
-    }
     if args.iter().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
     }
-    let calls = env_usize("BENCH_CALLS", 20_000);
-    let rounds = env_usize("BENCH_ROUNDS", 3);
-    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_der = generated.cert.der().to_vec();
+    let calls: usize = env_or("BENCH_CALLS", 20_000);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let ok_sink = OkSink::start();
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(rustls::pki_types::CertificateDer::from(cert_der.clone()))
+        .add(rustls::pki_types::CertificateDer::from(
+            ok_sink.cert_der.clone(),
+        ))
         .unwrap();
     let tls = Tls {
         roots,
-        pem: generated.cert.pem(),
+        pem: ok_sink.cert_pem.clone(),
     };
-    let (mut hyper_sink, http_port, https_port) =
-        start_hyper_sink(&cert_der, &generated.signing_key.serialize_der());
+    let (http_port, https_port) = (ok_sink.http_port, ok_sink.https_port);
     for threads in [1, 2] {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -86,24 +85,16 @@ fn main() {
             &tls,
         ));
     }
-    drop(hyper_sink.stdin.take());
-    let _ = hyper_sink.wait();
+    drop(ok_sink);
     if std::env::var_os("BENCH_SKIP_BROADCAST").is_some() {
         return;
     }
     rt.block_on(async {
-        let size = env_usize("BENCH_BROADCAST", 100_000);
+        let size: usize = env_or("BENCH_BROADCAST", 100_000);
         for workers in [1, 4] {
             broadcast(size, workers).await;
         }
     });
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 async fn sink(args: &[String]) {
@@ -134,119 +125,6 @@ async fn start_sink(throttle: Option<(u32, u32)>) -> (Child, String) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (child, base)
-}
-
-/// This process's CPU time (user + system).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10) // CLK_TCK is 100 on Linux
-}
-
-/// A sink in a child process answering 200 at once to everything, over plain HTTP and over TLS
-/// (rustls, the generated certificate, HTTP/1.1 by ALPN), on bare hyper so it costs as little as possible.
-/// Returns the child and its two ports.
-fn start_hyper_sink(cert: &[u8], key: &[u8]) -> (Child, u16, u16) {
-    use std::io::BufRead;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .arg("hyper-sink")
-        .env("BENCH_CERT", hex::encode(cert))
-        .env("BENCH_KEY", hex::encode(key))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ports: Vec<u16> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|p| p.parse().unwrap())
-        .collect();
-    (child, ports[0], ports[1])
-}
-
-/// The child process of [`start_hyper_sink`]; exits when the parent closes its stdin.
-async fn hyper_sink() {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-    let cert = hex::decode(std::env::var("BENCH_CERT").unwrap()).unwrap();
-    let key = hex::decode(std::env::var("BENCH_KEY").unwrap()).unwrap();
-    std::thread::spawn(|| {
-        use std::io::Read;
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        std::process::exit(0);
-    });
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert)],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-        )
-        .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    println!(
-        "PORTS {} {}",
-        plain.local_addr().unwrap().port(),
-        tls.local_addr().unwrap().port()
-    );
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = plain.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            tokio::spawn(serve_one(hyper_util::rt::TokioIo::new(stream)));
-        }
-    });
-    loop {
-        let (stream, _) = tls.accept().await.unwrap();
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            if let Ok(stream) = acceptor.accept(stream).await {
-                serve_one(hyper_util::rt::TokioIo::new(stream)).await;
-            }
-        });
-    }
-}
-
-async fn serve_one<I>(io: I)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    use http_body_util::BodyExt;
-    let service =
-        hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-            let _ = request.into_body().collect().await;
-            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
-        });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
-}
-
-/// The peak resident set size of this process since the last [`reset_peak_rss`], in MiB (VmHWM).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-/// Resets VmHWM to the current RSS (`echo 5 > /proc/self/clear_refs`, Linux 4.0+).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -568,47 +446,23 @@ async fn broadcast(size: usize, workers: usize) {
         pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
     }
     let queue_url = format!("{}?queue=jobs", redis_server.url());
-    let ports: Vec<u16> = (0..workers).map(|_| free_port()).collect();
-    let mut children: Vec<Child> = ports
-        .iter()
-        .map(|port| {
-            Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
-                .arg(format!("--redis-url={}", redis_server.url()))
-                .arg(format!("--queue-url={queue_url}"))
-                .arg(format!("--api-gateway=bench={base}/prod"))
-                .arg(format!("--metrics-listen=127.0.0.1:{port}"))
-                .arg("--receive-wait-secs=1")
-                .arg("--account-rate-per-sec=10000")
-                .arg("--account-burst=5000")
-                .arg("--rate-headroom-percent=0")
-                .arg("--chunk-size=500")
-                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-                .env("AWS_SECRET_ACCESS_KEY", "secret")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let (mut children, _ports) = support::start_workers(
+        &redis_server.url(),
+        &queue_url,
+        &base,
+        workers,
+        &[
+            "--account-rate-per-sec=10000".to_owned(),
+            "--account-burst=5000".to_owned(),
+            "--rate-headroom-percent=0".to_owned(),
+        ],
+    )
+    .await;
     let queue =
         common::queue::streams::StreamQueue::new(redis.clone(), "jobs", QueueOptions::default())
             .await
             .unwrap();
-    // Wait until every worker answers on its metrics listener (it has started its pollers by then).
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &ports {
-        while http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the workers did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
     http.get(format!("{base}/__reset")).send().await.unwrap();
     let job = Job::post(
         Target::Channel {

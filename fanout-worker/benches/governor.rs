@@ -17,6 +17,8 @@
 //! governor's and the queue's, so an upper bound of the governor's share). Timing is from the publish to
 //! the sink's first 2xx for the last new recipient. `BENCH_ONLY=unpaced,right,...` runs some.
 
+mod support;
+
 use common::job::{Job, Target, payload_of};
 use common::keys::{Keyspace, conn_field as f};
 use common::queue::{Queue, QueueOptions};
@@ -24,10 +26,11 @@ use common::store::Redis;
 use local_gateway::config::RateLimit;
 use local_gateway::limits::TokenBucket;
 use std::collections::HashSet;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use test_support::{RedisServer, free_port};
+use test_support::bench::cpu_time_of;
+use test_support::RedisServer;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -206,14 +209,6 @@ async fn post(
     }
 }
 
-/// CPU time of process `pid` so far, from its process CPU clock.
-fn cpu_of(pid: u32) -> Duration {
-    let clock = nix::time::clock_getcpuclockid(nix::unistd::Pid::from_raw(pid as i32))
-        .expect("a CPU clock for the process");
-    let t = nix::time::clock_gettime(clock).expect("the process CPU clock");
-    Duration::new(t.tv_sec() as u64, t.tv_nsec() as u32)
-}
-
 /// Redis's own CPU (`INFO cpu`, from its getrusage) and its `EVALSHA` time (`INFO commandstats`), µs.
 async fn redis_cpu(redis: &Redis) -> (f64, f64) {
     let info: String = redis::cmd("INFO")
@@ -287,46 +282,23 @@ async fn run(name: &str, plan: &Plan) -> Result {
         pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
     }
     let queue_url = format!("{}?queue=jobs", redis_server.url());
-    let ports: Vec<u16> = (0..plan.workers).map(|_| free_port()).collect();
-    let mut children: Vec<Child> = ports
-        .iter()
-        .map(|port| {
-            Command::new(env!("CARGO_BIN_EXE_fanout-worker"))
-                .arg(format!("--redis-url={}", redis_server.url()))
-                .arg(format!("--queue-url={queue_url}"))
-                .arg(format!("--api-gateway=bench={base}/prod"))
-                .arg(format!("--metrics-listen=127.0.0.1:{port}"))
-                .arg("--receive-wait-secs=1")
-                .arg(format!("--account-rate-per-sec={}", plan.budget.0))
-                .arg(format!("--account-burst={}", plan.budget.1))
-                .arg("--chunk-size=500")
-                .arg("--max-jobs-in-hand=2")
-                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-                .env("AWS_SECRET_ACCESS_KEY", "secret")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("RUST_LOG", "warn")
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let (mut children, ports) = support::start_workers(
+        &redis_server.url(),
+        &queue_url,
+        &base,
+        plan.workers,
+        &[
+            format!("--account-rate-per-sec={}", plan.budget.0),
+            format!("--account-burst={}", plan.budget.1),
+            "--max-jobs-in-hand=2".to_owned(),
+        ],
+    )
+    .await;
     let queue =
         common::queue::streams::StreamQueue::new(redis.clone(), "jobs", QueueOptions::default())
             .await
             .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for port in &ports {
-        while http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the workers did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
     let job = Job::post(
         Target::Channel {
             channel: "big".into(),
@@ -334,10 +306,15 @@ async fn run(name: &str, plan: &Plan) -> Result {
         payload_of(&serde_json::json!({"type": "system", "message": "x".repeat(70)})),
     );
     // What an idle worker costs (pollers waiting on the queue), as a reference for the CPU per delivery.
-    let idle0: Duration = children.iter().map(|c| cpu_of(c.id())).sum();
+    let idle0: Duration = children.iter().map(|c| cpu_time_of(c.id())).sum();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle = (children.iter().map(|c| cpu_of(c.id())).sum::<Duration>() - idle0) / 2;
-    let cpu0: Vec<Duration> = children.iter().map(|c| cpu_of(c.id())).collect();
+    let idle = (children
+        .iter()
+        .map(|c| cpu_time_of(c.id()))
+        .sum::<Duration>()
+        - idle0)
+        / 2;
+    let cpu0: Vec<Duration> = children.iter().map(|c| cpu_time_of(c.id())).collect();
     let (redis_cpu0, evalsha0) = redis_cpu(&redis).await;
     let t0 = Instant::now();
     *sink.t0.lock().unwrap() = Some(t0);
@@ -399,7 +376,7 @@ async fn run(name: &str, plan: &Plan) -> Result {
     let worker_cpu: Duration = children
         .iter()
         .zip(&cpu0)
-        .map(|(c, before)| cpu_of(c.id()) - *before)
+        .map(|(c, before)| cpu_time_of(c.id()) - *before)
         .sum();
     let (redis_cpu1, evalsha1) = redis_cpu(&redis).await;
     let mut sent = Vec::new();
