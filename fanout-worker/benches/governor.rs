@@ -29,8 +29,8 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use test_support::bench::cpu_time_of;
 use test_support::RedisServer;
+use test_support::bench::cpu_time_of;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
