@@ -1,3 +1,6 @@
+//! Long because it is one contract: every behaviour a queue backend owes, run against both backends; split, the
+//! two backends could drift apart unnoticed.
+//!
 //! The queue contract: the behaviour every [`Queue`] backend must have, written once as async functions
 //! over a [`SharedQueue`] and run against each backend on a real server.
 //!

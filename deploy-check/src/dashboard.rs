@@ -1,3 +1,5 @@
+//! Long because the dashboard is one table of panels (title, description, queries) that reads best in one place.
+//!
 //! The Grafana dashboard, built from `common::metrics::names` so its queries can only name metrics the
 //! services export. [`rows`] is the content (titles, descriptions, queries); [`render`] lays it out as
 //! Grafana's dashboard JSON with a data source variable. `tests/deploy/monitoring.rs` writes the result to

@@ -24,7 +24,7 @@ mod support;
 
 use bytes::Bytes;
 use common::job::{Job, Target, payload_of};
-use common::keys::{Keyspace, conn_field as f};
+use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
 use common::queue::{Queue, QueueOptions};
 use common::store::Redis;
@@ -423,28 +423,7 @@ async fn broadcast(size: usize, workers: usize) {
     let (mut sink, base) = start_sink(Some((10_000, 5_000))).await;
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
-    let keys = Keyspace::default();
-    for batch in (0..size).collect::<Vec<_>>().chunks(5_000) {
-        let mut pipe = redis::pipe();
-        for i in batch {
-            let id = format!("b{i:07}AbCdE=");
-            pipe.cmd("HSET")
-                .arg(keys.connection(&id))
-                .arg(f::CHANNEL)
-                .arg("big")
-                .arg(f::API_ID)
-                .arg("bench")
-                .arg(f::STAGE)
-                .arg("prod")
-                .ignore();
-            pipe.cmd("SADD").arg(keys.channel("big")).arg(&id).ignore();
-            pipe.cmd("SADD")
-                .arg(keys.all_bucket_of(&id))
-                .arg(&id)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
-    }
+    support::register_channel(&redis, "b", size, true).await;
     let queue_url = format!("{}?queue=jobs", redis_server.url());
     let (mut children, _ports) = support::start_workers(
         &redis_server.url(),

@@ -20,7 +20,7 @@
 mod support;
 
 use common::job::{Job, Target, payload_of};
-use common::keys::{Keyspace, conn_field as f};
+use common::keys::Keyspace;
 use common::queue::{Queue, QueueOptions};
 use common::store::Redis;
 use local_gateway::config::RateLimit;
@@ -263,24 +263,7 @@ async fn run(name: &str, plan: &Plan) -> Result {
 
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
-    let keys = Keyspace::default();
-    for batch in (0..n).collect::<Vec<_>>().chunks(5_000) {
-        let mut pipe = redis::pipe();
-        for i in batch {
-            let id = format!("g{i:07}AbCdE=");
-            pipe.cmd("HSET")
-                .arg(keys.connection(&id))
-                .arg(f::CHANNEL)
-                .arg("big")
-                .arg(f::API_ID)
-                .arg("bench")
-                .arg(f::STAGE)
-                .arg("prod")
-                .ignore();
-            pipe.cmd("SADD").arg(keys.channel("big")).arg(&id).ignore();
-        }
-        pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
-    }
+    support::register_channel(&redis, "g", n, false).await;
     let queue_url = format!("{}?queue=jobs", redis_server.url());
     let (mut children, ports) = support::start_workers(
         &redis_server.url(),
@@ -327,7 +310,7 @@ async fn run(name: &str, plan: &Plan) -> Result {
         if trace && trace_at.elapsed() >= Duration::from_millis(100) {
             trace_at = Instant::now();
             let h: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(keys.governor("default"))
+                .arg(Keyspace::default().governor("default"))
                 .arg("rate")
                 .arg("epoch")
                 .arg("tokens")

@@ -1,3 +1,5 @@
+//! Long because the CloudFormation template is one file and each check here reads a different part of it.
+//!
 //! The CloudFormation template (`deploy/aws/fanout.yaml`) against the code: the headers API Gateway's
 //! integrations send are the names ingest reads (`common::gateways::headers`, read from its source so a new
 //! header fails here until the template handles it), the integrations call ingest's `/ws/{route}` through a

@@ -1,3 +1,5 @@
+//! Long because every check reads the same rendered manifests; one module keeps their loading in one place.
+//!
 //! The Kubernetes manifests (`deploy/k8s`) against the code: the KEDA Redis Streams scaler watches the
 //! stream and consumer group the queue uses (`common::keys`, `common::queue::streams::GROUP`), the SQS scaler
 //! watches the configured queue, configuration names only settings the binaries read, each service gets only

@@ -1,10 +1,41 @@
-//! What the worker's benchmarks share: a fleet of real `fanout-worker` processes against one Redis
-//! (state and Redis Streams queue) and one Management API endpoint, started and awaited until each answers
-//! on `/healthz`.
+//! What the worker's benchmarks share: `n` connections registered on the channel `big` of the `bench` API,
+//! and a fleet of real `fanout-worker` processes against one Redis (state and Redis Streams queue) and one
+//! Management API endpoint, started and awaited until each answers on `/healthz`.
 
+use common::keys::{Keyspace, conn_field as f};
+use common::store::Redis;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use test_support::free_port;
+
+/// Registers `n` connections (ids `{prefix}0000000AbCdE=`, ...) on the channel `big` of API `bench`, stage
+/// `prod`, in pipelines of 5,000; with `everyone`, also in the everyone buckets.
+pub async fn register_channel(redis: &Redis, prefix: &str, n: usize, everyone: bool) {
+    let keys = Keyspace::default();
+    for batch in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let mut pipe = redis::pipe();
+        for i in batch {
+            let id = format!("{prefix}{i:07}AbCdE=");
+            pipe.cmd("HSET")
+                .arg(keys.connection(&id))
+                .arg(f::CHANNEL)
+                .arg("big")
+                .arg(f::API_ID)
+                .arg("bench")
+                .arg(f::STAGE)
+                .arg("prod")
+                .ignore();
+            pipe.cmd("SADD").arg(keys.channel("big")).arg(&id).ignore();
+            if everyone {
+                pipe.cmd("SADD")
+                    .arg(keys.all_bucket_of(&id))
+                    .arg(&id)
+                    .ignore();
+            }
+        }
+        pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
+    }
+}
 
 /// Starts `workers` worker processes with the given Redis, queue, Management API base URL (the `bench`
 /// API's endpoint) and extra flags, and waits (up to 30 s) until every one serves `/healthz`, so their

@@ -1,3 +1,5 @@
+//! Long because it walks the Django package's whole failure table, one test per row group.
+//!
 //! Gateway callbacks over real HTTP against a real Redis: every applicable row of the Django package's
 //! failure table with its status, tokens, rate limits, membership and the built-in actions.
 
