@@ -13,6 +13,9 @@
 //! | `{p}chan:{name}` | set | connection ids in a channel |
 //! | `{p}user:{subject}` | set | connection ids of a subject |
 //! | `{p}all:{n}` | set | every connection id, split into [`ALL_BUCKETS`] buckets by a hash of the id |
+//! | `{p}loc:{n}` | hash | where each connection is (id → channel and subject), in the slot of `all:{n}`: what the stale-connection sweep reads once a record has expired |
+//! | `{p}pres:{name}` | hash | a presence channel's members (id → user id and client info), in the slot of `chan:{name}` |
+//! | `{p}sweep:{n}` | string | the lease of the sweep of bucket `n` (one ingest replica sweeps it per interval) |
 //! | `{p}hist:{name}` | list | the channel's recent messages, newest first, capped |
 //! | `{p}tok:{sha256}` | string | a connect token's claims, stored under the hash of the token, with its TTL |
 //! | `{p}rl:{kind}:{who}` | string | a rate-limit counter with the window as TTL |
@@ -44,6 +47,8 @@ pub mod conn_field {
     pub const SOURCE_IP: &str = "source_ip";
     /// SHA-256 of the token the connection was opened with: lets a repeated `$connect` be recognised.
     pub const TOKEN_HASH: &str = "token_hash";
+    /// The client info from the connect token's claims (a small JSON object), shown in presence.
+    pub const INFO: &str = "info";
 }
 
 /// Field names of a broadcast's delivery report hash (`bcast:{id}`), written by the workers and read by
@@ -125,6 +130,28 @@ impl Keyspace {
 
     pub fn all_bucket(&self, bucket: u32) -> String {
         format!("{}all:{{{bucket}}}", self.prefix)
+    }
+
+    /// Where the connections of bucket `bucket` are (a hash, id → channel and subject); same hash tag as
+    /// [`Keyspace::all_bucket`], so one script updates both.
+    pub fn location_bucket(&self, bucket: u32) -> String {
+        format!("{}loc:{{{bucket}}}", self.prefix)
+    }
+
+    /// The [`Keyspace::location_bucket`] that holds `connection_id`.
+    pub fn location_of(&self, connection_id: &str) -> String {
+        self.location_bucket(bucket_of(connection_id))
+    }
+
+    /// A presence channel's members (a hash, id → member); same hash tag as [`Keyspace::channel`], so
+    /// joining the channel and its presence is one script on a cluster too.
+    pub fn presence(&self, channel: &str) -> String {
+        format!("{}pres:{{{channel}}}", self.prefix)
+    }
+
+    /// The lease of the stale-connection sweep of bucket `bucket`.
+    pub fn sweep_lease(&self, bucket: u32) -> String {
+        format!("{}sweep:{{{bucket}}}", self.prefix)
     }
 
     pub fn history(&self, channel: &str) -> String {
@@ -245,6 +272,9 @@ mod tests {
             k.subject("user-1"),
             k.all_bucket_of("abc="),
             k.history("general"),
+            k.location_of("abc="),
+            k.presence("general"),
+            k.sweep_lease(3),
             k.revoked("abc="),
             k.token_generation("user-1"),
             k.history_position("general"),
@@ -263,6 +293,14 @@ mod tests {
             assert_eq!(key.matches('}').count(), 1, "{key}");
             assert!(key.find('{') < key.find('}'), "{key}");
         }
+    }
+
+    #[test]
+    fn keys_written_together_share_a_slot() {
+        let k = Keyspace::default();
+        let tag = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_owned();
+        assert_eq!(tag(&k.channel("general")), tag(&k.presence("general")));
+        assert_eq!(tag(&k.all_bucket_of("abc=")), tag(&k.location_of("abc=")));
     }
 
     #[test]

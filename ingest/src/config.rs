@@ -118,6 +118,16 @@ pub struct Config {
     )]
     pub chat_channels: Vec<String>,
 
+    /// Channels (names or patterns like `room-*`, or `*`) with presence: their members can be listed
+    /// (`GET /v1/channels/{name}/presence`, the `presence` action) and are told when someone joins or
+    /// leaves. Empty: no channel has presence.
+    #[arg(
+        long = "presence-channel",
+        env = "FANOUT_PRESENCE_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub presence_channels: Vec<String>,
+
     /// Default lifetime of a connect token, in seconds (1 to 3600).
     #[arg(long, env = "FANOUT_TOKEN_TTL_SECS", default_value_t = 60)]
     pub token_ttl_secs: u64,
@@ -195,6 +205,7 @@ pub struct Settings {
     pub default_channel: ChannelName,
     pub public_channels: Vec<ChannelPattern>,
     pub chat_channels: Vec<ChannelPattern>,
+    pub presence_channels: Vec<ChannelPattern>,
     pub token_ttl: Duration,
     pub token_issue_limit_per_minute: u32,
     pub connect_limit_per_minute: u32,
@@ -408,6 +419,7 @@ impl Config {
             default_channel,
             public_channels: patterns("FANOUT_PUBLIC_CHANNELS", &self.public_channels)?,
             chat_channels: patterns("FANOUT_CHAT_CHANNELS", &self.chat_channels)?,
+            presence_channels: patterns("FANOUT_PRESENCE_CHANNELS", &self.presence_channels)?,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             token_issue_limit_per_minute: self.token_issue_limit_per_minute,
             connect_limit_per_minute: self.connect_limit_per_minute,
@@ -481,6 +493,11 @@ mod tests {
             config(&["--public-channel", "bad name"])
                 .unwrap_err()
                 .contains("FANOUT_PUBLIC_CHANNELS")
+        );
+        assert!(
+            config(&["--presence-channel", "room-*,bad name"])
+                .unwrap_err()
+                .contains("FANOUT_PRESENCE_CHANNELS")
         );
         assert!(
             config(&["--webhook-url", "ftp://x"])

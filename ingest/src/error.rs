@@ -63,6 +63,9 @@ pub enum AppError {
     UnknownConnection,
     #[error("Unknown broadcast")]
     UnknownBroadcast,
+    /// Presence asked for on a channel configuration does not give it (`FANOUT_PRESENCE_CHANNELS`).
+    #[error("Presence is not enabled on this channel.")]
+    PresenceDisabled,
     /// A request the framework refused before a handler ran (the status says why).
     #[error("{}", rejection_message(*.0))]
     Rejected(StatusCode),
@@ -94,7 +97,7 @@ impl AppError {
             Webhook => StatusCode::BAD_GATEWAY,
             Unauthorized => StatusCode::UNAUTHORIZED,
             TokenRateLimited => StatusCode::TOO_MANY_REQUESTS,
-            UnknownConnection | UnknownBroadcast => StatusCode::NOT_FOUND,
+            UnknownConnection | UnknownBroadcast | PresenceDisabled => StatusCode::NOT_FOUND,
             Rejected(status) => *status,
             Timeout => StatusCode::REQUEST_TIMEOUT,
             Redis(_) | Queue(_) | EnqueueUnknown { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,6 +129,7 @@ impl AppError {
             BadRequest(_) => "bad_request",
             UnknownConnection => "unknown_connection",
             UnknownBroadcast => "unknown_broadcast",
+            PresenceDisabled => "presence_not_enabled",
             Rejected(status) => rejection_code(*status),
             Timeout => "request_timeout",
             Redis(_) => "redis_unavailable",

@@ -12,6 +12,8 @@
 //! - [`api`]: the `/v1` application API.
 //! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`], [`client_ip`]: the state each
 //!   concept keeps in Redis, and the checks.
+//! - [`presence`]: who is in a presence channel; [`lifecycle`]: what follows a connection's comings and
+//!   goings (presence events).
 //! - [`revocation`]: kicks (connections, users, channels) and revoking a user's tokens.
 //! - [`json`]: the nesting limit every JSON input is held to.
 //! - [`outbox`]: puts jobs on the queue.
@@ -30,12 +32,14 @@ pub mod error;
 pub mod health;
 pub mod history;
 pub mod json;
+pub mod lifecycle;
 pub mod limits;
 pub mod listener;
 pub mod membership;
 pub mod observe;
 pub mod origin;
 pub mod outbox;
+pub mod presence;
 pub mod recovery;
 pub mod revocation;
 pub mod state;

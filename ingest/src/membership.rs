@@ -1,5 +1,12 @@
 //! Who is connected and where: the connection record (`conn:{id}` hash) and the sets that index it
-//! (`chan:{name}`, `user:{subject}`, the `all:{n}` buckets).
+//! (`chan:{name}`, `user:{subject}`, the `all:{n}` buckets), the location hash (`loc:{n}`, where each
+//! connection is, so the stale-connection sweep can clean up after an expired record) and, on presence
+//! channels, the channel's presence hash (`pres:{name}`).
+//!
+//! Joining and leaving a channel is one script on the channel's slot (the channel set and its presence
+//! hash share a hash tag): it says whether the connection was really added or removed (so presence
+//! events and webhooks fire once, even when two callbacks race) and whether the channel became occupied
+//! or vacated.
 //!
 //! Writes go through [`Redis::batch`](common::store::Redis::batch): one transaction on a single node.
 //! On Redis Cluster the keys live in different slots, so the record is written first and removed last:
@@ -27,6 +34,8 @@ pub struct Connection {
     pub source_ip: String,
     /// SHA-256 of the token used on `$connect`, to recognise a repeated `$connect`.
     pub token_hash: Option<String>,
+    /// Client info from the token (a JSON object as compact text), shown in presence.
+    pub info: Option<String>,
 }
 
 impl Connection {
@@ -59,7 +68,15 @@ impl Connection {
         if let Some(t) = &self.token_hash {
             fields.push((f::TOKEN_HASH, t.clone()));
         }
+        if let Some(info) = &self.info {
+            fields.push((f::INFO, info.clone()));
+        }
         fields
+    }
+
+    /// The value of the connection's entry in its location hash: the channel, and the subject if any.
+    pub fn location(&self) -> String {
+        location(&self.channel, self.subject.as_ref())
     }
 
     fn from_fields(id: &ConnectionId, mut map: HashMap<String, String>) -> Option<Self> {
@@ -82,13 +99,128 @@ impl Connection {
                 .unwrap_or(0),
             source_ip: map.remove(f::SOURCE_IP).unwrap_or_default(),
             token_hash: map.remove(f::TOKEN_HASH),
+            info: map.remove(f::INFO),
         })
     }
 }
 
-/// Writes the record (with its TTL) and adds the connection to its channel, subject and bucket sets.
-/// Idempotent: registering the same connection again changes nothing.
-pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::RedisError> {
+/// A location hash entry: `channel` and, after a newline (which neither may contain), the subject.
+fn location(channel: &ChannelName, subject: Option<&Subject>) -> String {
+    match subject {
+        Some(s) => format!("{}\n{}", channel.as_str(), s.as_str()),
+        None => channel.as_str().to_owned(),
+    }
+}
+
+/// Reads a location hash entry back; `None` if it does not hold a valid channel.
+pub fn parse_location(value: &str) -> Option<(ChannelName, Option<Subject>)> {
+    let (channel, subject) = match value.split_once('\n') {
+        Some((c, s)) => (c, Subject::parse(s).ok()),
+        None => (value, None),
+    };
+    Some((ChannelName::parse(channel).ok()?, subject))
+}
+
+/// What joining a channel did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// The connection was not in the channel before.
+    pub added: bool,
+    /// It is the channel's first member.
+    pub occupied: bool,
+    /// It was added to the channel's presence.
+    pub presence: bool,
+}
+
+/// What leaving a channel did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Left {
+    /// The connection was in the channel.
+    pub removed: bool,
+    /// It was the channel's last member.
+    pub vacated: bool,
+    /// Its presence entry, if it had one (and this call removed it).
+    pub presence: Option<String>,
+}
+
+/// Adds a connection to a channel (and to its presence when `member` is given); answers
+/// `{added, occupied, presence_added}`.
+const JOIN_CHANNEL: &str = r"
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+local presence = 0
+if ARGV[2] ~= '' then presence = redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+local occupied = 0
+if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then occupied = 1 end
+return {added, occupied, presence}
+";
+
+/// Takes a connection out of a channel and its presence; answers `{removed, vacated, presence entry or ''}`.
+const LEAVE_CHANNEL: &str = r"
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+if member then redis.call('HDEL', KEYS[2], ARGV[1]) else member = '' end
+local vacated = 0
+if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then vacated = 1 end
+return {removed, vacated, member}
+";
+
+/// The script call that joins `conn` to `channel` (a command, so it can be part of a batch).
+fn join_channel(state: &AppState, conn: &Connection, channel: &ChannelName) -> redis::Cmd {
+    let member = if crate::presence::enabled(state, channel) {
+        crate::presence::stored(conn)
+    } else {
+        String::new()
+    };
+    redis::cmd("EVAL")
+        .arg(JOIN_CHANNEL)
+        .arg(2)
+        .arg(state.keys.channel(channel.as_str()))
+        .arg(state.keys.presence(channel.as_str()))
+        .arg(conn.id.as_str())
+        .arg(member)
+        .to_owned()
+}
+
+/// The script call that takes connection `id` out of `channel` and its presence.
+pub(crate) fn leave_channel(state: &AppState, id: &str, channel: &ChannelName) -> redis::Cmd {
+    redis::cmd("EVAL")
+        .arg(LEAVE_CHANNEL)
+        .arg(2)
+        .arg(state.keys.channel(channel.as_str()))
+        .arg(state.keys.presence(channel.as_str()))
+        .arg(id)
+        .to_owned()
+}
+
+fn joined_from(value: Option<redis::Value>) -> Result<Joined, redis::RedisError> {
+    let (added, occupied, presence): (i64, i64, i64) = match value {
+        Some(v) => redis::from_redis_value(v)?,
+        None => (0, 0, 0),
+    };
+    Ok(Joined {
+        added: added == 1,
+        occupied: occupied == 1,
+        presence: presence == 1,
+    })
+}
+
+/// Reads the answer of [`leave_channel`].
+pub(crate) fn left_from(value: Option<redis::Value>) -> Result<Left, redis::RedisError> {
+    let (removed, vacated, member): (i64, i64, String) = match value {
+        Some(v) => redis::from_redis_value(v)?,
+        None => (0, 0, String::new()),
+    };
+    Ok(Left {
+        removed: removed == 1,
+        vacated: vacated == 1,
+        presence: Some(member).filter(|m| !m.is_empty()),
+    })
+}
+
+/// Writes the record (with its TTL) and adds the connection to its channel (and its presence), subject
+/// and bucket sets and its location. Idempotent: registering the same connection again changes nothing
+/// (and answers `added: false`).
+pub async fn register(state: &AppState, conn: &Connection) -> Result<Joined, redis::RedisError> {
     let id = conn.id.as_str();
     let key = state.keys.connection(id);
     let mut hset = redis::cmd("HSET");
@@ -104,13 +236,15 @@ pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::
             .to_owned(),
     ];
     let mut sets = vec![
-        redis::cmd("SADD")
-            .arg(state.keys.channel(conn.channel.as_str()))
-            .arg(id)
-            .to_owned(),
+        join_channel(state, conn, &conn.channel),
         redis::cmd("SADD")
             .arg(state.keys.all_bucket_of(id))
             .arg(id)
+            .to_owned(),
+        redis::cmd("HSET")
+            .arg(state.keys.location_of(id))
+            .arg(id)
+            .arg(conn.location())
             .to_owned(),
     ];
     if let Some(subject) = &conn.subject {
@@ -123,11 +257,9 @@ pub async fn register(state: &AppState, conn: &Connection) -> Result<(), redis::
     }
     // The record before the sets: a planner that finds the id in a set must find its record, or it
     // takes the connection for a stale one and drops it (on a cluster the two live on different nodes).
-    state
-        .redis
-        .batch_in_order(vec![record, sets])
-        .await
-        .map(drop)
+    let answers = state.redis.batch_in_order(vec![record, sets]).await?;
+    // The join script is the first command after the record's two.
+    joined_from(answers.into_iter().nth(2))
 }
 
 /// What the message gate found for a connection.
@@ -241,13 +373,15 @@ pub async fn peek(
     Ok(Connection::from_fields(id, map))
 }
 
-/// Removes a connection from every set and deletes its record. Returns the record it had, if any.
+/// Removes a connection from every set (its presence and location included) and deletes its record.
+/// Returns the record it had, if any, and what leaving its channel did.
 pub async fn remove(
     state: &AppState,
     id: &ConnectionId,
-) -> Result<Option<Connection>, redis::RedisError> {
+) -> Result<Option<(Connection, Left)>, redis::RedisError> {
     let Some(conn) = peek(state, id).await? else {
-        // No record (already gone, or expired): still clear the bucket, the one set we can name without it.
+        // No record (already gone, or expired): the stale-connection sweep finds its channel and subject
+        // in the location hash; clear the bucket, the one set we can name without it.
         redis::cmd("SREM")
             .arg(state.keys.all_bucket_of(id.as_str()))
             .arg(id.as_str())
@@ -255,28 +389,43 @@ pub async fn remove(
             .await?;
         return Ok(None);
     };
-    let cmds = leave_sets(state, &conn);
-    state.redis.batch(cmds).await?;
+    let mut cmds = leave_sets(state, &conn);
+    cmds.push(
+        redis::cmd("HDEL")
+            .arg(state.keys.location_of(id.as_str()))
+            .arg(id.as_str())
+            .to_owned(),
+    );
+    let answers = state.redis.batch(cmds).await?;
     redis::cmd("DEL")
         .arg(state.keys.connection(id.as_str()))
         .query_async::<()>(&mut state.conn())
         .await?;
-    Ok(Some(conn))
+    // The leave script is the first command.
+    let left = left_from(answers.into_iter().next())?;
+    Ok(Some((conn, left)))
 }
 
-/// The commands that take a connection out of its channel, subject and bucket sets.
+/// The commands that take a connection out of its channel (and its presence; the script comes first),
+/// subject and bucket sets.
 fn leave_sets(state: &AppState, conn: &Connection) -> Vec<redis::Cmd> {
     let id = conn.id.as_str();
-    let mut sets = vec![
-        state.keys.channel(conn.channel.as_str()),
-        state.keys.all_bucket_of(id),
+    let mut cmds = vec![
+        leave_channel(state, id, &conn.channel),
+        redis::cmd("SREM")
+            .arg(state.keys.all_bucket_of(id))
+            .arg(id)
+            .to_owned(),
     ];
     if let Some(subject) = &conn.subject {
-        sets.push(state.keys.subject(subject.as_str()));
+        cmds.push(
+            redis::cmd("SREM")
+                .arg(state.keys.subject(subject.as_str()))
+                .arg(id)
+                .to_owned(),
+        );
     }
-    sets.into_iter()
-        .map(|set| redis::cmd("SREM").arg(set).arg(id).to_owned())
-        .collect()
+    cmds
 }
 
 /// How long a kicked connection's record outlives its set memberships: long enough for a worker to read
@@ -285,8 +434,8 @@ pub const KICKED_RECORD_TTL_MS: u64 = 300_000;
 
 /// Takes a connection out of every set (no broadcast reaches it any more) but keeps its record for a few
 /// minutes, so the worker that closes it can still find its endpoint. The `$disconnect` that follows the
-/// close deletes the record.
-pub async fn detach(state: &AppState, conn: &Connection) -> Result<(), redis::RedisError> {
+/// close deletes the record (and its location entry; or the sweep does, once the record has expired).
+pub async fn detach(state: &AppState, conn: &Connection) -> Result<Left, redis::RedisError> {
     let mut cmds = leave_sets(state, conn);
     cmds.push(
         redis::cmd("PEXPIRE")
@@ -294,15 +443,17 @@ pub async fn detach(state: &AppState, conn: &Connection) -> Result<(), redis::Re
             .arg(KICKED_RECORD_TTL_MS)
             .to_owned(),
     );
-    state.redis.batch(cmds).await.map(drop)
+    let answers = state.redis.batch(cmds).await?;
+    left_from(answers.into_iter().next())
 }
 
-/// Moves a connection to another channel: the record first, then the sets.
+/// Moves a connection to another channel: the record, the new channel (and its presence), the old one,
+/// and the location, together. Answers what leaving the old channel and joining the new one did.
 pub async fn move_to(
     state: &AppState,
     conn: &mut Connection,
     channel: ChannelName,
-) -> Result<(), redis::RedisError> {
+) -> Result<(Left, Joined), redis::RedisError> {
     let id = conn.id.as_str();
     let cmds = vec![
         redis::cmd("HSET")
@@ -310,18 +461,19 @@ pub async fn move_to(
             .arg(f::CHANNEL)
             .arg(channel.as_str())
             .to_owned(),
-        redis::cmd("SADD")
-            .arg(state.keys.channel(channel.as_str()))
+        join_channel(state, conn, &channel),
+        leave_channel(state, id, &conn.channel),
+        redis::cmd("HSET")
+            .arg(state.keys.location_of(id))
             .arg(id)
-            .to_owned(),
-        redis::cmd("SREM")
-            .arg(state.keys.channel(conn.channel.as_str()))
-            .arg(id)
+            .arg(location(&channel, conn.subject.as_ref()))
             .to_owned(),
     ];
-    state.redis.batch(cmds).await?;
+    let mut answers = state.redis.batch(cmds).await?.into_iter().skip(1);
+    let joined = joined_from(answers.next())?;
+    let left = left_from(answers.next())?;
     conn.channel = channel;
-    Ok(())
+    Ok((left, joined))
 }
 
 /// Whether a connection may join `channel`: public channels are open to all; otherwise it needs a

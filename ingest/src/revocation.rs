@@ -62,7 +62,15 @@ pub async fn kick(state: &AppState, conns: &[Connection]) -> Result<Kicked, AppE
             .collect();
         state.redis.batch(marks).await?;
         for conn in chunk {
-            membership::detach(state, conn).await?;
+            let left = membership::detach(state, conn).await?;
+            crate::lifecycle::gone(
+                state,
+                conn.id.as_str(),
+                &conn.channel,
+                &left,
+                crate::lifecycle::Gone::Kicked,
+            )
+            .await;
         }
         kicked.connections += chunk.len();
     }

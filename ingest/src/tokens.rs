@@ -5,12 +5,41 @@
 //! token opens at most one connection even when two `$connect`s race with it. A token also records the
 //! subject's token generation when it was minted; revoking the subject raises the generation, which
 //! makes every older token useless (see [`crate::revocation`]).
+//!
+//! A token may also carry client `info`: a small JSON object (at most [`MAX_INFO_BYTES`] serialised) the
+//! application wants other members to see, such as a display name; it is kept in the connection's record
+//! and shown in presence (see [`crate::presence`]).
 
 use crate::state::AppState;
 use common::names::{ChannelName, ChannelPattern, Subject};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::time::Duration;
+
+/// The largest client `info` a token may carry, serialised as compact JSON.
+pub const MAX_INFO_BYTES: usize = 1024;
+
+/// Why client info was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InfoError {
+    #[error("info must be a JSON object")]
+    NotAnObject,
+    #[error("info must be at most 1024 bytes as compact JSON")]
+    TooLarge,
+}
+
+/// Checks client info: a JSON object of at most [`MAX_INFO_BYTES`] as compact JSON.
+pub fn validate_info(info: Value) -> Result<Map<String, Value>, InfoError> {
+    let Value::Object(map) = info else {
+        return Err(InfoError::NotAnObject);
+    };
+    let size = serde_json::to_string(&map).map_or(usize::MAX, |s| s.len());
+    if size > MAX_INFO_BYTES {
+        return Err(InfoError::TooLarge);
+    }
+    Ok(map)
+}
 
 /// What a token grants, as stored in Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +52,9 @@ pub struct Claims {
     /// The subject's token generation when the token was minted.
     #[serde(default)]
     pub generation: u64,
+    /// Client info shown to other members in presence (checked by [`validate_info`] when minted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Map<String, Value>>,
 }
 
 impl Claims {
@@ -50,6 +82,18 @@ pub async fn issue(
     generation: u64,
     ttl: Duration,
 ) -> Result<String, redis::RedisError> {
+    issue_with_info(state, subject, channels, generation, ttl, None).await
+}
+
+/// [`issue`] with client info (already checked by [`validate_info`]).
+pub async fn issue_with_info(
+    state: &AppState,
+    subject: &Subject,
+    channels: Option<Vec<ChannelName>>,
+    generation: u64,
+    ttl: Duration,
+    info: Option<Map<String, Value>>,
+) -> Result<String, redis::RedisError> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
@@ -57,6 +101,7 @@ pub async fn issue(
         sub: subject.as_str().to_owned(),
         ch: channels.map(|c| c.iter().map(|p| p.as_str().to_owned()).collect()),
         generation,
+        info,
     };
     let value = serde_json::to_string(&claims).expect("claims serialise");
     redis::cmd("SET")
@@ -80,4 +125,35 @@ pub async fn consume(state: &AppState, token: &str) -> Result<Option<Claims>, re
         .query_async(&mut state.conn())
         .await?;
     Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn info_must_be_a_small_object() {
+        assert_eq!(
+            validate_info(json!({"name": "Ada"})).unwrap()["name"],
+            "Ada"
+        );
+        assert_eq!(validate_info(json!("Ada")), Err(InfoError::NotAnObject));
+        assert_eq!(validate_info(json!([1])), Err(InfoError::NotAnObject));
+        let big = "x".repeat(MAX_INFO_BYTES);
+        assert_eq!(
+            validate_info(json!({ "name": big })),
+            Err(InfoError::TooLarge)
+        );
+        let fits = "x".repeat(MAX_INFO_BYTES - r#"{"n":""}"#.len());
+        assert!(validate_info(json!({ "n": fits })).is_ok());
+    }
+
+    #[test]
+    fn claims_without_info_read_as_before() {
+        let old: Claims = serde_json::from_str(r#"{"sub":"u","generation":2}"#).unwrap();
+        assert_eq!(old.info, None);
+        let shown = serde_json::to_string(&old).unwrap();
+        assert!(!shown.contains("info"), "{shown}");
+    }
 }

@@ -27,7 +27,9 @@ pub async fn run(
         return Err(refuse(state, &conn, AppError::PermissionDenied).await);
     }
     if channel != conn.channel {
-        membership::move_to(state, &mut conn, channel).await?;
+        let from = conn.channel.clone();
+        let (left, joined) = membership::move_to(state, &mut conn, channel).await?;
+        crate::lifecycle::moved(state, &conn, &from, &left, joined).await;
     }
     outbox::reply(
         state,

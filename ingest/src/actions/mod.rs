@@ -4,6 +4,7 @@
 //! - [`fetch_history`]: get the channel's recent messages.
 //! - [`chat_message`]: publish to the channel, where configuration allows browsers to publish.
 //! - [`recover`]: the messages the channel's history holds after an offset, for a reconnected client.
+//! - [`presence`]: the members of the connection's channel, where presence is enabled.
 //! - anything else is [`Action::Unknown`], handed to the application's webhook ([`webhook`]) or answered
 //!   with an error.
 //!
@@ -13,6 +14,7 @@
 mod change_channel;
 mod chat_message;
 mod fetch_history;
+mod presence;
 mod recover;
 mod webhook;
 
@@ -37,6 +39,7 @@ pub enum Action {
         offset: Option<u64>,
         epoch: Option<String>,
     },
+    Presence,
     Unknown {
         name: String,
     },
@@ -56,6 +59,7 @@ impl Action {
                 offset: body.get("offset").and_then(Value::as_u64),
                 epoch: text("epoch"),
             },
+            "presence" => Action::Presence,
             "chat_message" => Action::ChatMessage {
                 message: text("message"),
             },
@@ -87,6 +91,7 @@ pub async fn run(
             offset,
             epoch,
         } => recover::run(state, &conn, channel.as_deref(), offset, epoch.as_deref()).await,
+        Action::Presence => presence::run(state, &conn).await,
         Action::Unknown { name } => match &state.settings.webhook_url {
             Some(url) => webhook::run(state, url, &conn, route, &name, body).await,
             None => Err(refuse(state, &conn, AppError::UnknownAction).await),
@@ -152,6 +157,7 @@ mod tests {
                 epoch: None
             }
         );
+        assert_eq!(parse(json!({"action":"presence"})), Action::Presence);
         assert_eq!(
             parse(json!({"action":"dance"})),
             Action::Unknown {

@@ -13,6 +13,7 @@
 //! | `POST /v1/kick` | kick a connection, a user's connections or a channel's members ([`kicks`]) |
 //! | `POST /v1/users/{subject}/revoke` | kick a user and invalidate the tokens minted for it ([`kicks`]) |
 //! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
+//! | `GET /v1/channels/{channel}/presence` | a presence channel's members, paged, and their count ([`presence`]) |
 //! | `GET /v1/broadcasts/{id}` | a broadcast's delivery report, kept by the workers ([`broadcasts`]) |
 
 mod broadcasts;
@@ -20,6 +21,7 @@ mod channels;
 mod connections;
 mod idempotency;
 pub mod kicks;
+pub mod presence;
 pub mod publish;
 pub mod tokens;
 
@@ -42,6 +44,7 @@ pub fn router() -> Router<AppState> {
         .route("/kick", post(kicks::kick))
         .route("/users/{subject}/revoke", post(kicks::revoke_user))
         .route("/channels/{channel}", get(channels::stats))
+        .route("/channels/{channel}/presence", get(presence::members))
         .route("/broadcasts/{id}", get(broadcasts::report))
 }
 

@@ -1,7 +1,8 @@
-//! `POST /v1/tokens` `{"subject": ..., "channels": [names]?, "ttl": seconds?}` mints a single-use connect
+//! `POST /v1/tokens` `{"subject": ..., "channels": [names]?, "ttl": seconds?, "info": {...}?}` mints a single-use connect
 //! token and answers `{"token": ..., "expires_in": seconds}`, the Django package's token view shape, so
 //! browser code written for it keeps working. The body is read as JSON whatever its content type, so a
-//! plain `curl -d '{...}'` works. A subject may be issued a limited number of tokens a minute.
+//! plain `curl -d '{...}'` works. A subject may be issued a limited number of tokens a minute. `info` is
+//! client info shown to other members in presence (a JSON object of at most 1 KiB).
 
 use super::ApiKey;
 use crate::error::AppError;
@@ -23,6 +24,8 @@ pub struct TokenRequest {
     channels: Option<Vec<String>>,
     #[serde(default)]
     ttl: Option<u64>,
+    #[serde(default)]
+    info: Option<Value>,
 }
 
 /// A token request, validated.
@@ -31,10 +34,10 @@ pub struct ValidTokenRequest {
     pub subject: Subject,
     pub channels: Option<Vec<ChannelName>>,
     pub ttl: Option<Duration>,
+    pub info: Option<serde_json::Map<String, Value>>,
 }
 
-const TOKEN_SHAPE: &str =
-    "the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds}";
+const TOKEN_SHAPE: &str = "the body must be JSON: {\"subject\": string, \"channels\"?: [string], \"ttl\"?: seconds, \"info\"?: object}";
 
 impl TokenRequest {
     /// Decodes and validates a `POST /v1/tokens` body.
@@ -71,10 +74,22 @@ impl TokenRequest {
                 ));
             }
         };
+        let info = match request.info {
+            None => None,
+            Some(info) => Some(tokens::validate_info(info).map_err(|e| match e {
+                tokens::InfoError::NotAnObject => {
+                    AppError::BadRequest("info must be a JSON object")
+                }
+                tokens::InfoError::TooLarge => {
+                    AppError::BadRequest("info must be at most 1024 bytes as compact JSON")
+                }
+            })?),
+        };
         Ok(ValidTokenRequest {
             subject,
             channels,
             ttl,
+            info,
         })
     }
 }
@@ -88,6 +103,7 @@ pub async fn issue(
         subject,
         channels,
         ttl,
+        info,
     } = TokenRequest::decode(&body)?;
     let ttl = ttl.unwrap_or(state.settings.token_ttl);
     let (allowed, generation) = limits::allow_subject(
@@ -106,7 +122,7 @@ pub async fn issue(
             .inc();
         return Err(AppError::TokenRateLimited);
     }
-    let token = tokens::issue(&state, &subject, channels, generation, ttl).await?;
+    let token = tokens::issue_with_info(&state, &subject, channels, generation, ttl, info).await?;
     state.metrics.tokens_issued.inc();
     Ok(Json(json!({ "token": token, "expires_in": ttl.as_secs() })))
 }

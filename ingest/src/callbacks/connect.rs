@@ -65,7 +65,7 @@ pub async fn handle(
         })?,
     };
 
-    let (subject, allowed, token_hash, generation) =
+    let (subject, allowed, token_hash, generation, info) =
         match token.as_deref().filter(|t| !t.is_empty()) {
             Some(token) => match tokens::consume(state, token).await? {
                 Some(claims) => {
@@ -75,6 +75,9 @@ pub async fn handle(
                         claims.channel_patterns(),
                         Some(common::keys::token_hash(token)),
                         claims.generation,
+                        claims
+                            .info
+                            .map(|i| serde_json::Value::Object(i).to_string()),
                     )
                 }
                 None => {
@@ -94,7 +97,7 @@ pub async fn handle(
                 }
             },
             None if ChannelPattern::any_matches(&settings.public_channels, &channel) => {
-                (None, None, None, 0)
+                (None, None, None, 0, None)
             }
             None => {
                 refused("missing_token");
@@ -145,8 +148,10 @@ pub async fn handle(
         connected_at_ms: common::job::now_ms(),
         source_ip: cb.source_ip.clone(),
         token_hash,
+        info,
     };
-    membership::register(state, &conn).await?;
+    let joined = membership::register(state, &conn).await?;
     tracing::debug!(connection_id = %conn.id, channel = %conn.channel, "connected");
+    crate::lifecycle::connected(state, &conn, joined).await;
     Ok(())
 }

@@ -11,5 +11,15 @@ pub async fn handle(state: &AppState, cb: &Callback<'_>) -> Result<(), AppError>
     let id = ConnectionId::parse(cb.connection_id).map_err(|_| AppError::ConnectionId)?;
     let removed = membership::remove(state, &id).await?;
     tracing::debug!(connection_id = %id, known = removed.is_some(), "disconnected");
+    if let Some((conn, left)) = removed {
+        crate::lifecycle::gone(
+            state,
+            conn.id.as_str(),
+            &conn.channel,
+            &left,
+            crate::lifecycle::Gone::Disconnected,
+        )
+        .await;
+    }
     Ok(())
 }

@@ -164,6 +164,7 @@ async fn a_connection_record_is_acknowledged_before_any_set_names_it() {
         connected_at_ms: 1,
         source_ip: "127.0.0.1".into(),
         token_hash: None,
+        info: None,
     };
     let mut paused = redis::Client::open(format!("redis://127.0.0.1:{record_node}/"))
         .unwrap()

@@ -11,6 +11,7 @@ mod demo;
 mod idempotency;
 mod limits;
 mod outage;
+mod presence;
 mod recovery;
 mod revocation;
 mod slowloris;
