@@ -4,6 +4,8 @@
 //! - [`fetch_history`]: get the channel's recent messages.
 //! - [`chat_message`]: publish to the channel, where configuration allows browsers to publish.
 //! - [`recover`]: the messages the channel's history holds after an offset, for a reconnected client.
+//! - `ping`: accepted and ignored (no answer, no job); a client sends it to stay under API Gateway's
+//!   10-minute idle timeout. Like every message it refreshes the connection's record.
 //! - anything else is [`Action::Unknown`], handed to the application's webhook ([`webhook`]) or answered
 //!   with an error.
 //!
@@ -37,6 +39,7 @@ pub enum Action {
         offset: Option<u64>,
         epoch: Option<String>,
     },
+    Ping,
     Unknown {
         name: String,
     },
@@ -51,6 +54,7 @@ impl Action {
                 channel: text("channel"),
             },
             "fetch_history" => Action::FetchHistory,
+            "ping" => Action::Ping,
             "recover" => Action::Recover {
                 channel: text("channel"),
                 offset: body.get("offset").and_then(Value::as_u64),
@@ -87,6 +91,7 @@ pub async fn run(
             offset,
             epoch,
         } => recover::run(state, &conn, channel.as_deref(), offset, epoch.as_deref()).await,
+        Action::Ping => Ok(()),
         Action::Unknown { name } => match &state.settings.webhook_url {
             Some(url) => webhook::run(state, url, &conn, route, &name, body).await,
             None => Err(refuse(state, &conn, AppError::UnknownAction).await),
@@ -152,6 +157,7 @@ mod tests {
                 epoch: None
             }
         );
+        assert_eq!(parse(json!({"action":"ping"})), Action::Ping);
         assert_eq!(
             parse(json!({"action":"dance"})),
             Action::Unknown {
