@@ -1,6 +1,6 @@
-//! Local demo mode only (`--demo-ws-url`): serves the chat room page at `/demo/` and mints connect tokens
-//! for any name at `POST /demo/token`, so the page can log in without an application backend. Anyone who
-//! can reach ingest can mint tokens this way, so the routes exist only when the flag is set, and ingest
+//! Local demo mode only (`--demo-ws-url`): serves the chat room page at `/demo/`, the JS client it uses
+//! (`client/fanout.js`) at `/demo/fanout.js`, and mints connect tokens for any name at `POST /demo/token`,
+//! so the page can log in without an application backend. Anyone who can reach ingest can mint tokens this way, so the routes exist only when the flag is set, and ingest
 //! logs a warning at start. Never enable it in production.
 
 use crate::error::AppError;
@@ -18,6 +18,19 @@ pub const CHAT_PAGE: &str = include_str!("../../demo/chat.html");
 
 pub async fn page() -> Html<&'static str> {
     Html(CHAT_PAGE)
+}
+
+/// The JS client, as published from `client/`.
+pub const CLIENT_MODULE: &str = include_str!("../../client/fanout.js");
+
+pub async fn client_module() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        CLIENT_MODULE,
+    )
 }
 
 /// `POST /demo/token` `{"name": ...}` → `{"token", "expires_in", "ws_url"}`.

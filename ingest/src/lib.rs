@@ -62,6 +62,7 @@ pub fn app(state: AppState) -> Router {
     if state.settings.demo_ws_url.is_some() {
         router = router
             .route("/demo/", get(demo::page))
+            .route("/demo/fanout.js", get(demo::client_module))
             .route("/demo/token", post(demo::token));
     }
     router

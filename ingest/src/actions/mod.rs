@@ -5,6 +5,8 @@
 //! - [`chat_message`]: publish to the channel, where configuration allows browsers to publish.
 //! - [`recover`]: the messages the channel's history holds after an offset, for a reconnected client.
 //! - [`presence`]: the members of the connection's channel, where presence is enabled.
+//! - `ping`: accepted and ignored (no answer, no job); a client sends it to stay under API Gateway's
+//!   10-minute idle timeout. Like every message it refreshes the connection's record.
 //! - anything else is [`Action::Unknown`], handed to the application's webhook ([`webhook`]) or answered
 //!   with an error.
 //!
@@ -40,6 +42,7 @@ pub enum Action {
         epoch: Option<String>,
     },
     Presence,
+    Ping,
     Unknown {
         name: String,
     },
@@ -54,6 +57,7 @@ impl Action {
                 channel: text("channel"),
             },
             "fetch_history" => Action::FetchHistory,
+            "ping" => Action::Ping,
             "recover" => Action::Recover {
                 channel: text("channel"),
                 offset: body.get("offset").and_then(Value::as_u64),
@@ -92,6 +96,7 @@ pub async fn run(
             epoch,
         } => recover::run(state, &conn, channel.as_deref(), offset, epoch.as_deref()).await,
         Action::Presence => presence::run(state, &conn).await,
+        Action::Ping => Ok(()),
         Action::Unknown { name } => match &state.settings.webhook_url {
             Some(url) => webhook::run(state, url, &conn, route, &name, body).await,
             None => Err(refuse(state, &conn, AppError::UnknownAction).await),
@@ -158,6 +163,7 @@ mod tests {
             }
         );
         assert_eq!(parse(json!({"action":"presence"})), Action::Presence);
+        assert_eq!(parse(json!({"action":"ping"})), Action::Ping);
         assert_eq!(
             parse(json!({"action":"dance"})),
             Action::Unknown {
