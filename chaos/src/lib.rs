@@ -1,7 +1,8 @@
 //! The chaos suite's system: the real binaries as processes on free loopback ports — a private
 //! `redis-server` (also the Redis Streams queue), `ingest`, the `local-gateway` holding virtual
 //! connections that track their payloads, and N `fanout-worker` processes — plus the faults the suite
-//! injects into them (kill -9 of a worker, 500s from the Management API) and what it measures afterwards:
+//! injects into them (kill -9 or SIGTERM of a worker, Redis SIGSTOP, a stall of or 500s from the Management
+//! API) and what it measures afterwards:
 //! recipients that never got a message (lost) and posts of a payload a connection had already received
 //! (duplicates), both counted by the gateway from what it received, not from the workers' own reports.
 //!
@@ -74,6 +75,12 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        signal(self.child.id(), "TERM");
+        self.child.wait().ok()?.code()
+    }
+
     /// kill -9.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -85,6 +92,16 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`) to a process with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// The system under test.
@@ -262,6 +279,18 @@ impl System {
             duplicates: stats["duplicate_posts"].as_u64().unwrap_or(0),
             done,
         }
+    }
+}
+
+impl Outcome {
+    /// The fault's row of the Markdown table `./dev chaos` prints: fault | lost | duplicate posts | time
+    /// (from `since`, the fault, to the last delivery).
+    pub fn row(&self, fault: &str, since: Instant) -> String {
+        let time = self.done.saturating_duration_since(since).as_secs_f64();
+        format!(
+            "| {fault} | {} | {} | {time:.1} s |",
+            self.lost, self.duplicates
+        )
     }
 }
 
