@@ -16,12 +16,14 @@
 //! - [`front`]: the WebSocket listener: handshake, per-socket reader and writer, limits and timeouts.
 //! - [`management`]: `POST|GET|DELETE /{stage}/@connections/{id}` and `/metrics`.
 //! - [`virtual_conns`]: socket-less connections for scale tests, under `/_emulator/virtual`.
+//! - [`faults`]: a Management API stall or 500s on demand, for fault tests, under `/_emulator/faults`.
 //!
 //! This file binds the two listeners ([`LocalGateway::bind`]), serves them until shutdown
 //! ([`LocalGateway::serve`], or [`run`] for both), and starts a gateway in the background for tests
 //! ([`LocalGateway::spawn`]).
 
 pub mod config;
+pub mod faults;
 pub mod front;
 pub mod integration;
 pub mod limits;

@@ -19,8 +19,10 @@
 //! echoes the signature, counted in `fanout_emulator_signatures_refused_total{reason}`. A POST body over
 //! the payload limit is answered 413 before the check, because it is never read.
 //!
-//! The listener also serves `GET /metrics` and the virtual-connection admin API ([`crate::virtual_conns`]).
+//! The listener also serves `GET /metrics`, the virtual-connection admin API ([`crate::virtual_conns`]) and
+//! the fault switch ([`crate::faults`]: a stall, or 500s, on demand).
 
+use crate::faults::Gate;
 use crate::metrics::Operation;
 use crate::registry::{CloseReason, Delivery};
 use crate::state::AppState;
@@ -51,6 +53,12 @@ pub enum ApiError {
     /// SigV4 verification refused the call; the message says why (never the signature).
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// An injected fault ([`crate::faults`]): the service failed.
+    #[error("Internal server error")]
+    Internal,
+    /// An injected stall ([`crate::faults`]) held the call until it ended; nothing was delivered.
+    #[error("Gateway timeout")]
+    TimedOut,
 }
 
 impl ApiError {
@@ -61,6 +69,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadRequest => StatusCode::BAD_REQUEST,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::TimedOut => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -72,6 +82,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => "PayloadTooLargeException",
             ApiError::LimitExceeded => "LimitExceededException",
             ApiError::BadRequest => "BadRequestException",
+            ApiError::Internal | ApiError::TimedOut => "InternalServerErrorException",
         }
     }
 
@@ -82,6 +93,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => r#"{"message":"Payload too large"}"#,
             ApiError::LimitExceeded => r#"{"message":"Limit Exceeded"}"#,
             ApiError::BadRequest => r#"{"message":"Bad request"}"#,
+            ApiError::Internal => r#"{"message":"Internal server error"}"#,
+            ApiError::TimedOut => r#"{"message":"Endpoint request timed out"}"#,
             ApiError::Unauthenticated(message) => {
                 return serde_json::json!({ "message": message }).to_string();
             }
@@ -123,6 +136,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(payload_limit)),
         )
         .merge(crate::virtual_conns::router())
+        .merge(crate::faults::router())
         .fallback(|| async { ApiError::Forbidden })
         .with_state(state)
 }
@@ -204,6 +218,17 @@ fn admit_call(state: &AppState, path: IdPath, signed: Signed<'_>) -> Result<Stri
     Ok(id)
 }
 
+/// The answer an injected fault ([`crate::faults`]) gives instead of handling the call, after waiting
+/// out a stall.
+async fn faulted(state: &AppState, op: Operation) -> Option<Response> {
+    let error = match state.faults.gate().await {
+        Gate::Pass => return None,
+        Gate::Error => ApiError::Internal,
+        Gate::TimedOut => ApiError::TimedOut,
+    };
+    Some(respond(state, op, Err(error)))
+}
+
 fn respond(state: &AppState, op: Operation, result: Result<Response, ApiError>) -> Response {
     let response = result.unwrap_or_else(IntoResponse::into_response);
     state.metrics.management_call(op, response.status());
@@ -218,6 +243,9 @@ async fn post_to_connection(
     path: IdPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Some(answer) = faulted(&state, Operation::Post).await {
+        return answer;
+    }
     let result = (|| {
         let data = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -238,8 +266,8 @@ async fn post_to_connection(
         }
         match state.registry.deliver(&id, data) {
             Delivery::Queued => Ok(()),
-            Delivery::Counted => {
-                state.virtual_stats.record();
+            Delivery::Counted { repeat } => {
+                state.virtual_stats.record(repeat);
                 Ok(())
             }
             Delivery::BufferFull => Err(ApiError::LimitExceeded),
@@ -277,6 +305,9 @@ async fn get_connection(
     path: IdPath,
     body: Bytes,
 ) -> Response {
+    if let Some(answer) = faulted(&state, Operation::Get).await {
+        return answer;
+    }
     let signed = Signed {
         method: &method,
         uri: &uri,
@@ -307,6 +338,9 @@ async fn delete_connection(
     path: IdPath,
     body: Bytes,
 ) -> Response {
+    if let Some(answer) = faulted(&state, Operation::Delete).await {
+        return answer;
+    }
     let signed = Signed {
         method: &method,
         uri: &uri,

@@ -11,11 +11,11 @@ use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use prometheus::IntGauge;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use tokio::sync::{mpsc, watch};
 
 /// A fresh connection id in API Gateway's shape: 11 random bytes in URL-safe base64, 15 characters and
@@ -94,10 +94,12 @@ pub struct SocketLink {
     close: watch::Sender<Option<CloseReason>>,
 }
 
-/// A virtual connection's own counter.
+/// A virtual connection's own counters. With payload tracking on, it also keeps a 64-bit digest of every
+/// distinct payload it was posted, so a second post of the same bytes is told apart (a duplicate).
 #[derive(Debug, Default)]
 pub struct VirtualInbox {
     received: AtomicU64,
+    payloads: Option<Mutex<HashSet<u64>>>,
 }
 
 /// What kind of connection an id refers to.
@@ -133,8 +135,9 @@ pub struct SocketEnds {
 pub enum Delivery {
     /// Queued for the socket's writer.
     Queued,
-    /// Counted by a virtual connection.
-    Counted,
+    /// Counted by a virtual connection; `repeat` when it tracks payloads and had already received these
+    /// bytes.
+    Counted { repeat: bool },
     /// The client is not reading fast enough: its queue is full.
     BufferFull,
     /// No such connection (any more), or it is closing.
@@ -166,14 +169,19 @@ impl Connection {
         )
     }
 
-    /// A virtual connection: no socket, deliveries are counted.
-    pub fn new_virtual(id: String, source_ip: IpAddr, user_agent: Option<String>) -> Arc<Self> {
-        Self::new(
-            id,
-            source_ip,
-            user_agent,
-            Kind::Virtual(VirtualInbox::default()),
-        )
+    /// A virtual connection: no socket, deliveries are counted (and, with `track_payloads`, told apart by
+    /// their payload's digest).
+    pub fn new_virtual(
+        id: String,
+        source_ip: IpAddr,
+        user_agent: Option<String>,
+        track_payloads: bool,
+    ) -> Arc<Self> {
+        let inbox = VirtualInbox {
+            received: AtomicU64::new(0),
+            payloads: track_payloads.then(Mutex::default),
+        };
+        Self::new(id, source_ip, user_agent, Kind::Virtual(inbox))
     }
 
     fn new(id: String, source_ip: IpAddr, user_agent: Option<String>, kind: Kind) -> Arc<Self> {
@@ -227,10 +235,24 @@ impl Connection {
         }
     }
 
-    /// Zeroes a virtual connection's counter.
+    /// Distinct payloads a virtual connection that tracks payloads has received (0 otherwise).
+    pub fn distinct_received(&self) -> u64 {
+        match &self.kind {
+            Kind::Virtual(VirtualInbox {
+                payloads: Some(seen),
+                ..
+            }) => seen.lock().unwrap_or_else(PoisonError::into_inner).len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Zeroes a virtual connection's counters (and forgets the payloads it has seen).
     pub fn reset_received(&self) {
         if let Kind::Virtual(inbox) = &self.kind {
             inbox.received.store(0, Ordering::Relaxed);
+            if let Some(seen) = &inbox.payloads {
+                seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            }
         }
     }
 
@@ -255,7 +277,14 @@ impl Connection {
         match &self.kind {
             Kind::Virtual(inbox) => {
                 inbox.received.fetch_add(1, Ordering::Relaxed);
-                Delivery::Counted
+                let repeat = inbox.payloads.as_ref().is_some_and(|seen| {
+                    let digest = payload_digest(&data);
+                    !seen
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(digest)
+                });
+                Delivery::Counted { repeat }
             }
             Kind::Socket(link) => {
                 if link.close.borrow().is_some() {
@@ -272,6 +301,14 @@ impl Connection {
             }
         }
     }
+}
+
+/// A fixed-key 64-bit digest of a payload (the same bytes give the same digest in every run).
+fn payload_digest(data: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    data.hash(&mut hasher);
+    hasher.finish()
 }
 
 const SHARDS: usize = 64;
@@ -410,15 +447,31 @@ mod tests {
     }
 
     #[test]
+    fn a_tracking_virtual_connection_tells_a_repeated_payload_apart() {
+        let v = Connection::new_virtual("t=".into(), [10, 0, 0, 2].into(), None, true);
+        let post = |bytes: &'static [u8]| v.deliver(Bytes::from_static(bytes));
+        assert_eq!(post(b"one"), Delivery::Counted { repeat: false });
+        assert_eq!(post(b"two"), Delivery::Counted { repeat: false });
+        assert_eq!(post(b"one"), Delivery::Counted { repeat: true });
+        assert_eq!((v.received(), v.distinct_received()), (3, 2));
+        v.reset_received();
+        assert_eq!(post(b"one"), Delivery::Counted { repeat: false });
+        assert_eq!((v.received(), v.distinct_received()), (1, 1));
+    }
+
+    #[test]
     fn registry_counts_by_kind() {
         let m = crate::metrics::Metrics::new();
         let registry = Registry::new(m.sockets_open.clone(), m.virtual_open.clone());
-        let v = Connection::new_virtual("v=".into(), [10, 0, 0, 1].into(), None);
+        let v = Connection::new_virtual("v=".into(), [10, 0, 0, 1].into(), None, false);
         registry.insert(v.clone());
         let (s, _ends) = Connection::new_socket("s=".into(), [127, 0, 0, 1].into(), None, 4);
         registry.insert(s);
         assert_eq!((m.sockets_open.get(), m.virtual_open.get()), (1, 1));
-        assert_eq!(registry.deliver("v=", Bytes::new()), Delivery::Counted);
+        assert_eq!(
+            registry.deliver("v=", Bytes::new()),
+            Delivery::Counted { repeat: false }
+        );
         assert_eq!(registry.deliver("nope", Bytes::new()), Delivery::Gone);
         assert_eq!(v.received(), 1);
         assert_eq!(registry.virtual_connections().len(), 1);

@@ -11,6 +11,7 @@
 //! knows every socket task and every pending `$disconnect` has finished when the last clone is dropped.
 
 use crate::config::Settings;
+use crate::faults::Faults;
 use crate::integration::{Integration, IntegrationError};
 use crate::limits::TokenBucket;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct Shared {
     /// The new-connection limit, when configured.
     pub connect_limiter: Option<TokenBucket>,
     pub virtual_stats: VirtualStats,
+    /// Injected Management API faults (`/_emulator/faults`).
+    pub faults: Faults,
     /// Checks Management API signatures, when `--verify-sigv4` is set.
     pub verifier: Option<mgmt_client::Verifier>,
     shutdown: watch::Receiver<bool>,
@@ -79,6 +82,7 @@ impl AppState {
             mgmt_limiter: settings.mgmt_limit.map(TokenBucket::new),
             connect_limiter: settings.connect_limit.map(TokenBucket::new),
             virtual_stats: VirtualStats::new(),
+            faults: Faults::default(),
             verifier: settings.verify_sigv4.as_ref().map(|c| c.verifier()),
             metrics,
             settings,

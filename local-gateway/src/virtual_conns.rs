@@ -6,12 +6,15 @@
 //!   either `{"queries": ["channel=a&ws_token=...", ...]}` (one connection per query string, since each
 //!   connect usually spends its own token) or `{"count": N, "query": "channel=a"}`; optional fields:
 //!   `concurrency` (`$connect` calls in flight, default 64, at most 1024), `headers` (added to each
-//!   `$connect`, e.g. an `Origin`), `source_ip` and `user_agent`. Without a body, `?count=N&query=...`
+//!   `$connect`, e.g. an `Origin`), `source_ip`, `user_agent` and `track_payloads` (keep a digest of each
+//!   distinct payload a connection receives, so that a second post of the same bytes is counted as a
+//!   duplicate; for fault tests, it costs memory per message). Without a body, `?count=N&query=...`
 //!   works too. By default each connection gets its own source IP in 10.0.0.0/8, so per-IP connect
 //!   limits in the backend see many clients. The answer lists the new ids in the order of the queries
 //!   (`null` where `$connect` refused) with counts of what was created, refused (by status) and failed.
-//! - `GET /_emulator/virtual/stats`: posts received in all, first and last receive time, and a summary of
-//!   the per-connection counts; `DELETE /_emulator/virtual/stats` zeroes the counters.
+//! - `GET /_emulator/virtual/stats`: posts received in all, `duplicate_posts` (posts of a payload the
+//!   tracking connection had already received), first and last receive time, and a summary of the
+//!   per-connection counts (with `distinct_*`: distinct payloads per tracking connection); `DELETE /_emulator/virtual/stats` zeroes the counters.
 //! - `DELETE /_emulator/virtual`: removes every virtual connection, each with its `$disconnect`.
 //!
 //! A post to a virtual connection costs a few atomic operations ([`crate::virtual_stats::VirtualStats::record`]); after a
@@ -63,6 +66,8 @@ struct CreateRequest {
     headers: BTreeMap<String, String>,
     source_ip: Option<IpAddr>,
     user_agent: Option<String>,
+    #[serde(default)]
+    track_payloads: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,15 +137,19 @@ async fn create(
         }
     }
     let user_agent = request.user_agent.unwrap_or_else(|| USER_AGENT.to_owned());
-    let source_ip = request.source_ip;
+    let (source_ip, track) = (request.source_ip, request.track_payloads);
     let started = Instant::now();
     let outcomes: Vec<Outcome> = futures::stream::iter(queries)
         .map(|query| {
             let (state, headers, user_agent) = (&state, &headers, &user_agent);
             async move {
                 let ip = source_ip.unwrap_or_else(|| state.virtual_stats.next_source_ip());
-                let conn =
-                    Connection::new_virtual(new_connection_id(), ip, Some(user_agent.clone()));
+                let conn = Connection::new_virtual(
+                    new_connection_id(),
+                    ip,
+                    Some(user_agent.clone()),
+                    track,
+                );
                 match state.admit(conn, Some(&query), headers).await {
                     Admission::Admitted(admitted) => {
                         state.virtual_stats.created.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +234,8 @@ struct Stats {
     created_total: u64,
     /// Posts counted since start (or the last reset), deleted connections included.
     received: u64,
+    /// Of those, posts of a payload the (tracking) connection had already received.
+    duplicate_posts: u64,
     first_received_at: Option<String>,
     last_received_at: Option<String>,
     /// Seconds from the first to the last post counted.
@@ -240,18 +251,27 @@ struct PerConnection {
     mean: f64,
     /// Connections that received nothing.
     none_received: usize,
+    /// Distinct payloads per connection (tracking connections only; 0 for the others).
+    distinct_min: u64,
+    distinct_max: u64,
+    distinct_total: u64,
 }
 
 async fn stats(State(state): State<AppState>) -> Response {
     let stats = &state.virtual_stats;
     let connections = state.registry.virtual_connections();
-    let counts = connections.iter().map(|c| c.received());
     let (mut min, mut max, mut sum, mut none_received) = (u64::MAX, 0u64, 0u64, 0usize);
-    for count in counts {
+    let (mut distinct_min, mut distinct_max, mut distinct_total) = (u64::MAX, 0u64, 0u64);
+    for conn in &connections {
+        let count = conn.received();
         min = min.min(count);
         max = max.max(count);
         sum += count;
         none_received += usize::from(count == 0);
+        let distinct = conn.distinct_received();
+        distinct_min = distinct_min.min(distinct);
+        distinct_max = distinct_max.max(distinct);
+        distinct_total += distinct;
     }
     let open = connections.len();
     let (first, last) = (
@@ -262,6 +282,7 @@ async fn stats(State(state): State<AppState>) -> Response {
         open,
         created_total: stats.created.load(Ordering::Relaxed),
         received: stats.received.load(Ordering::Relaxed),
+        duplicate_posts: stats.repeats.load(Ordering::Relaxed),
         first_received_at: stats.wall(first),
         last_received_at: stats.wall(last),
         receive_span_secs: last.saturating_sub(first) as f64 / 1e9,
@@ -274,6 +295,9 @@ async fn stats(State(state): State<AppState>) -> Response {
                 sum as f64 / open as f64
             },
             none_received,
+            distinct_min: if open == 0 { 0 } else { distinct_min },
+            distinct_max,
+            distinct_total,
         },
     })
     .into_response()

@@ -1,5 +1,5 @@
 //! The counters the local gateway keeps over its virtual connections ([`VirtualStats`]): posts received,
-//! first and last post times, connections created, and the source addresses handed out. The shared state
+//! repeated posts (a payload a tracking connection had already received), first and last post times, connections created, and the source addresses handed out. The shared state
 //! owns one; the `/_emulator/virtual` routes (`virtual_conns`) read and reset it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -13,6 +13,8 @@ pub struct VirtualStats {
     pub(crate) origin: Instant,
     pub(crate) origin_wall: DateTime<Utc>,
     pub(crate) received: AtomicU64,
+    /// Posts of a payload the (tracking) connection had already received.
+    pub(crate) repeats: AtomicU64,
     /// Nanoseconds since `origin`, plus one; 0 means "none yet".
     pub(crate) first_ns: AtomicU64,
     pub(crate) last_ns: AtomicU64,
@@ -26,6 +28,7 @@ impl VirtualStats {
             origin: Instant::now(),
             origin_wall: Utc::now(),
             received: AtomicU64::new(0),
+            repeats: AtomicU64::new(0),
             first_ns: AtomicU64::new(0),
             last_ns: AtomicU64::new(0),
             created: AtomicU64::new(0),
@@ -33,9 +36,12 @@ impl VirtualStats {
         }
     }
 
-    /// Counts one post to a virtual connection.
-    pub fn record(&self) {
+    /// Counts one post to a virtual connection (`repeat`: of a payload it had already received).
+    pub fn record(&self, repeat: bool) {
         self.received.fetch_add(1, Ordering::Relaxed);
+        if repeat {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
+        }
         let now = self.origin.elapsed().as_nanos() as u64 + 1;
         if self.first_ns.load(Ordering::Relaxed) == 0 {
             let _ = self
@@ -47,6 +53,7 @@ impl VirtualStats {
 
     pub(crate) fn reset(&self) {
         self.received.store(0, Ordering::Relaxed);
+        self.repeats.store(0, Ordering::Relaxed);
         self.first_ns.store(0, Ordering::Relaxed);
         self.last_ns.store(0, Ordering::Relaxed);
     }

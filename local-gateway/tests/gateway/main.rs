@@ -3,6 +3,7 @@
 //! through the AWS SDK and the lean client) to the Management API, with and without SigV4 verification.
 
 mod aws_cli;
+mod faults;
 mod lifecycle;
 mod management;
 mod routing;

@@ -78,7 +78,8 @@ async fn virtual_connections_go_through_connect_and_count_posts() {
     assert_eq!(s["received"], 5);
     assert_eq!(
         s["per_connection"],
-        json!({"min": 0, "max": 5, "mean": 2.5, "none_received": 1})
+        json!({"min": 0, "max": 5, "mean": 2.5, "none_received": 1,
+               "distinct_min": 0, "distinct_max": 0, "distinct_total": 0})
     );
     assert!(s["first_received_at"].as_str().unwrap() <= s["last_received_at"].as_str().unwrap());
 
