@@ -636,7 +636,7 @@ async fn unknown_actions_go_to_the_webhook_with_context() {
                     let auth = headers
                         .get("authorization")
                         .map(|v| v.to_str().unwrap().to_owned());
-                    let reply = if event["action"] == "ping" {
+                    let reply = if event["action"] == "wave" {
                         r#"{"type":"pong"}"#
                     } else {
                         ""
@@ -658,15 +658,15 @@ async fn unknown_actions_go_to_the_webhook_with_context() {
     .await;
     ingest.join("w1", "alice", "general").await;
     let (status, _) = ingest
-        .message("w1", json!({"action": "ping", "n": 1}))
+        .message("w1", json!({"action": "wave", "n": 1}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let (auth, event) = rx.recv().await.unwrap();
     assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
     assert_eq!(
         event,
-        json!({"connection_id": "w1", "subject": "alice", "channel": "general", "route": "default", "action": "ping",
-               "body": {"action": "ping", "n": 1}})
+        json!({"connection_id": "w1", "subject": "alice", "channel": "general", "route": "default", "action": "wave",
+               "body": {"action": "wave", "n": 1}})
     );
     let (status, _) = ingest.message("w1", json!({"action": "silent"})).await;
     assert_eq!(status, StatusCode::OK);
@@ -686,7 +686,7 @@ async fn a_failing_webhook_is_a_bad_gateway() {
     )])
     .await;
     ingest.join("w2", "alice", "general").await;
-    let (status, body) = ingest.message("w2", json!({"action": "ping"})).await;
+    let (status, body) = ingest.message("w2", json!({"action": "wave"})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_GATEWAY, Some("webhook_failed"))

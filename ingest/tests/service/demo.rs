@@ -30,7 +30,25 @@ async fn demo_tokens_connect_and_the_page_is_served() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.text().await.unwrap().contains("fetch_history"));
+    assert!(page.text().await.unwrap().contains("./fanout.js"));
+    let module = ingest
+        .http
+        .get(format!("{}/demo/fanout.js", ingest.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(module.status(), StatusCode::OK);
+    assert_eq!(
+        module.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(
+        module
+            .text()
+            .await
+            .unwrap()
+            .contains("export class FanoutClient")
+    );
     let r = ingest
         .http
         .post(format!("{}/demo/token", ingest.url))
