@@ -344,7 +344,29 @@ async fn recovery_after_a_forced_reconnect(backend: Backend) {
         })
         .await;
     for n in 2..=4 {
-        system.publish(path, json!({"n": n})).await;
+        let r = system
+            .api(reqwest::Method::POST, path)
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+        let job = r.json::<serde_json::Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Planned while alice is away: otherwise she would get it live after reconnecting.
+        system
+            .eventually("the publish to be delivered to nobody", || async {
+                let r = system
+                    .api(reqwest::Method::GET, &format!("/v1/broadcasts/{job}"))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status() == reqwest::StatusCode::OK
+                    && r.json::<serde_json::Value>().await.unwrap()["state"] == "finished"
+            })
+            .await;
     }
 
     let mut alice = system.join("alice", "general").await;
