@@ -225,6 +225,18 @@ impl System {
             .map_or(0, |r| r.status().as_u16())
     }
 
+    /// Waits until the gateway has received `posts` posts in all (deliveries are under way).
+    pub async fn wait_received(&self, posts: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.stats().await["received"].as_u64().unwrap() < posts {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The gateway's virtual-connection stats.
     pub async fn stats(&self) -> serde_json::Value {
         self.http

@@ -19,11 +19,7 @@ async fn kill_9_of_one_of_two_workers_loses_nothing_and_recovers() {
     system.connect(CONNECTIONS as usize).await;
     assert_eq!(system.publish(1).await, 202);
     // Kill once deliveries are under way.
-    let deadline = Instant::now() + chaos::PATIENCE;
-    while system.stats().await["received"].as_u64().unwrap() < CONNECTIONS / 5 {
-        assert!(Instant::now() < deadline, "deliveries did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    system.wait_received(CONNECTIONS / 5).await;
     let killed = Instant::now();
     system.workers[0].kill9();
     let outcome = system.outcome(CONNECTIONS, 1).await;
@@ -102,11 +98,7 @@ async fn worker_sigterm_mid_job_drains_exits_0_and_loses_nothing() {
     let mut system = System::start(1, RATE, CHUNK).await;
     system.connect(CONNECTIONS as usize).await;
     assert_eq!(system.publish(1).await, 202);
-    let deadline = Instant::now() + chaos::PATIENCE;
-    while system.stats().await["received"].as_u64().unwrap() < CONNECTIONS / 5 {
-        assert!(Instant::now() < deadline, "deliveries did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    system.wait_received(CONNECTIONS / 5).await;
     let fault = Instant::now();
     assert_eq!(
         system.workers[0].terminate(),
