@@ -82,6 +82,9 @@ pub struct Worker {
     tracker: TaskTracker,
     pollers: tokio::task::JoinSet<()>,
     server: tokio::task::JoinHandle<()>,
+    /// Writes outcomes recorded late ([`progress::Owed`]); stopped after the drain.
+    owed_writer: tokio::task::JoinHandle<()>,
+    stop_writing: CancellationToken,
     grace: Duration,
 }
 
@@ -130,7 +133,9 @@ impl Worker {
             metrics.clone(),
         );
         let hard_stop = CancellationToken::new();
+        let owed = progress::Owed::default();
         let ctx = Arc::new(process::Ctx {
+            owed,
             routes: recipients::Routes::new(settings.gateways.clone(), &settings.aws_region),
             dispatcher: dispatch::Dispatcher {
                 deliver,
@@ -172,6 +177,12 @@ impl Worker {
                 tracing::error!(error = %e, "the metrics listener stopped");
             }
         });
+        let stop_writing = CancellationToken::new();
+        let owed_writer = tokio::spawn(
+            ctx.owed
+                .clone()
+                .keep_writing(ctx.redis.clone(), stop_writing.clone()),
+        );
         let stop_receiving = CancellationToken::new();
         let tracker = TaskTracker::new();
         let room = Arc::new(Semaphore::new(ctx.settings.max_jobs_in_hand));
@@ -204,6 +215,8 @@ impl Worker {
             tracker,
             pollers,
             server,
+            owed_writer,
+            stop_writing,
             grace: ctx.settings.shutdown_grace,
         })
     }
@@ -218,7 +231,7 @@ impl Worker {
         self.metrics_addr
     }
 
-    /// Stops receiving, drains (see [`shutdown`]) and stops the listener.
+    /// Stops receiving, drains (see [`shutdown`]), writes the outcomes recorded late and stops the listener.
     pub async fn shutdown(mut self) {
         shutdown::drain(
             &self.stop_receiving,
@@ -228,6 +241,10 @@ impl Worker {
         )
         .await;
         while self.pollers.join_next().await.is_some() {}
+        self.stop_writing.cancel();
+        if let Err(e) = self.owed_writer.await {
+            tracing::error!(error = %e, "the writer of late outcomes failed");
+        }
         self.server.abort();
     }
 }

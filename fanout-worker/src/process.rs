@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::dispatch::{Dispatcher, Op, Why};
 use crate::lease::{Hold, Lease, Lost, RUNNING_TTL};
 use crate::planner::{Plan, PlanError, Planner};
-use crate::progress::{FlushError, Progress};
+use crate::progress::{FlushError, Owed, Progress};
 use crate::recipients::{Routes, resolve};
 use crate::report::{Reports, WriteError};
 use crate::{gone, requeue};
@@ -35,6 +35,8 @@ pub struct Ctx {
     pub dispatcher: Dispatcher,
     pub reports: Reports,
     pub metrics: WorkerMetrics,
+    /// Outcomes delivered but not written yet (Redis unreachable), see [`crate::progress::Owed`].
+    pub owed: Owed,
     /// Fires when the shutdown grace period ends: dispatch and planning stop and hand back what is left.
     pub hard_stop: CancellationToken,
 }
@@ -231,6 +233,7 @@ async fn deliver(
         &job.id,
         report,
         RUNNING_TTL,
+        ctx.owed.clone(),
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;

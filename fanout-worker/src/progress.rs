@@ -8,41 +8,57 @@
 //! `throttled` and `retries` are added as they happen. So the report is exact across re-takes and
 //! re-plans (chunk ids are stable, see [`crate::planner`]), and a re-take repeats at most the outcomes
 //! that were not flushed yet: after a kill, at most [`FLUSH_EVERY`] plus the calls in flight per job.
+//!
+//! Outcomes whose write fails (Redis paused or unreachable) are not dropped with the receipt that made
+//! them: they wait in the worker's [`Owed`] ledger. A receipt of the same job (held and run again after the
+//! outage, or received again after its lease lapsed) writes them before it reads what is left to do, and
+//! [`Owed::write_all`] (run in the background by the worker) writes those of jobs that another worker took
+//! over. So a pause of Redis, however long, makes no duplicates on a worker that survives it.
 
 use crate::lease::{Lease, Lost};
 use common::keys::Keyspace;
 use common::store::Redis;
 use redis::Script;
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Outcomes gathered before they are written to the progress set.
 pub const FLUSH_EVERY: usize = 50;
 
 /// `KEYS`: lease, progress set, report (the progress set again when the job counts towards none).
-/// `ARGV`: token, ttl ms, sent ids count, gone ids count, throttled, retries, has report (1/0), then the
-/// sent ids and the gone ids. Returns -1 when the token is stale, else the recipients newly counted.
+/// `ARGV`: token, ttl ms, sent ids count, gone ids count, throttled, retries, has report (1/0), the write's
+/// id, then the sent ids and the gone ids. Returns -1 when the token is stale, else the recipients newly
+/// counted.
 ///
 /// Unlike the other fenced writes, a stale holder's outcomes are still recorded: they are facts (those
 /// connections did receive the payload), and recording them lets the holder that took over skip them, or
 /// count its own second post as a duplicate. Only the answer tells the stale holder to stop.
+///
+/// A write whose answer was lost (Redis paused past the client's timeout, then ran it) is sent again
+/// with the same id: the id is kept in the progress set (it cannot be a connection id: it starts with
+/// a NUL byte) and a write seen before changes nothing, so the counts are not added twice.
 static FLUSH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local stale = redis.call('GET', KEYS[1]) ~= ARGV[1]
-local n_sent = tonumber(ARGV[3])
-local n_gone = tonumber(ARGV[4])
+local first = redis.call('SADD', KEYS[2], ARGV[8]) == 1
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 local new_sent, new_gone = 0, 0
-for i = 1, n_sent do new_sent = new_sent + redis.call('SADD', KEYS[2], ARGV[7 + i]) end
-for i = 1, n_gone do new_gone = new_gone + redis.call('SADD', KEYS[2], ARGV[7 + n_sent + i]) end
-if n_sent + n_gone > 0 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-if ARGV[7] == '1' then
-  redis.call('HINCRBY', KEYS[3], 'sent', new_sent)
-  redis.call('HINCRBY', KEYS[3], 'duplicates', n_sent - new_sent)
-  redis.call('HINCRBY', KEYS[3], 'gone', new_gone)
-  redis.call('HINCRBY', KEYS[3], 'throttled', ARGV[5])
-  redis.call('HINCRBY', KEYS[3], 'retries', ARGV[6])
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+if first then
+  local n_sent = tonumber(ARGV[3])
+  local n_gone = tonumber(ARGV[4])
+  for i = 1, n_sent do new_sent = new_sent + redis.call('SADD', KEYS[2], ARGV[8 + i]) end
+  for i = 1, n_gone do new_gone = new_gone + redis.call('SADD', KEYS[2], ARGV[8 + n_sent + i]) end
+  if ARGV[7] == '1' then
+    redis.call('HINCRBY', KEYS[3], 'sent', new_sent)
+    redis.call('HINCRBY', KEYS[3], 'duplicates', n_sent - new_sent)
+    redis.call('HINCRBY', KEYS[3], 'gone', new_gone)
+    redis.call('HINCRBY', KEYS[3], 'throttled', ARGV[5])
+    redis.call('HINCRBY', KEYS[3], 'retries', ARGV[6])
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
 end
 if stale then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -70,6 +86,172 @@ impl Batch {
     }
 }
 
+/// Where one job's outcomes are written: its lease (and the token that delivered them), its progress set
+/// and the report it counts towards.
+#[derive(Debug, Clone)]
+struct Target {
+    lease: String,
+    token: u64,
+    set: String,
+    report: Option<String>,
+    ttl: Duration,
+}
+
+/// A batch on its way to Redis, with the id that makes sending it again harmless.
+#[derive(Debug)]
+struct Write {
+    id: String,
+    batch: Batch,
+}
+
+impl Write {
+    fn new(batch: Batch) -> Self {
+        Write {
+            id: format!("\0write:{:032x}", rand::random::<u128>()),
+            batch,
+        }
+    }
+
+    /// Sends it to `target`: the script's answer (-1 when the token is stale), or the Redis error.
+    async fn send(&self, redis: &Redis, target: &Target) -> Result<i64, redis::RedisError> {
+        let batch = &self.batch;
+        let mut script = FLUSH.key(&target.lease);
+        script
+            .key(&target.set)
+            .key(target.report.as_deref().unwrap_or(&target.set))
+            .arg(target.token)
+            .arg(target.ttl.as_millis() as u64)
+            .arg(batch.sent.len())
+            .arg(batch.gone.len())
+            .arg(batch.throttled)
+            .arg(batch.retries)
+            .arg(u8::from(target.report.is_some()))
+            .arg(&self.id)
+            .arg(&batch.sent)
+            .arg(&batch.gone);
+        let mut conn = redis.clone();
+        script.invoke_async::<i64>(&mut conn).await
+    }
+}
+
+/// The worker's outcomes that were delivered but could not be written yet, by progress set. Cheap to
+/// clone; every clone is the same ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Owed(Arc<Mutex<HashMap<String, (Target, Vec<Write>)>>>);
+
+impl Owed {
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, (Target, Vec<Write>)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes what is owed to `set`, oldest first.
+    fn take(&self, set: &str) -> Vec<Write> {
+        self.entries()
+            .remove(set)
+            .map(|(_, writes)| writes)
+            .unwrap_or_default()
+    }
+
+    /// Puts `writes` back as owed to `target`'s set, before what was added there meanwhile.
+    fn keep(&self, target: &Target, writes: impl IntoIterator<Item = Write>) {
+        let mut entries = self.entries();
+        let entry = entries
+            .entry(target.set.clone())
+            .or_insert_with(|| (target.clone(), Vec::new()));
+        let later = std::mem::take(&mut entry.1);
+        entry.1.extend(writes);
+        entry.1.extend(later);
+    }
+
+    /// How many outcomes are owed.
+    pub fn len(&self) -> usize {
+        self.entries()
+            .values()
+            .flat_map(|(_, writes)| writes)
+            .map(|w| w.batch.len())
+            .sum()
+    }
+
+    /// Nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.entries().is_empty()
+    }
+
+    /// Writes everything owed, each job's with the token that delivered it (recorded even when that token
+    /// is stale: they are facts). What fails stays owed. Returns how many outcomes were written.
+    pub async fn write_all(&self, redis: &Redis) -> usize {
+        let sets: Vec<String> = self.entries().keys().cloned().collect();
+        let mut written = 0;
+        for set in sets {
+            let Some((target, writes)) = self.entries().remove(&set) else {
+                continue; // a receipt of the job took it meanwhile
+            };
+            match send_in_order(redis, &target, writes).await {
+                Ok((n, _)) => written += n,
+                Err((n, e, rest)) => {
+                    written += n;
+                    tracing::debug!(error = %e, "could not write owed outcomes yet");
+                    self.keep(&target, rest);
+                }
+            }
+        }
+        written
+    }
+
+    /// Writes what is owed every quarter second until `stop` fires, then once more. What is still owed
+    /// at the end is logged: a receipt of those jobs may post to those recipients again.
+    pub async fn keep_writing(self, redis: Redis, stop: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            if !self.is_empty() {
+                let written = self.write_all(&redis).await;
+                if written > 0 {
+                    tracing::info!(
+                        outcomes = written,
+                        "wrote deliveries recorded late (Redis was unreachable)"
+                    );
+                }
+            }
+        }
+        // Bounded: a Redis still unreachable must not hold the worker's exit.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.write_all(&redis)).await;
+        let left = self.len();
+        if left > 0 {
+            tracing::warn!(
+                outcomes = left,
+                "deliveries could not be recorded before the worker stopped; a receipt of their jobs may post to those recipients again"
+            );
+        }
+    }
+}
+
+/// Sends `writes` to `target` one after the other. On success, the outcomes written and whether any
+/// answer said the token is stale; on a failure, also the write that failed and those after it.
+#[allow(clippy::type_complexity)]
+async fn send_in_order(
+    redis: &Redis,
+    target: &Target,
+    writes: Vec<Write>,
+) -> Result<(usize, bool), (usize, redis::RedisError, Vec<Write>)> {
+    let (mut written, mut stale) = (0, false);
+    let mut writes = writes.into_iter();
+    while let Some(write) = writes.next() {
+        match write.send(redis, target).await {
+            Ok(answer) => {
+                written += write.batch.len();
+                stale |= answer == -1;
+            }
+            Err(e) => return Err((written, e, std::iter::once(write).chain(writes).collect())),
+        }
+    }
+    Ok((written, stale))
+}
+
 /// One job's progress, written under its lease.
 #[derive(Debug)]
 pub struct Progress {
@@ -78,8 +260,9 @@ pub struct Progress {
     set: String,
     report: Option<String>,
     ttl: Duration,
-    /// Outcomes whose write failed (Redis unreachable): written with the next batch.
-    unsent: Batch,
+    /// Where outcomes whose write failed (Redis unreachable) wait: written with the next batch, by the
+    /// next receipt of the job, or in the background.
+    owed: Owed,
 }
 
 /// Why a write of progress did not happen.
@@ -92,7 +275,8 @@ pub enum FlushError {
 }
 
 impl Progress {
-    /// The progress of the job `lease` holds; `report` is the broadcast it counts towards.
+    /// The progress of the job `lease` holds; `report` is the broadcast it counts towards. Outcomes that
+    /// cannot be written wait in `owed`.
     pub fn new(
         redis: Redis,
         keys: &Keyspace,
@@ -100,6 +284,7 @@ impl Progress {
         job_id: &str,
         report: Option<&str>,
         ttl: Duration,
+        owed: Owed,
     ) -> Self {
         Progress {
             set: keys.job_progress(&lease.tag, job_id),
@@ -107,7 +292,17 @@ impl Progress {
             redis,
             lease,
             ttl,
-            unsent: Batch::default(),
+            owed,
+        }
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            lease: self.lease.key.clone(),
+            token: self.lease.token,
+            set: self.set.clone(),
+            report: self.report.clone(),
+            ttl: self.ttl,
         }
     }
 
@@ -121,8 +316,10 @@ impl Progress {
         self.lease.finished(&self.redis, &[&self.set]).await;
     }
 
-    /// The ids of `ids` that have no final outcome yet, in order.
-    pub async fn remaining(&self, ids: Vec<String>) -> Result<Vec<String>, redis::RedisError> {
+    /// The ids of `ids` that have no final outcome yet, in order. What an earlier receipt of the job
+    /// delivered but could not write is written first.
+    pub async fn remaining(&mut self, ids: Vec<String>) -> Result<Vec<String>, FlushError> {
+        self.flush(Batch::default()).await?;
         let mut left = Vec::with_capacity(ids.len());
         let mut conn = self.redis.clone();
         for part in ids.chunks(1000) {
@@ -141,38 +338,24 @@ impl Progress {
         Ok(left)
     }
 
-    /// Writes `batch` (with any earlier batch whose write failed). A stale lease stops the job
-    /// ([`Hold::lose`](crate::lease::Hold::lose)); a Redis failure keeps the outcomes for the next write.
+    /// Writes `batch` (after whatever is owed to this job). A stale lease stops the job
+    /// ([`Hold::lose`](crate::lease::Hold::lose)); a Redis failure leaves the outcomes owed.
     pub async fn flush(&mut self, batch: Batch) -> Result<(), FlushError> {
-        let mut all = std::mem::take(&mut self.unsent);
-        all.sent.extend(batch.sent);
-        all.gone.extend(batch.gone);
-        all.throttled += batch.throttled;
-        all.retries += batch.retries;
-        if all.is_empty() {
+        let mut writes = self.owed.take(&self.set);
+        if !batch.is_empty() {
+            writes.push(Write::new(batch));
+        }
+        if writes.is_empty() {
             return Ok(());
         }
-        let mut script = FLUSH.key(&self.lease.key);
-        script
-            .key(&self.set)
-            .key(self.report.as_deref().unwrap_or(&self.set))
-            .arg(self.lease.token)
-            .arg(self.ttl.as_millis() as u64)
-            .arg(all.sent.len())
-            .arg(all.gone.len())
-            .arg(all.throttled)
-            .arg(all.retries)
-            .arg(u8::from(self.report.is_some()))
-            .arg(&all.sent)
-            .arg(&all.gone);
-        let mut conn = self.redis.clone();
-        match script.invoke_async::<i64>(&mut conn).await {
-            Ok(answer) => {
-                self.lease.fenced(answer)?;
+        let target = self.target();
+        match send_in_order(&self.redis, &target, writes).await {
+            Ok((_, stale)) => {
+                self.lease.fenced(if stale { -1 } else { 0 })?;
                 Ok(())
             }
-            Err(e) => {
-                self.unsent = all;
+            Err((_, e, rest)) => {
+                self.owed.keep(&target, rest);
                 Err(FlushError::Redis(e))
             }
         }

@@ -81,6 +81,26 @@ impl RedisServer {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Pauses the server (SIGSTOP), as a hung Redis: connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.pid().expect("redis-server runs");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
     /// Stops the server (an outage). Its data is gone: it runs without persistence.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

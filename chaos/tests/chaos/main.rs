@@ -79,11 +79,10 @@ async fn redis_sigstop_for_8_s_loses_nothing_and_duplicates_nothing() {
     let system = System::start(1, RATE, CHUNK).await;
     system.connect(CONNECTIONS as usize).await;
     assert_eq!(system.publish(1).await, 202);
-    let pid = system.redis.pid().expect("redis runs");
     let fault = Instant::now();
-    chaos::signal(pid, "STOP");
+    system.redis.pause();
     tokio::time::sleep(Duration::from_secs(8)).await; // the fault's length, not a synchronisation
-    chaos::signal(pid, "CONT");
+    system.redis.resume();
     let outcome = system.outcome(CONNECTIONS, 1).await;
     println!("{}", outcome.row("Redis paused (SIGSTOP) 8 s", fault));
     assert_eq!(
