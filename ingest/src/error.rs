@@ -9,11 +9,35 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::queue::QueueError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The error code of a response, kept as a response extension so the metrics layer can count outcomes.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+    /// `"unknown"` on the one 503 after which the job may still have been enqueued (see `job_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    /// The job that may have been enqueued, with `status: "unknown"`: retry with the same
+    /// `Idempotency-Key` to make sure it is sent once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// What went wrong: a stable code and a text for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs (`invalid_channel`, `unauthorized`, `queue_unavailable`, ...).
+    #[schema(example = "invalid_channel")]
+    pub code: &'static str,
+    #[schema(example = "Invalid channel")]
+    pub message: String,
+}
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +184,19 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        let error = json!({ "code": code, "message": message });
+        let error = ErrorDetail { code, message };
         let body = match &self {
             // The one failure that may have enqueued the job: say so, and name the job.
-            AppError::EnqueueUnknown { job_id, .. } => json!({
-                "error": error, "status": "unknown", "job_id": job_id
-            }),
-            _ => json!({ "error": error }),
+            AppError::EnqueueUnknown { job_id, .. } => ErrorBody {
+                error,
+                status: Some("unknown"),
+                job_id: Some(job_id.clone()),
+            },
+            _ => ErrorBody {
+                error,
+                status: None,
+                job_id: None,
+            },
         };
         let mut response = (self.status(), Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(code));

@@ -49,12 +49,13 @@ pub fn stored(conn: &Connection) -> String {
 }
 
 /// A member as clients and the API see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub connection_id: String,
     /// The token's subject; `null` for an anonymous connection.
     pub user_id: Option<String>,
     /// The token's client info; `null` when it had none.
+    #[schema(value_type = Option<Object>)]
     pub info: Option<Box<RawValue>>,
 }
 

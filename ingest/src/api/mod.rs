@@ -15,12 +15,14 @@
 //! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
 //! | `GET /v1/channels/{channel}/presence` | a presence channel's members, paged, and their count ([`presence`]) |
 //! | `GET /v1/broadcasts/{id}` | a broadcast's delivery report, kept by the workers ([`broadcasts`]) |
+//! | `GET /v1/openapi.json` | this API as an OpenAPI 3.1 document, no key needed ([`openapi`]) |
 
 mod broadcasts;
 mod channels;
 mod connections;
 mod idempotency;
 pub mod kicks;
+pub mod openapi;
 pub mod presence;
 pub mod publish;
 pub mod tokens;
@@ -46,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/channels/{channel}", get(channels::stats))
         .route("/channels/{channel}/presence", get(presence::members))
         .route("/broadcasts/{id}", get(broadcasts::report))
+        .route("/openapi.json", get(openapi::document))
 }
 
 /// Proof that the request carried a valid API key. Add it as an argument to protect a handler.

@@ -8,7 +8,7 @@
 
 use super::ApiKey;
 use super::idempotency::{self, Claim};
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 use crate::{membership, outbox};
 use axum::Json;
@@ -19,15 +19,66 @@ use axum::http::{HeaderMap, StatusCode};
 use common::job::{Job, Target};
 use common::names::{ChannelName, ConnectionId, MAX_PAYLOAD_BYTES, Subject};
 use common::queue::QueueError;
-use serde::Deserialize;
-use serde_json::{Value, json, value::RawValue};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-type Accepted = (StatusCode, Json<Value>);
+type Accepted = (StatusCode, Json<JobAccepted>);
 
-#[derive(Debug, Deserialize)]
+/// A publish on the queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobAccepted {
+    /// The job's id; for a channel, user or everyone publish also its broadcast's (`GET /v1/broadcasts/{id}`).
+    pub job_id: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PublishOptions {
+    /// Also keep the message in the channel's history (the payload must then be a JSON object, and
+    /// recipients get it with the channel's `offset` and `epoch`).
     #[serde(default)]
     history: bool,
+}
+
+/// What a publish answers.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes the answers for the OpenAPI document
+enum PublishAnswers {
+    #[response(status = 202, description = "On the queue")]
+    Accepted(JobAccepted),
+    #[response(
+        status = 400,
+        description = "Not JSON, nested deeper than 64, or an invalid name"
+    )]
+    BadRequest(ErrorBody),
+    #[response(status = 401, description = "No or a wrong API key")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 404,
+        description = "Unknown connection (a publish to one connection)"
+    )]
+    NotFound(ErrorBody),
+    #[response(
+        status = 409,
+        description = "A request with this Idempotency-Key is in progress"
+    )]
+    Conflict(ErrorBody),
+    #[response(
+        status = 413,
+        description = "Larger than 131072 bytes (API Gateway's message limit)"
+    )]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 422,
+        description = "This Idempotency-Key was used for a different request"
+    )]
+    KeyReused(ErrorBody),
+    #[response(
+        status = 503,
+        description = "Not enqueued; or, with `status: unknown` and `job_id`, maybe enqueued: retry with the same Idempotency-Key"
+    )]
+    Unavailable(ErrorBody),
 }
 
 /// Checks the body: at most 128 KiB of JSON, nested at most [`crate::json::MAX_DEPTH`] deep.
@@ -68,7 +119,7 @@ async fn accept(
     let claim = idempotency::claim(state, headers, &key.scope, &fingerprint, &job.id).await?;
     match &claim {
         Claim::Done { job_id } => {
-            return Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id }))));
+            return Ok(accepted(job_id.clone()));
         }
         Claim::Enqueue { job_id, .. } => job.id = job_id.clone(),
         Claim::None => {}
@@ -85,7 +136,7 @@ async fn accept(
     };
     claim.settle(state, result.is_ok()).await;
     match result {
-        Ok(id) => Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id })))),
+        Ok(id) => Ok(accepted(id)),
         // No answer from the queue: the job may be on it.
         Err(AppError::Queue(source @ QueueError::Unavailable(_))) => {
             Err(AppError::EnqueueUnknown { job_id, source })
@@ -94,6 +145,15 @@ async fn accept(
     }
 }
 
+fn accepted(job_id: String) -> Accepted {
+    (StatusCode::ACCEPTED, Json(JobAccepted { job_id }))
+}
+
+/// Sends the body to every connection in a channel.
+#[utoipa::path(post, path = "/v1/channels/{channel}/publish", operation_id = "publish_to_channel", tag = "publish",
+    params(("channel" = String, Path, description = "A channel name: 1 to 128 of A-Z a-z 0-9 _ -"), PublishOptions, ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key (per API key, kept 24 h) answers the same job id and enqueues once")),
+    request_body(content = serde_json::Value, description = "The payload, sent verbatim: any JSON of at most 128 KiB", content_type = "application/json"),
+    responses(PublishAnswers))]
 pub async fn to_channel(
     key: ApiKey,
     State(state): State<AppState>,
@@ -115,6 +175,11 @@ pub async fn to_channel(
     accept(&state, &key, &headers, &what, job, history).await
 }
 
+/// Sends the body to every connection of a user.
+#[utoipa::path(post, path = "/v1/users/{subject}/publish", operation_id = "publish_to_user", tag = "publish",
+    params(("subject" = String, Path, description = "The user (token subject)"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key (per API key, kept 24 h) answers the same job id and enqueues once")),
+    request_body(content = serde_json::Value, description = "The payload, sent verbatim: any JSON of at most 128 KiB", content_type = "application/json"),
+    responses(PublishAnswers))]
 pub async fn to_subject(
     key: ApiKey,
     State(state): State<AppState>,
@@ -134,6 +199,11 @@ pub async fn to_subject(
     accept(&state, &key, &headers, &what, job, None).await
 }
 
+/// Sends the body to one connection.
+#[utoipa::path(post, path = "/v1/connections/{id}/publish", operation_id = "publish_to_connection", tag = "publish",
+    params(("id" = String, Path, description = "An API Gateway connection id"), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key (per API key, kept 24 h) answers the same job id and enqueues once")),
+    request_body(content = serde_json::Value, description = "The payload, sent verbatim: any JSON of at most 128 KiB", content_type = "application/json"),
+    responses(PublishAnswers))]
 pub async fn to_connection(
     key: ApiKey,
     State(state): State<AppState>,
@@ -156,6 +226,11 @@ pub async fn to_connection(
     accept(&state, &key, &headers, &what, job, None).await
 }
 
+/// Sends the body to every connection.
+#[utoipa::path(post, path = "/v1/broadcast", operation_id = "publish_to_everyone", tag = "publish",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the same key (per API key, kept 24 h) answers the same job id and enqueues once")),
+    request_body(content = serde_json::Value, description = "The payload, sent verbatim: any JSON of at most 128 KiB", content_type = "application/json"),
+    responses(PublishAnswers))]
 pub async fn to_everyone(
     key: ApiKey,
     State(state): State<AppState>,

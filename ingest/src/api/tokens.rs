@@ -5,27 +5,45 @@
 //! client info shown to other members in presence (a JSON object of at most 1 KiB).
 
 use super::ApiKey;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorBody};
 use crate::state::AppState;
 use crate::{limits, tokens};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use common::names::{ChannelName, Subject};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::time::Duration;
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The user the connection will belong to: 1 to 256 printable characters without spaces or braces.
+    #[schema(example = "user-42")]
     subject: String,
+    /// The channels the token may join (channel names, no patterns); any public channel when absent.
     #[serde(default)]
     channels: Option<Vec<String>>,
+    /// Seconds until the token expires unused, 1 to 3600 (the configured default when absent).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     ttl: Option<u64>,
+    /// Client info other members see in presence: a JSON object of at most 1 KiB.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     info: Option<Value>,
+}
+
+/// A minted connect token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenIssued {
+    /// Single use: pass it as `?token=` when opening the WebSocket.
+    pub token: String,
+    /// Seconds until it expires unused.
+    pub expires_in: u64,
 }
 
 /// A token request, validated.
@@ -94,11 +112,21 @@ impl TokenRequest {
     }
 }
 
+/// Mints a single-use connect token.
+#[utoipa::path(post, path = "/v1/tokens", operation_id = "issue_token", tag = "tokens",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The token", body = TokenIssued),
+        (status = 400, description = "An invalid field; the message says which", body = ErrorBody),
+        (status = 401, description = "No or a wrong API key", body = ErrorBody),
+        (status = 429, description = "Too many tokens for this subject this minute", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable", body = ErrorBody),
+    ))]
 pub async fn issue(
     _: ApiKey,
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<TokenIssued>, AppError> {
     let ValidTokenRequest {
         subject,
         channels,
@@ -124,5 +152,8 @@ pub async fn issue(
     }
     let token = tokens::issue_with_info(&state, &subject, channels, generation, ttl, info).await?;
     state.metrics.tokens_issued.inc();
-    Ok(Json(json!({ "token": token, "expires_in": ttl.as_secs() })))
+    Ok(Json(TokenIssued {
+        token,
+        expires_in: ttl.as_secs(),
+    }))
 }

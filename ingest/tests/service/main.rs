@@ -10,6 +10,7 @@ mod cluster;
 mod demo;
 mod idempotency;
 mod limits;
+mod openapi;
 mod outage;
 mod presence;
 mod recovery;
