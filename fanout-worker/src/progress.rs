@@ -137,10 +137,13 @@ impl Write {
 /// The worker's outcomes that were delivered but could not be written yet, by progress set. Cheap to
 /// clone; every clone is the same ledger.
 #[derive(Debug, Clone, Default)]
-pub struct Owed(Arc<Mutex<HashMap<String, (Target, Vec<Write>)>>>);
+pub struct Owed(Arc<Mutex<Ledger>>);
+
+/// By progress set: where its writes go, and the writes not made yet, oldest first.
+type Ledger = HashMap<String, (Target, Vec<Write>)>;
 
 impl Owed {
-    fn entries(&self) -> MutexGuard<'_, HashMap<String, (Target, Vec<Write>)>> {
+    fn entries(&self) -> MutexGuard<'_, Ledger> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -187,11 +190,11 @@ impl Owed {
                 continue; // a receipt of the job took it meanwhile
             };
             match send_in_order(redis, &target, writes).await {
-                Ok((n, _)) => written += n,
-                Err((n, e, rest)) => {
-                    written += n;
-                    tracing::debug!(error = %e, "could not write owed outcomes yet");
-                    self.keep(&target, rest);
+                Ok(sent) => written += sent.outcomes,
+                Err(stuck) => {
+                    written += stuck.outcomes;
+                    tracing::debug!(error = %stuck.error, "could not write owed outcomes yet");
+                    self.keep(&target, stuck.rest);
                 }
             }
         }
@@ -230,26 +233,46 @@ impl Owed {
     }
 }
 
-/// Sends `writes` to `target` one after the other. On success, the outcomes written and whether any
-/// answer said the token is stale; on a failure, also the write that failed and those after it.
-#[allow(clippy::type_complexity)]
-async fn send_in_order(
-    redis: &Redis,
-    target: &Target,
-    writes: Vec<Write>,
-) -> Result<(usize, bool), (usize, redis::RedisError, Vec<Write>)> {
-    let (mut written, mut stale) = (0, false);
+/// Writes that all reached Redis.
+struct Sent {
+    /// Outcomes written.
+    outcomes: usize,
+    /// Some answer said the token is stale.
+    stale: bool,
+}
+
+/// Writes that stopped at a failure.
+struct Stuck {
+    /// Outcomes written before it.
+    outcomes: usize,
+    error: redis::RedisError,
+    /// The write that failed and those after it.
+    rest: Vec<Write>,
+}
+
+/// Sends `writes` to `target` one after the other, stopping at the first failure.
+async fn send_in_order(redis: &Redis, target: &Target, writes: Vec<Write>) -> Result<Sent, Stuck> {
+    let mut sent = Sent {
+        outcomes: 0,
+        stale: false,
+    };
     let mut writes = writes.into_iter();
     while let Some(write) = writes.next() {
         match write.send(redis, target).await {
             Ok(answer) => {
-                written += write.batch.len();
-                stale |= answer == -1;
+                sent.outcomes += write.batch.len();
+                sent.stale |= answer == -1;
             }
-            Err(e) => return Err((written, e, std::iter::once(write).chain(writes).collect())),
+            Err(error) => {
+                return Err(Stuck {
+                    outcomes: sent.outcomes,
+                    error,
+                    rest: std::iter::once(write).chain(writes).collect(),
+                });
+            }
         }
     }
-    Ok((written, stale))
+    Ok(sent)
 }
 
 /// One job's progress, written under its lease.
@@ -350,13 +373,13 @@ impl Progress {
         }
         let target = self.target();
         match send_in_order(&self.redis, &target, writes).await {
-            Ok((_, stale)) => {
-                self.lease.fenced(if stale { -1 } else { 0 })?;
+            Ok(sent) => {
+                self.lease.fenced(if sent.stale { -1 } else { 0 })?;
                 Ok(())
             }
-            Err((_, e, rest)) => {
-                self.owed.keep(&target, rest);
-                Err(FlushError::Redis(e))
+            Err(stuck) => {
+                self.owed.keep(&target, stuck.rest);
+                Err(FlushError::Redis(stuck.error))
             }
         }
     }
