@@ -253,4 +253,61 @@ mod tests {
             },
         );
     }
+
+    #[test]
+    fn a_bad_escape_in_the_message_leaves_no_code_as_in_the_sdk() {
+        for key in ["message", "Message", "errorMessage"] {
+            check(
+                400,
+                None,
+                &format!(r#"{{"code":"GoneException","{key}":"\ud800"}}"#),
+                MgmtError::Other {
+                    status: 400,
+                    code: None,
+                },
+            );
+        }
+        // Other keys are skipped unread.
+        check(
+            400,
+            None,
+            r#"{"code":"GoneException","detail":"\ud800"}"#,
+            MgmtError::Gone,
+        );
+    }
+
+    #[test]
+    fn only_throttling_server_timeout_transport_and_credential_failures_are_retried() {
+        let all = [
+            (MgmtError::Gone, "gone", false),
+            (MgmtError::LimitExceeded, "limit_exceeded", true),
+            (MgmtError::Forbidden, "forbidden", false),
+            (MgmtError::PayloadTooLarge, "payload_too_large", false),
+            (MgmtError::Server(503), "server", true),
+            (MgmtError::Timeout, "timeout", true),
+            (MgmtError::Transport("reset".into()), "transport", true),
+            (
+                MgmtError::Credentials("expired".into()),
+                "credentials",
+                true,
+            ),
+            (
+                MgmtError::InvalidRequest("empty id"),
+                "invalid_request",
+                false,
+            ),
+            (
+                MgmtError::Other {
+                    status: 400,
+                    code: None,
+                },
+                "other",
+                false,
+            ),
+        ];
+        for (error, kind, retryable) in all {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_retryable(), retryable, "{error:?}");
+        }
+    }
 }
