@@ -233,6 +233,7 @@ async fn remove_stale(
         .into_iter()
         .filter_map(|v| redis::from_redis_value::<u64>(v).ok())
         .sum();
+    state.metrics.connections_swept.inc_by(removed);
     // Reported by whichever call took each one out of its channel: the sweep only when no
     // `$disconnect`, kick or other sweeper did first.
     for ((id, _), (place, left)) in stale.iter().zip(places.iter().zip(&left)) {
@@ -242,7 +243,6 @@ async fn remove_stale(
             lifecycle::gone(state, id, channel, left, Gone::Expired).await;
         }
     }
-    state.metrics.connections_swept.inc_by(removed);
     Ok(removed)
 }
 

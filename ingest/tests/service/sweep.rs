@@ -329,3 +329,36 @@ async fn the_sweep_and_presence_work_on_redis_cluster() {
     assert!(!located(&ingest, "k2").await);
     ingest.stop().await;
 }
+
+/// The sweep runs by itself beside the listener: with a one-second interval, an expired connection is gone
+/// from presence within a few intervals, announced once, and counted.
+#[tokio::test]
+async fn the_background_sweep_runs_every_interval() {
+    let ingest = Ingest::start(&[PRESENCE, NO_LIMIT, "--sweep-interval-ms=1000"]).await;
+    ingest.join("s1", "sam", "room-1").await;
+    ingest.join("s2", "sue", "room-1").await;
+    ingest.jobs().await;
+    expire_record(&ingest, "s1").await;
+    // The leave event is queued last, after the sets, the location and the metric: wait for it (each
+    // drain waits 50 ms for jobs).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut jobs = Vec::new();
+    while leaves(&jobs).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no sweep within 10 intervals"
+        );
+        jobs.extend(ingest.jobs().await);
+    }
+    assert!(!located(&ingest, "s1").await);
+    assert_eq!(
+        hkeys(&ingest, &Keyspace::default().presence("room-1")).await,
+        ["s2"]
+    );
+    let events = leaves(&jobs);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events["s1"].0, 1);
+    let text = metrics_text(&ingest).await;
+    assert!(text.contains("fanout_connections_swept_total 1"), "{text}");
+    ingest.stop().await;
+}
