@@ -1,7 +1,7 @@
 // Drives the JS client (client/fanout.js, as ingest serves it at /demo/fanout.js) in headless Chromium
 // against a running local system, one scenario per run, and exits non-zero on the first failed expectation.
 // Usage: node client-browser-test.mjs SCENARIO API_URL API_KEY SETTINGS_JSON
-//   SCENARIO: reconnect | lost | expired-token | kick
+//   SCENARIO: reconnect | lost | expired-token | kick | presence
 //   SETTINGS_JSON: {"ws_url", "redis_url"?, "history_key"?, "expired_token"?}
 // The end-to-end suite (e2e, tests/system/client.rs) starts the system and runs this script.
 //
@@ -33,11 +33,11 @@ const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 // answers `queued` tokens first (e.g. one that has already expired).
 const app = { issued: [], refuse: false, queued: [] };
 
-async function mint(subject) {
+async function mint(subject, info) {
   const r = await fetch(`${apiUrl}/v1/tokens`, {
     method: "POST",
     headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
-    body: JSON.stringify({ subject }),
+    body: JSON.stringify(info === undefined ? { subject } : { subject, info }),
   });
   expect(r.status === 200, `POST /v1/tokens answered ${r.status}`);
   return (await r.json()).token;
@@ -63,9 +63,9 @@ async function openPage() {
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (e) => { console.error(`page error: ${e}`); process.exitCode = 1; });
   await page.route(`${apiUrl}/app/token`, async (route) => {
-    const subject = JSON.parse(route.request().postData() || "{}").subject;
+    const { subject, info } = JSON.parse(route.request().postData() || "{}");
     if (app.refuse) return route.fulfill({ status: 403, contentType: "application/json", body: "{}" });
-    const token = app.queued.length ? app.queued.shift() : await mint(subject);
+    const token = app.queued.length ? app.queued.shift() : await mint(subject, info);
     app.issued.push(token);
     return route.fulfill({ contentType: "application/json", body: JSON.stringify({ token, expires_in: 60, ws_url: settings.ws_url }) });
   });
@@ -77,13 +77,13 @@ async function openPage() {
 }
 
 // Creates a client in the page as `window.clients[name]`, recording its events and messages.
-async function startClient(page, name, subject) {
-  await page.evaluate(async ({ name, subject }) => {
+async function startClient(page, name, subject, info) {
+  await page.evaluate(async ({ name, subject, info }) => {
     const { FanoutClient, fetchToken } = await import("/demo/fanout.js");
     window.clients = window.clients || {};
     const record = { events: [], messages: [] };
     const client = new FanoutClient({
-      token: () => fetchToken("/app/token", { body: JSON.stringify({ subject }) }),
+      token: () => fetchToken("/app/token", { body: JSON.stringify({ subject, info }) }),
       channel: "general",
       minDelayMs: 100,
       maxDelayMs: 2000,
@@ -93,9 +93,10 @@ async function startClient(page, name, subject) {
       client.on(type, (detail) => record.events.push({ type, ...detail, error: detail && detail.error ? String(detail.error) : undefined }));
     }
     client.on("message", (m) => record.messages.push(m));
+    client.on("presence", (m) => record.events.push(m));
     window.clients[name] = { client, record };
     client.connect();
-  }, { name, subject });
+  }, { name, subject, info });
 }
 
 const record = (page, name) => page.evaluate((n) => window.clients[n].record, name);
@@ -104,6 +105,13 @@ const waitEvent = (page, name, type, n = 1) =>
   page.waitForFunction(({ name, type, n }) => window.clients[name].record.events.filter((e) => e.type === type).length >= n, { name, type, n });
 const waitMessage = (page, name, field, value) =>
   page.waitForFunction(({ name, field, value }) => window.clients[name].record.messages.some((m) => m[field] === value), { name, field, value });
+
+// Presence events a client recorded: `join` or `leave` of `user`.
+const presenceEvents = (r, event, user) =>
+  r.events.filter((e) => e.type === "presence" && e.event === event && e.member.user_id === user);
+const waitPresence = (page, name, event, user) =>
+  page.waitForFunction(({ name, event, user }) => window.clients[name].record.events.some((e) =>
+    e.type === "presence" && e.event === event && e.member.user_id === user), { name, event, user });
 
 const scenarios = {
   // Gateway maximum duration of a few seconds; messages published continuously across several forced
@@ -239,6 +247,41 @@ const scenarios = {
     expect(!r.messages.some((m) => m.n === 2), "alice got nothing after the kick");
     const stats = await (await fetch(`${apiUrl}/v1/channels/general`, { headers: { authorization: `Bearer ${apiKey}` } })).json();
     expect(stats.connections === 1 && stats.subjects === 1, `only bob is left in the channel: ${JSON.stringify(stats)}`);
+  },
+
+  // Presence on the client's channel: joins and leaves as `presence` events, once each, and `presence()`
+  // answering the members with their info.
+  async presence() {
+    const page = await openPage();
+    step("alice and bob join; alice is told of bob, with his info");
+    await startClient(page, "alice", "alice", { name: "Alice" });
+    await waitEvent(page, "alice", "connected");
+    await startClient(page, "bob", "bob", { name: "Bob" });
+    await waitEvent(page, "bob", "connected");
+    await waitPresence(page, "alice", "join", "bob");
+    let r = await record(page, "alice");
+    const bobJoin = presenceEvents(r, "join", "bob")[0];
+    expect(bobJoin.channel === "general" && bobJoin.member.info.name === "Bob", `bob's join with his info: ${JSON.stringify(bobJoin)}`);
+
+    step("presence() answers both members; the API lists the same");
+    const members = await page.evaluate(() => window.clients.alice.client.presence());
+    const names = members.map((m) => `${m.user_id}:${m.info && m.info.name}`).sort().join();
+    expect(names === "alice:Alice,bob:Bob", `both members with their info: ${JSON.stringify(members)}`);
+    const listed = await (await fetch(`${apiUrl}/v1/channels/general/presence`, { headers: { authorization: `Bearer ${apiKey}` } })).json();
+    expect(listed.count === 2 && listed.members.length === 2, `the API lists two: ${JSON.stringify(listed)}`);
+
+    step("bob closes: alice is told once, and presence() shrinks to her");
+    await page.evaluate(() => window.clients.bob.client.close());
+    await waitPresence(page, "alice", "leave", "bob");
+    const left = await page.evaluate(() => window.clients.alice.client.presence());
+    expect(left.length === 1 && left[0].user_id === "alice", `only alice is left: ${JSON.stringify(left)}`);
+    // A full round trip through the system later, still one leave and one join of bob.
+    await publish({ type: "tick", n: 1 });
+    await waitMessage(page, "alice", "n", 1);
+    r = await record(page, "alice");
+    expect(presenceEvents(r, "leave", "bob").length === 1 && presenceEvents(r, "join", "bob").length === 1,
+      `bob joined and left once each: ${JSON.stringify(r.events)}`);
+    expect(presenceEvents(r, "leave", "alice").length === 0, "alice never left");
   },
 };
 

@@ -6,6 +6,7 @@
 //! - [`job`]: the versioned job schema that travels on the queue from ingest to the workers.
 //! - [`keys`]: every Redis key the product uses, with hash tags so the same code runs on Redis Cluster.
 //! - [`lua`]: Lua shared by the Redis scripts (the server's clock as `now`).
+//! - [`presence`]: a presence member's stored and shown forms, its events, and the leave script.
 //! - [`store`]: the Redis connection (single node or cluster) behind one type.
 //! - [`queue`]: the queue trait and its two backends, SQS and Redis Streams, chosen by URL.
 //! - [`gateways`]: the configured API Gateway APIs, their stages and Management API endpoints.
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod lua;
 pub mod metrics;
 pub mod names;
+pub mod presence;
 pub mod queue;
 pub mod secret;
 pub mod store;

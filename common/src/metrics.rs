@@ -22,6 +22,7 @@ pub mod names {
     pub const WEBHOOK_CALLS_TOTAL: &str = "fanout_webhook_calls_total";
     pub const LIVE_CONNECTIONS: &str = "fanout_live_connections";
     pub const QUEUE_DEPTH: &str = "fanout_queue_depth";
+    pub const CONNECTIONS_SWEPT_TOTAL: &str = "fanout_connections_swept_total";
 
     // The fan-out worker's.
     pub const JOBS_RECEIVED_TOTAL: &str = "fanout_jobs_received_total";
@@ -60,6 +61,7 @@ pub mod names {
         WEBHOOK_CALLS_TOTAL,
         LIVE_CONNECTIONS,
         QUEUE_DEPTH,
+        CONNECTIONS_SWEPT_TOTAL,
         JOBS_RECEIVED_TOTAL,
         JOBS_COMPLETED_TOTAL,
         JOBS_DEAD_LETTERED_TOTAL,
@@ -140,6 +142,8 @@ pub struct IngestMetrics {
     pub live_connections: IntGauge,
     /// Jobs waiting on the queue, read at scrape time.
     pub queue_depth: IntGauge,
+    /// Connections whose record expired without a `$disconnect`, removed by the stale-connection sweep.
+    pub connections_swept: IntCounter,
 }
 
 impl IngestMetrics {
@@ -218,6 +222,10 @@ impl IngestMetrics {
             ),
             live_connections: gauge(names::LIVE_CONNECTIONS, "Connections registered in Redis."),
             queue_depth: gauge(names::QUEUE_DEPTH, "Jobs waiting on the queue."),
+            connections_swept: counter(
+                names::CONNECTIONS_SWEPT_TOTAL,
+                "Connections whose record expired without a $disconnect, removed by the stale-connection sweep.",
+            ),
             registry,
         }
     }

@@ -380,7 +380,7 @@ pub fn rows() -> Vec<Row> {
                 },
                 Panel {
                     title: "Retries and removed connections",
-                    description: "Calls retried within a job per second by reason, and connections the worker removed from Redis by reason (gone, stale).",
+                    description: "Calls retried within a job per second by reason, connections the worker removed from Redis by reason (gone, stale), and connections whose record expired without a $disconnect that ingest's stale-connection sweep removed.",
                     kind: TimeSeries,
                     unit: "ops",
                     queries: vec![
@@ -394,6 +394,10 @@ pub fn rows() -> Vec<Row> {
                                 rate(names::CONNECTIONS_REMOVED_TOTAL)
                             ),
                             "removed {{reason}}",
+                        ),
+                        q(
+                            format!("sum({})", rate(names::CONNECTIONS_SWEPT_TOTAL)),
+                            "swept (expired)",
                         ),
                     ],
                 },

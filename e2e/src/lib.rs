@@ -343,6 +343,12 @@ impl Client {
             .unwrap();
     }
 
+    /// Closes the socket as a browser does (a close frame, code 1000), and waits for the close to finish.
+    pub async fn close(mut self) {
+        self.socket.close(None).await.unwrap();
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.socket.next()).await {}
+    }
+
     /// Sends raw text.
     pub async fn send_text(&mut self, text: String) {
         self.socket.send(Message::text(text)).await.unwrap();

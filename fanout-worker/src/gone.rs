@@ -1,17 +1,28 @@
 //! Forgetting connections that no longer exist: those API Gateway answered 410 `GoneException` for, and
-//! stale set members without a record. Batched per job: one round of `SREM`s for every set a connection
-//! is in (channel, subject, its `all:{n}` bucket), then one of `DEL`s for the records, in that order so
-//! that on Redis Cluster a partial failure leaves at most a set member without a record (see
-//! ARCHITECTURE.md, "Invariants"). Gone connections are never retried.
+//! stale set members without a record. Batched per job: one round takes every gone connection out of
+//! every set it is in (its channel and the channel's presence with the leave script every process shares,
+//! [`common::presence::leave_channel`], its subject's set and its `all:{n}` bucket), then one deletes the
+//! location entries and the records, in that order so that on Redis Cluster a partial failure leaves at
+//! most a set member without a record, or a location entry the stale-connection sweep clears (see
+//! ARCHITECTURE.md, "Invariants"). A connection this removed from a presence channel is announced to the
+//! channel's members as a leave event, one job on the queue; the script answers the presence entry to one
+//! caller only, so a `$disconnect` or a sweep racing the worker never makes it two. Gone connections are
+//! never retried.
 
 use crate::recipients::Recipient;
+use common::job::{Job, Target};
 use common::keys::Keyspace;
+use common::presence::{Event, Left, Member};
+use common::queue::Queue;
 use common::store::Redis;
 
-/// Removes gone connections from every set and deletes their records.
+/// Removes gone connections from every set and deletes their locations and records, then queues a
+/// presence leave event for each one this call took out of a presence channel. A leave event the queue
+/// refuses is logged, not returned: the removal it announces has happened.
 pub async fn remove(
     redis: &Redis,
     keys: &Keyspace,
+    queue: &dyn Queue,
     gone: &[Recipient],
 ) -> Result<(), redis::RedisError> {
     if gone.is_empty() {
@@ -19,20 +30,15 @@ pub async fn remove(
     }
     let mut srems = Vec::with_capacity(gone.len() * 3);
     for r in gone {
+        if let Some(channel) = &r.channel {
+            srems.push(common::presence::leave_channel(keys, &r.id, channel));
+        }
         srems.push(
             redis::cmd("SREM")
                 .arg(keys.all_bucket_of(&r.id))
                 .arg(&r.id)
                 .to_owned(),
         );
-        if let Some(channel) = &r.channel {
-            srems.push(
-                redis::cmd("SREM")
-                    .arg(keys.channel(channel))
-                    .arg(&r.id)
-                    .to_owned(),
-            );
-        }
         if let Some(subject) = &r.subject {
             srems.push(
                 redis::cmd("SREM")
@@ -42,12 +48,42 @@ pub async fn remove(
             );
         }
     }
-    redis.batch(srems).await?;
-    let dels = gone
-        .iter()
-        .map(|r| redis::cmd("DEL").arg(keys.connection(&r.id)).to_owned())
-        .collect();
+    let mut answers = redis.batch(srems).await?.into_iter();
+    let mut leaves = Vec::new();
+    for r in gone {
+        if let Some(channel) = &r.channel {
+            let left = Left::from_reply(answers.next())?;
+            if let Some(entry) = left.presence {
+                let member = Member::from_stored(&r.id, &entry);
+                leaves.push(Job::post(
+                    Target::Channel {
+                        channel: channel.clone(),
+                    },
+                    common::presence::event_payload(channel, Event::Leave, &member),
+                ));
+            }
+        }
+        answers.next();
+        if r.subject.is_some() {
+            answers.next();
+        }
+    }
+    let mut dels = Vec::with_capacity(gone.len() * 2);
+    for r in gone {
+        dels.push(
+            redis::cmd("HDEL")
+                .arg(keys.location_of(&r.id))
+                .arg(&r.id)
+                .to_owned(),
+        );
+        dels.push(redis::cmd("DEL").arg(keys.connection(&r.id)).to_owned());
+    }
     redis.batch(dels).await?;
+    if !leaves.is_empty()
+        && let Err(e) = queue.send_batch(&leaves).await
+    {
+        tracing::warn!(error = %e, events = leaves.len(), "presence leave events not queued");
+    }
     Ok(())
 }
 

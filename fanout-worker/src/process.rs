@@ -282,7 +282,7 @@ async fn deliver(
             .map(|id| (id, Why::Unroutable)),
     );
     if !tally.gone.is_empty() {
-        match gone::remove(&ctx.redis, &ctx.keys, &tally.gone).await {
+        match gone::remove(&ctx.redis, &ctx.keys, ctx.queue.as_ref(), &tally.gone).await {
             Ok(()) => ctx
                 .metrics
                 .connections_removed

@@ -179,6 +179,16 @@ pub struct Config {
     #[arg(long, env = "FANOUT_CONNECTION_TTL_SECS", default_value_t = 7500)]
     pub connection_ttl_secs: u64,
 
+    /// How often the stale-connection sweep runs, in milliseconds (1000 to 3600000). Each interval one
+    /// replica takes each bucket's lease and removes the connections whose record expired without a
+    /// `$disconnect` from every set (and presence, with a leave event).
+    #[arg(long, env = "FANOUT_SWEEP_INTERVAL_MS", default_value_t = 60_000)]
+    pub sweep_interval_ms: u64,
+
+    /// Connections the sweep checks per Redis round trip (10 to 10000).
+    #[arg(long, env = "FANOUT_SWEEP_BATCH", default_value_t = 500)]
+    pub sweep_batch: u32,
+
     /// LOCAL DEMO ONLY: the WebSocket URL of the local gateway. When set, ingest serves the chat page at
     /// /demo/ and lets anyone mint tokens at POST /demo/token. Never set it in production.
     #[arg(long, env = "FANOUT_DEMO_WS_URL")]
@@ -217,6 +227,9 @@ pub struct Settings {
     pub webhook_secret: Option<Secret>,
     pub webhook_timeout: Duration,
     pub connection_ttl: Duration,
+    /// Stale-connection sweep: how often, and how many connections per round trip.
+    pub sweep_interval: Duration,
+    pub sweep_batch: u32,
     /// Set only in the local demo: enables the `/demo/` routes.
     pub demo_ws_url: Option<url::Url>,
     pub log_format: LogFormat,
@@ -372,6 +385,18 @@ impl Config {
                 why: "must be at least 60 seconds (API Gateway keeps connections up to 7200)",
             });
         }
+        if !(1_000..=3_600_000).contains(&self.sweep_interval_ms) {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_SWEEP_INTERVAL_MS",
+                why: "must be between 1000 and 3600000 milliseconds",
+            });
+        }
+        if !(10..=10_000).contains(&self.sweep_batch) {
+            return Err(ConfigError::Range {
+                setting: "FANOUT_SWEEP_BATCH",
+                why: "must be between 10 and 10000",
+            });
+        }
         if self.chat_message_max_chars == 0 {
             return Err(ConfigError::Range {
                 setting: "FANOUT_CHAT_MESSAGE_MAX_CHARS",
@@ -434,6 +459,8 @@ impl Config {
                 .map(Secret::new),
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
             connection_ttl: Duration::from_secs(self.connection_ttl_secs),
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms),
+            sweep_batch: self.sweep_batch,
             demo_ws_url,
             log_format: shared.log_format,
         })
@@ -470,6 +497,8 @@ mod tests {
         assert!(s.allowed_origins.is_empty());
         assert!(s.trusted_proxies.is_empty());
         assert_eq!(s.default_channel.as_str(), "default");
+        assert_eq!(s.sweep_interval, Duration::from_secs(60));
+        assert_eq!(s.sweep_batch, 500);
     }
 
     #[test]
@@ -523,6 +552,16 @@ mod tests {
             config(&["--message-burst=0"])
                 .unwrap_err()
                 .contains("FANOUT_MESSAGE_BURST")
+        );
+        assert!(
+            config(&["--sweep-interval-ms=10"])
+                .unwrap_err()
+                .contains("FANOUT_SWEEP_INTERVAL_MS")
+        );
+        assert!(
+            config(&["--sweep-batch=0"])
+                .unwrap_err()
+                .contains("FANOUT_SWEEP_BATCH")
         );
         assert!(
             config(&["--api-key", "short"])

@@ -14,6 +14,8 @@
 //!   concept keeps in Redis, and the checks.
 //! - [`presence`]: who is in a presence channel; [`lifecycle`]: what follows a connection's comings and
 //!   goings (presence events).
+//! - [`sweep`]: the stale-connection sweep, which removes connections whose record expired without a
+//!   `$disconnect`.
 //! - [`revocation`]: kicks (connections, users, channels) and revoking a user's tokens.
 //! - [`json`]: the nesting limit every JSON input is held to.
 //! - [`outbox`]: puts jobs on the queue.
@@ -43,6 +45,7 @@ pub mod presence;
 pub mod recovery;
 pub mod revocation;
 pub mod state;
+pub mod sweep;
 pub mod tokens;
 
 use axum::Router;
@@ -138,14 +141,22 @@ pub async fn build_state(settings: Settings, patience: Duration) -> Result<AppSt
     Ok(AppState::new(settings, redis, queue))
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then finishes the requests in flight. The stale-connection sweep
+/// ([`sweep::run`]) runs beside the listener until then.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let header_read_timeout = state.settings.header_read_timeout;
-    listener::serve(listener, app(state), header_read_timeout, shutdown).await
+    let (stop_sweep, swept) = tokio::sync::oneshot::channel::<()>();
+    let sweeper = tokio::spawn(sweep::run(state.clone(), async {
+        let _ = swept.await;
+    }));
+    let served = listener::serve(listener, app(state), header_read_timeout, shutdown).await;
+    let _ = stop_sweep.send(());
+    let _ = sweeper.await;
+    served
 }
 
 /// Builds the state, binds the configured address and serves until `shutdown`.

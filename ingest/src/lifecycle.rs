@@ -32,7 +32,13 @@ impl Gone {
 /// A connection was registered in `conn.channel`.
 pub async fn connected(state: &AppState, conn: &Connection, joined: Joined) {
     if joined.presence {
-        presence::announce(state, &conn.channel, Event::Join, &Member::of(conn)).await;
+        presence::announce(
+            state,
+            &conn.channel,
+            Event::Join,
+            &presence::member_of(conn),
+        )
+        .await;
     }
 }
 
@@ -64,6 +70,12 @@ pub async fn moved(
         presence::announce(state, from, Event::Leave, &member).await;
     }
     if joined.presence {
-        presence::announce(state, &conn.channel, Event::Join, &Member::of(conn)).await;
+        presence::announce(
+            state,
+            &conn.channel,
+            Event::Join,
+            &presence::member_of(conn),
+        )
+        .await;
     }
 }

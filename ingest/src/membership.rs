@@ -132,16 +132,7 @@ pub struct Joined {
     pub presence: bool,
 }
 
-/// What leaving a channel did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Left {
-    /// The connection was in the channel.
-    pub removed: bool,
-    /// It was the channel's last member.
-    pub vacated: bool,
-    /// Its presence entry, if it had one (and this call removed it).
-    pub presence: Option<String>,
-}
+pub use common::presence::Left;
 
 /// Adds a connection to a channel (and to its presence when `member` is given); answers
 /// `{added, occupied, presence_added}`.
@@ -152,16 +143,6 @@ if ARGV[2] ~= '' then presence = redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) e
 local occupied = 0
 if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then occupied = 1 end
 return {added, occupied, presence}
-";
-
-/// Takes a connection out of a channel and its presence; answers `{removed, vacated, presence entry or ''}`.
-const LEAVE_CHANNEL: &str = r"
-local removed = redis.call('SREM', KEYS[1], ARGV[1])
-local member = redis.call('HGET', KEYS[2], ARGV[1])
-if member then redis.call('HDEL', KEYS[2], ARGV[1]) else member = '' end
-local vacated = 0
-if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then vacated = 1 end
-return {removed, vacated, member}
 ";
 
 /// The script call that joins `conn` to `channel` (a command, so it can be part of a batch).
@@ -183,13 +164,7 @@ fn join_channel(state: &AppState, conn: &Connection, channel: &ChannelName) -> r
 
 /// The script call that takes connection `id` out of `channel` and its presence.
 pub(crate) fn leave_channel(state: &AppState, id: &str, channel: &ChannelName) -> redis::Cmd {
-    redis::cmd("EVAL")
-        .arg(LEAVE_CHANNEL)
-        .arg(2)
-        .arg(state.keys.channel(channel.as_str()))
-        .arg(state.keys.presence(channel.as_str()))
-        .arg(id)
-        .to_owned()
+    common::presence::leave_channel(&state.keys, id, channel.as_str())
 }
 
 fn joined_from(value: Option<redis::Value>) -> Result<Joined, redis::RedisError> {
@@ -206,15 +181,7 @@ fn joined_from(value: Option<redis::Value>) -> Result<Joined, redis::RedisError>
 
 /// Reads the answer of [`leave_channel`].
 pub(crate) fn left_from(value: Option<redis::Value>) -> Result<Left, redis::RedisError> {
-    let (removed, vacated, member): (i64, i64, String) = match value {
-        Some(v) => redis::from_redis_value(v)?,
-        None => (0, 0, String::new()),
-    };
-    Ok(Left {
-        removed: removed == 1,
-        vacated: vacated == 1,
-        presence: Some(member).filter(|m| !m.is_empty()),
-    })
+    Left::from_reply(value)
 }
 
 /// Writes the record (with its TTL) and adds the connection to its channel (and its presence), subject

@@ -18,93 +18,32 @@ use crate::outbox;
 use crate::state::AppState;
 use common::job::{Job, Target};
 use common::names::{ChannelName, MAX_PAYLOAD_BYTES};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 /// True when `channel` has presence.
 pub fn enabled(state: &AppState, channel: &ChannelName) -> bool {
     common::names::ChannelPattern::any_matches(&state.settings.presence_channels, channel)
 }
 
-/// A member as stored in the presence hash (short keys: one per connection).
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored<'a> {
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    u: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, skip_serializing_if = "Option::is_none")]
-    i: Option<&'a RawValue>,
-}
+pub use common::presence::{Event, Member};
 
-/// The presence hash value for a connection.
+/// The presence hash value for a connection (see [`common::presence`] for the stored form).
 pub fn stored(conn: &Connection) -> String {
-    let info = conn
-        .info
-        .as_deref()
-        .and_then(|i| serde_json::from_str::<&RawValue>(i).ok());
-    serde_json::to_string(&Stored {
-        u: conn.subject.as_ref().map(|s| s.as_str().into()),
-        i: info,
-    })
-    .expect("a presence member serialises")
+    common::presence::stored_value(
+        conn.subject.as_ref().map(|s| s.as_str()),
+        conn.info.as_deref(),
+    )
 }
 
-/// A member as clients and the API see it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Member {
-    pub connection_id: String,
-    /// The token's subject; `null` for an anonymous connection.
-    pub user_id: Option<String>,
-    /// The token's client info; `null` when it had none.
-    #[schema(value_type = Option<Object>)]
-    pub info: Option<Box<RawValue>>,
-}
-
-impl Member {
-    /// The member for a connection's presence hash entry (an unreadable entry shows no user or info).
-    pub fn from_stored(connection_id: &str, value: &str) -> Self {
-        let stored: Option<Stored<'_>> = serde_json::from_str(value).ok();
-        Self {
-            connection_id: connection_id.to_owned(),
-            user_id: stored
-                .as_ref()
-                .and_then(|s| s.u.as_deref())
-                .map(str::to_owned),
-            info: stored.and_then(|s| s.i).map(RawValue::to_owned),
-        }
-    }
-
-    /// The member a connection is.
-    pub fn of(conn: &Connection) -> Self {
-        Self::from_stored(conn.id.as_str(), &stored(conn))
-    }
-}
-
-/// Which way a member went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    Join,
-    Leave,
-}
-
-impl Event {
-    pub fn name(self) -> &'static str {
-        match self {
-            Event::Join => "join",
-            Event::Leave => "leave",
-        }
-    }
+/// The member a connection is.
+pub fn member_of(conn: &Connection) -> Member {
+    Member::from_stored(conn.id.as_str(), &stored(conn))
 }
 
 /// Tells the channel's members that `member` joined or left: one job to the channel. A queue failure is
 /// logged and counted (`fanout_enqueue_failures_total`), not returned: the membership change it
 /// announces has already happened, and failing the callback would not undo it.
 pub async fn announce(state: &AppState, channel: &ChannelName, event: Event, member: &Member) {
-    let payload = common::job::payload_of(&serde_json::json!({
-        "type": "presence",
-        "event": event.name(),
-        "channel": channel.as_str(),
-        "member": member,
-    }));
+    let payload = common::presence::event_payload(channel.as_str(), event, member);
     let job = Job::post(
         Target::Channel {
             channel: channel.as_str().to_owned(),
@@ -210,7 +149,7 @@ mod tests {
     #[test]
     fn anonymous_members_and_unreadable_entries_show_nulls() {
         assert_eq!(stored(&conn(None, None)), "{}");
-        let shown = serde_json::to_value(Member::of(&conn(None, None))).unwrap();
+        let shown = serde_json::to_value(member_of(&conn(None, None))).unwrap();
         assert_eq!(
             shown,
             serde_json::json!({"connection_id":"c1","user_id":null,"info":null})

@@ -1,7 +1,8 @@
 //! The JS client (`client/fanout.js`) in headless Chromium against the whole local system, through
 //! `demo/client-browser-test.mjs`: connect and receive, forced reconnects (the gateway's maximum duration
 //! set to seconds) with no gap and no duplicate, recovery that fails with its reason, a token that expired
-//! before use, and a kick that stops the client instead of starting a reconnect loop.
+//! before use, a kick that stops the client instead of starting a reconnect loop, and presence (join and
+//! leave events, `presence()`).
 
 use e2e::{API_KEY, Backend, System};
 use serde_json::{Value, json};
@@ -98,5 +99,12 @@ async fn the_client_fetches_a_fresh_token_when_one_expired_before_use() {
 async fn a_kicked_client_stops_and_a_refused_token_ends_its_retries() {
     let system = System::start(Backend::RedisStreams, &[], &[]).await;
     run_scenario(&system, "kick", json!({})).await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_sees_presence_joins_and_leaves_and_lists_members() {
+    let system = System::start(Backend::RedisStreams, &["--presence-channel=general"], &[]).await;
+    run_scenario(&system, "presence", json!({})).await;
     system.stop().await;
 }

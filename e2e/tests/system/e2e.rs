@@ -26,7 +26,8 @@ on_both_backends!(
     client_actions,
     vanished_clients_are_forgotten,
     kick,
-    recovery_after_a_forced_reconnect
+    recovery_after_a_forced_reconnect,
+    presence
 );
 
 async fn tokens(backend: Backend) {
@@ -411,5 +412,141 @@ async fn recovery_after_a_forced_reconnect(backend: Backend) {
     assert_eq!(answer["reason"], "epoch_changed");
     assert_eq!(answer["offset"], 1);
     assert_ne!(answer["epoch"].as_str(), Some(epoch.as_str()));
+    system.stop().await;
+}
+
+/// The next presence event (`join` or `leave`) a client receives, skipping other messages.
+async fn presence_event(client: &mut e2e::Client) -> serde_json::Value {
+    loop {
+        let m = client.next_of("presence").await;
+        if m.get("event").is_some() {
+            return m;
+        }
+    }
+}
+
+/// The members `GET /v1/channels/{channel}/presence` lists, as (connection id, user id), sorted.
+async fn presence_list(system: &System, channel: &str) -> Vec<(String, serde_json::Value)> {
+    let r = system
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/channels/{channel}/presence"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let mut members: Vec<(String, serde_json::Value)> = body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["connection_id"].as_str().unwrap().to_owned(),
+                m["user_id"].clone(),
+            )
+        })
+        .collect();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(body["count"], members.len(), "{body}");
+    members
+}
+
+/// Presence over real sockets: two clients join a presence channel and each sees the other's join; the
+/// API lists both and the `presence` action answers both; one closes its socket and the other sees it
+/// leave; a client that vanished without a `$disconnect` leaves when the worker meets its 410.
+async fn presence(backend: Backend) {
+    let system = System::start(backend, &["--presence-channel=room-*"], &[]).await;
+    let r = system
+        .api(reqwest::Method::POST, "/v1/tokens")
+        .json(&json!({"subject": "alice", "info": {"name": "Alice"}}))
+        .send()
+        .await
+        .unwrap();
+    let token = r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut alice = system
+        .connect(&format!("channel=room-1&ws_token={token}"))
+        .await
+        .unwrap();
+    let own = presence_event(&mut alice).await;
+    assert_eq!(own["event"], "join");
+    assert_eq!(own["member"]["user_id"], "alice");
+    assert_eq!(own["member"]["info"], json!({"name": "Alice"}));
+    let alice_id = own["member"]["connection_id"].as_str().unwrap().to_owned();
+
+    let mut bob = system.join("bob", "room-1").await;
+    let joined = presence_event(&mut alice).await;
+    assert_eq!(joined["event"], "join");
+    assert_eq!(joined["channel"], "room-1");
+    assert_eq!(joined["member"]["user_id"], "bob");
+    assert_eq!(joined["member"]["info"], serde_json::Value::Null);
+    let bob_id = joined["member"]["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        presence_event(&mut bob).await,
+        joined,
+        "bob sees his own join"
+    );
+
+    let mut expected = vec![
+        (alice_id.clone(), json!("alice")),
+        (bob_id.clone(), json!("bob")),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(presence_list(&system, "room-1").await, expected);
+    bob.send(json!({"action": "presence"})).await;
+    let reply = bob.next_of("presence").await;
+    assert_eq!(reply["channel"], "room-1");
+    assert_eq!(reply["members"].as_array().unwrap().len(), 2, "{reply}");
+
+    // Bob closes his socket: the gateway sends $disconnect and Alice is told.
+    bob.close().await;
+    let left = presence_event(&mut alice).await;
+    assert_eq!(left["event"], "leave");
+    assert_eq!(left["member"]["connection_id"], bob_id.as_str());
+    assert_eq!(
+        presence_list(&system, "room-1").await,
+        vec![(alice_id.clone(), json!("alice"))]
+    );
+
+    // A connection ingest knows but the gateway does not (its $disconnect was lost): it joins presence,
+    // and leaves it when the worker's post to it is answered 410.
+    let token = system.token("ghost").await;
+    let r = system
+        .http
+        .post(format!(
+            "{}/ws/connect?channel=room-1&ws_token={token}",
+            system.ingest
+        ))
+        .header("connectionId", "ghostConnection=")
+        .header("X-Amzn-Apigateway-Api-Id", "local")
+        .header("X-Ws-Gateway-Secret", e2e::SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ghost = presence_event(&mut alice).await;
+    assert_eq!(ghost["event"], "join");
+    assert_eq!(ghost["member"]["connection_id"], "ghostConnection=");
+    system
+        .publish(
+            "/v1/channels/room-1/publish",
+            json!({"type": "system", "message": "anyone there?"}),
+        )
+        .await;
+    let gone = presence_event(&mut alice).await;
+    assert_eq!(gone["event"], "leave");
+    assert_eq!(gone["member"]["connection_id"], "ghostConnection=");
+    assert_eq!(gone["member"]["user_id"], "ghost");
+    assert_eq!(
+        presence_list(&system, "room-1").await,
+        vec![(alice_id, json!("alice"))]
+    );
     system.stop().await;
 }

@@ -130,6 +130,101 @@ async fn gone_connections_are_removed_from_every_set() {
     worker.shutdown().await;
 }
 
+/// A connection that answers 410 in a presence channel leaves the channel's presence and its location
+/// entry too, and the channel's other members are told once, with the member as it was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_connection_leaves_presence_with_one_leave_event() {
+    let env = Env::start().await;
+    let ids = env.register("p", 3, "room", "dora").await;
+    let gone = &ids[0];
+    env.gateway.always(gone, 410);
+    let entry = common::presence::stored_value(Some("dora"), Some(r#"{"name":"Dora"}"#));
+    for id in &ids {
+        redis::pipe()
+            .cmd("HSET")
+            .arg(env.keys.presence("room"))
+            .arg(id)
+            .arg(&entry)
+            .cmd("HSET")
+            .arg(env.keys.location_of(id))
+            .arg(id)
+            .arg("room\ndora")
+            .query_async::<()>(&mut env.redis.clone())
+            .await
+            .unwrap();
+    }
+    let worker = env.worker(&[]).await;
+    let job = env
+        .publish(
+            Target::Channel {
+                channel: "room".into(),
+            },
+            json!({"n": 1}),
+        )
+        .await;
+    eventually(LONG, "the report says finished", || async {
+        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let leave = json!({"type": "presence", "event": "leave", "channel": "room",
+        "member": {"connection_id": gone, "user_id": "dora", "info": {"name": "Dora"}}});
+    let leave = serde_json::to_vec(&leave).unwrap();
+    let others = &ids[1..];
+    eventually(LONG, "the others are told", || async {
+        let delivered = env.gateway.delivered();
+        others.iter().all(|id| {
+            delivered
+                .get(id)
+                .is_some_and(|b| b.iter().any(|b| b.as_ref() == leave.as_slice()))
+        })
+    })
+    .await;
+    // A later publish finishes after the leave event was delivered: nothing more was queued for it.
+    let after = env
+        .publish(
+            Target::Channel {
+                channel: "room".into(),
+            },
+            json!({"n": 2}),
+        )
+        .await;
+    eventually(LONG, "the second report says finished", || async {
+        env.report(&after.id).await.contains_key(rf::FINISHED_MS)
+    })
+    .await;
+    let delivered = env.gateway.delivered();
+    for id in others {
+        let leaves = delivered[id]
+            .iter()
+            .filter(|b| b.as_ref() == leave.as_slice())
+            .count();
+        assert_eq!(leaves, 1, "{id} was told once");
+        assert_eq!(delivered[id].len(), 3, "{id}: n=1, the leave, n=2");
+    }
+    assert!(
+        !delivered.contains_key(gone),
+        "the gone connection gets nothing"
+    );
+    let members: Vec<String> = redis::cmd("HKEYS")
+        .arg(env.keys.presence("room"))
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    let mut members = members;
+    members.sort();
+    assert_eq!(members, others.to_vec());
+    let located: Option<String> = redis::cmd("HGET")
+        .arg(env.keys.location_of(gone))
+        .arg(gone)
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(located, None, "its location entry is gone");
+    assert!(!env.exists(&env.keys.connection(gone)).await);
+    assert!(!env.is_member(&env.keys.channel("room"), gone).await);
+    worker.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_burst_is_retried_then_delivered() {
     a_429_burst(false).await;

@@ -1,4 +1,4 @@
-//! ingest's integration tests against real servers: gateway callbacks, the application API, limits, revocation, recovery, outages, Redis Cluster and start-up.
+//! ingest's integration tests against real servers: gateway callbacks, the application API, limits, revocation, recovery, presence and the stale-connection sweep, outages, Redis Cluster and start-up.
 //!
 //! One test binary for the crate (each binary links the whole dependency graph); one module per area.
 
@@ -18,4 +18,5 @@ mod revocation;
 mod slowloris;
 mod startup;
 mod support;
+mod sweep;
 mod token_properties;
