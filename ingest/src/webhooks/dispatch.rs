@@ -161,7 +161,8 @@ impl Emitter {
     }
 
     /// A connection left `channel` for good (`reason`: disconnected, kicked, expired): `leave` and
-    /// `channel_vacated` as they apply, then `disconnect`.
+    /// `channel_vacated` as they apply, then `disconnect` if this call took it out of its channel (the
+    /// `$disconnect` that follows a kick finds it already out, and says nothing more).
     pub fn gone(
         &self,
         connection_id: &str,
@@ -171,6 +172,9 @@ impl Emitter {
         reason: &'static str,
     ) {
         self.departed(connection_id, user_id, channel, left);
+        if !left.removed {
+            return;
+        }
         self.emit(
             EventKind::Disconnect,
             connection_id,

@@ -217,11 +217,15 @@ async fn every_kind_of_event_arrives_in_order_in_full_batches() {
         .await
         .unwrap();
     assert_eq!(kick.status(), reqwest::StatusCode::ACCEPTED);
+    // The gateway's $disconnect after the kick closed the socket: the kick already said it all.
+    assert!(disconnect("c1").await.unwrap().status().is_success());
+    ingest.join("c3", "cy", "lobby").await;
+    assert!(disconnect("c3").await.unwrap().status().is_success());
 
-    let (batches, events) = receiver.accepted_events(12).await;
+    let (batches, events) = receiver.accepted_events(16).await;
     assert_eq!(
         batches.iter().map(|b| b.events().len()).collect::<Vec<_>>(),
-        [4, 4, 4]
+        [4, 4, 4, 4]
     );
     let mut expected = vec![
         ev("connect", "c1", "ada", "room"),
@@ -236,9 +240,14 @@ async fn every_kind_of_event_arrives_in_order_in_full_batches() {
         ev("disconnect", "c2", "bob", "room"),
         ev("channel_vacated", "c1", "ada", "lobby"),
         ev("disconnect", "c1", "ada", "lobby"),
+        ev("connect", "c3", "cy", "lobby"),
+        ev("channel_occupied", "c3", "cy", "lobby"),
+        ev("channel_vacated", "c3", "cy", "lobby"),
+        ev("disconnect", "c3", "cy", "lobby"),
     ];
     expected[9].4 = json!("disconnected");
     expected[11].4 = json!("kicked");
+    expected[15].4 = json!("disconnected");
     assert_eq!(events.iter().map(summary).collect::<Vec<_>>(), expected);
     let times: Vec<u64> = events
         .iter()
@@ -247,10 +256,10 @@ async fn every_kind_of_event_arrives_in_order_in_full_batches() {
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     let mut ids: Vec<&str> = batches.iter().map(|b| b.batch_id.as_str()).collect();
     ids.dedup();
-    assert_eq!(ids.len(), 3, "a batch id per batch");
+    assert_eq!(ids.len(), 4, "a batch id per batch");
     assert_eq!(
         metric(&ingest, "fanout_lifecycle_batches_total{outcome=\"sent\"}").await,
-        3
+        4
     );
 }
 
