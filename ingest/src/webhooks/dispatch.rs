@@ -73,7 +73,11 @@ impl Emitter {
             retry_min_delay: settings.retry_min_delay,
         };
         let task = tokio::spawn(sender.run(rx, closing_rx));
-        tracing::info!(url = %settings.url, "lifecycle webhook enabled");
+        // The host only: a URL's path or query may carry a token of the application's.
+        tracing::info!(
+            host = settings.url.host_str().unwrap_or_default(),
+            "lifecycle webhook enabled"
+        );
         Self {
             inner: Some(Arc::new(Inner {
                 tx,
