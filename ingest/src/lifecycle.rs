@@ -1,7 +1,8 @@
 //! What follows a connection's comings and goings: presence events to the channel's members (see
-//! [`crate::presence`]) and lifecycle webhook events to the application (see [`crate::webhooks`]). Every path that changes membership reports here (connect, disconnect,
-//! `change_channel`, kicks, the stale-connection sweep) with what the membership scripts said really
-//! changed, so each event fires once even when two callbacks race.
+//! [`crate::presence`]) and lifecycle webhook events to the application (see [`crate::webhooks`]).
+//! Every path that changes membership reports here (connect, disconnect, `change_channel`, kicks, the
+//! stale-connection sweep) with what the membership scripts said really changed, so each event fires
+//! once even when two callbacks race.
 
 use crate::membership::{Connection, Joined, Left};
 use crate::presence::{self, Event, Member};
@@ -67,7 +68,9 @@ async fn departed(
     why: Gone,
 ) {
     tracing::debug!(connection_id, %channel, reason = why.reason(), "connection gone");
-    (state.lifecycle_hooks).gone(connection_id, user, channel, left, why.reason()); // lifecycle webhook
+    state
+        .lifecycle_hooks
+        .gone(connection_id, user, channel, left, why.reason()); // lifecycle webhook
     if let Some(entry) = &left.presence {
         let member = Member::from_stored(connection_id, entry);
         presence::announce(state, channel, Event::Leave, &member).await;
