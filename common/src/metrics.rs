@@ -23,6 +23,9 @@ pub mod names {
     pub const LIVE_CONNECTIONS: &str = "fanout_live_connections";
     pub const QUEUE_DEPTH: &str = "fanout_queue_depth";
     pub const CONNECTIONS_SWEPT_TOTAL: &str = "fanout_connections_swept_total";
+    pub const LIFECYCLE_BATCHES_TOTAL: &str = "fanout_lifecycle_batches_total";
+    pub const LIFECYCLE_RETRIES_TOTAL: &str = "fanout_lifecycle_retries_total";
+    pub const LIFECYCLE_EVENTS_DROPPED_TOTAL: &str = "fanout_lifecycle_events_dropped_total";
 
     // The fan-out worker's.
     pub const JOBS_RECEIVED_TOTAL: &str = "fanout_jobs_received_total";
@@ -62,6 +65,9 @@ pub mod names {
         LIVE_CONNECTIONS,
         QUEUE_DEPTH,
         CONNECTIONS_SWEPT_TOTAL,
+        LIFECYCLE_BATCHES_TOTAL,
+        LIFECYCLE_RETRIES_TOTAL,
+        LIFECYCLE_EVENTS_DROPPED_TOTAL,
         JOBS_RECEIVED_TOTAL,
         JOBS_COMPLETED_TOTAL,
         JOBS_DEAD_LETTERED_TOTAL,
@@ -112,6 +118,10 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
     "too_many_receives",
 ];
 
+/// Every `reason` label of `fanout_lifecycle_events_dropped_total`: the buffer was full, the batch
+/// failed its last attempt, or ingest stopped before sending it.
+pub const LIFECYCLE_DROP_REASONS: &[&str] = &["buffer_full", "failed", "shutdown"];
+
 /// Callback latency buckets: ingest's own time is well under a millisecond; Redis adds a round trip.
 const CALLBACK_BUCKETS: &[f64] = &[
     0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -144,6 +154,12 @@ pub struct IngestMetrics {
     pub queue_depth: IntGauge,
     /// Connections whose record expired without a `$disconnect`, removed by the stale-connection sweep.
     pub connections_swept: IntCounter,
+    /// Lifecycle webhook batches by `outcome` (`sent`, `failed` after the last attempt).
+    pub lifecycle_batches: IntCounterVec,
+    /// Lifecycle webhook attempts that failed and were tried again.
+    pub lifecycle_retries: IntCounter,
+    /// Lifecycle events not delivered, by `reason` (see [`LIFECYCLE_DROP_REASONS`]).
+    pub lifecycle_events_dropped: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -182,7 +198,7 @@ impl IngestMetrics {
         registry
             .register(Box::new(callback_duration.clone()))
             .expect("metric registered once");
-        Self {
+        let metrics = Self {
             callbacks: counter_vec(
                 names::CALLBACKS_TOTAL,
                 "Gateway callbacks by route and outcome.",
@@ -226,8 +242,31 @@ impl IngestMetrics {
                 names::CONNECTIONS_SWEPT_TOTAL,
                 "Connections whose record expired without a $disconnect, removed by the stale-connection sweep.",
             ),
+            lifecycle_batches: counter_vec(
+                names::LIFECYCLE_BATCHES_TOTAL,
+                "Lifecycle webhook batches by outcome.",
+                &["outcome"],
+            ),
+            lifecycle_retries: counter(
+                names::LIFECYCLE_RETRIES_TOTAL,
+                "Lifecycle webhook attempts retried.",
+            ),
+            lifecycle_events_dropped: counter_vec(
+                names::LIFECYCLE_EVENTS_DROPPED_TOTAL,
+                "Lifecycle events not delivered, by reason.",
+                &["reason"],
+            ),
             registry,
+        };
+        for outcome in ["sent", "failed"] {
+            metrics.lifecycle_batches.with_label_values(&[outcome]);
         }
+        for reason in LIFECYCLE_DROP_REASONS {
+            metrics
+                .lifecycle_events_dropped
+                .with_label_values(&[reason]);
+        }
+        metrics
     }
 }
 

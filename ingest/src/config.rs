@@ -174,6 +174,9 @@ pub struct Config {
     #[arg(long, env = "FANOUT_WEBHOOK_TIMEOUT_MS", default_value_t = 5000)]
     pub webhook_timeout_ms: u64,
 
+    #[command(flatten)]
+    pub lifecycle_webhook: crate::webhooks::config::LifecycleArgs,
+
     /// How long a connection's record lives without activity, in seconds. A little over API Gateway's
     /// 2-hour maximum, because `$disconnect` is best-effort.
     #[arg(long, env = "FANOUT_CONNECTION_TTL_SECS", default_value_t = 7500)]
@@ -226,6 +229,8 @@ pub struct Settings {
     pub webhook_url: Option<url::Url>,
     pub webhook_secret: Option<Secret>,
     pub webhook_timeout: Duration,
+    /// Lifecycle webhooks, when configured (see [`crate::webhooks`]).
+    pub lifecycle_webhook: Option<crate::webhooks::config::LifecycleSettings>,
     pub connection_ttl: Duration,
     /// Stale-connection sweep: how often, and how many connections per round trip.
     pub sweep_interval: Duration,
@@ -280,6 +285,8 @@ pub enum ConfigError {
     Webhook(String),
     #[error("FANOUT_DEMO_WS_URL: {0:?} is not a ws:// or wss:// URL")]
     DemoWsUrl(String),
+    #[error(transparent)]
+    LifecycleWebhook(#[from] crate::webhooks::config::LifecycleConfigError),
 }
 
 fn patterns(setting: &'static str, values: &[String]) -> Result<Vec<ChannelPattern>, ConfigError> {
@@ -415,6 +422,7 @@ impl Config {
                 _ => return Err(ConfigError::Webhook(u.to_owned())),
             },
         };
+        let lifecycle_webhook = self.lifecycle_webhook.validate()?;
         let demo_ws_url = match self
             .demo_ws_url
             .as_deref()
@@ -458,6 +466,7 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(Secret::new),
             webhook_timeout: Duration::from_millis(self.webhook_timeout_ms),
+            lifecycle_webhook,
             connection_ttl: Duration::from_secs(self.connection_ttl_secs),
             sweep_interval: Duration::from_millis(self.sweep_interval_ms),
             sweep_batch: self.sweep_batch,

@@ -13,7 +13,7 @@
 //! - [`tokens`], [`membership`], [`history`], [`limits`], [`origin`], [`client_ip`]: the state each
 //!   concept keeps in Redis, and the checks.
 //! - [`presence`]: who is in a presence channel; [`lifecycle`]: what follows a connection's comings and
-//!   goings (presence events).
+//!   goings (presence events, lifecycle webhook events).
 //! - [`sweep`]: the stale-connection sweep, which removes connections whose record expired without a
 //!   `$disconnect`.
 //! - [`revocation`]: kicks (connections, users, channels) and revoking a user's tokens.
@@ -21,6 +21,8 @@
 //! - [`outbox`]: puts jobs on the queue.
 //! - [`recovery`]: offsets and epochs stamped on kept messages, and replay after an offset.
 //! - [`health`] and [`observe`]: health, readiness and metrics.
+//! - [`webhooks`]: calls to the application: the shared HTTP client, and the lifecycle webhook
+//!   (batched, signed, retried).
 //! - [`listener`]: the HTTP listener with its header-read, idle and request timeouts.
 //! - [`demo`]: the chat page and open token minting, for the local demo only.
 
@@ -47,6 +49,7 @@ pub mod revocation;
 pub mod state;
 pub mod sweep;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -141,14 +144,16 @@ pub async fn build_state(settings: Settings, patience: Duration) -> Result<AppSt
     Ok(AppState::new(settings, redis, queue))
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight. The stale-connection sweep
-/// ([`sweep::run`]) runs beside the listener until then.
+/// Serves until `shutdown` resolves, then finishes the requests in flight and sends the buffered
+/// lifecycle events. The stale-connection sweep ([`sweep::run`]) runs beside the listener until then.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let header_read_timeout = state.settings.header_read_timeout;
+    let lifecycle_hooks = state.lifecycle_hooks.clone();
+    let drain_limit = state.settings.webhook_timeout + LIFECYCLE_DRAIN_MARGIN;
     let (stop_sweep, swept) = tokio::sync::oneshot::channel::<()>();
     let sweeper = tokio::spawn(sweep::run(state.clone(), async {
         let _ = swept.await;
@@ -156,8 +161,12 @@ pub async fn serve(
     let served = listener::serve(listener, app(state), header_read_timeout, shutdown).await;
     let _ = stop_sweep.send(());
     let _ = sweeper.await;
+    lifecycle_hooks.drain(drain_limit).await;
     served
 }
+
+/// How long, beyond one webhook call's timeout, buffered lifecycle events may take to go out at shutdown.
+const LIFECYCLE_DRAIN_MARGIN: Duration = Duration::from_secs(5);
 
 /// Builds the state, binds the configured address and serves until `shutdown`.
 pub async fn run(

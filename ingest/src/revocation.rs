@@ -63,14 +63,7 @@ pub async fn kick(state: &AppState, conns: &[Connection]) -> Result<Kicked, AppE
         state.redis.batch(marks).await?;
         for conn in chunk {
             let left = membership::detach(state, conn).await?;
-            crate::lifecycle::gone(
-                state,
-                conn.id.as_str(),
-                &conn.channel,
-                &left,
-                crate::lifecycle::Gone::Kicked,
-            )
-            .await;
+            crate::lifecycle::gone_of(state, conn, &left, crate::lifecycle::Gone::Kicked).await;
         }
         kicked.connections += chunk.len();
     }

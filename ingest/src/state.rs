@@ -1,8 +1,9 @@
 //! [`AppState`]: what every handler shares, built once at start-up: the settings, the Redis connection,
-//! the queue, the key names, the metrics and the HTTP client for the application webhook (no redirects,
-//! a deadline on every call).
+//! the queue, the key names, the metrics, the HTTP client for the application's webhooks (no redirects,
+//! a deadline on every call) and the lifecycle webhook's [`Emitter`].
 
 use crate::config::Settings;
+use crate::webhooks::dispatch::Emitter;
 use common::keys::Keyspace;
 use common::metrics::IngestMetrics;
 use common::queue::SharedQueue;
@@ -18,25 +19,28 @@ pub struct AppState {
     pub keys: Keyspace,
     pub metrics: IngestMetrics,
     pub http: reqwest::Client,
+    /// Lifecycle webhook events go here (disabled unless configured).
+    pub lifecycle_hooks: Emitter,
 }
 
 impl AppState {
+    /// Builds the state; with a lifecycle webhook configured, starts its delivery task (so this runs on
+    /// a Tokio runtime).
     pub fn new(settings: Settings, redis: Redis, queue: SharedQueue) -> Self {
-        // The webhook client: redirects are not followed (a redirect is a failed call, so a webhook cannot
-        // bounce ingest's requests, with its secret, somewhere else), and every call has a deadline.
-        let http = reqwest::Client::builder()
-            .timeout(settings.webhook_timeout)
-            .connect_timeout(settings.webhook_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("the HTTP client's TLS set-up cannot fail with static settings");
+        let http = crate::webhooks::client(settings.webhook_timeout);
+        let metrics = IngestMetrics::new();
+        let lifecycle_hooks = match &settings.lifecycle_webhook {
+            Some(lifecycle) => Emitter::start(lifecycle, http.clone(), metrics.clone()),
+            None => Emitter::disabled(),
+        };
         Self {
             keys: Keyspace::new(settings.key_prefix.clone()),
             settings: Arc::new(settings),
             redis,
             queue,
-            metrics: IngestMetrics::new(),
+            metrics,
             http,
+            lifecycle_hooks,
         }
     }
 

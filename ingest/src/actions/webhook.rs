@@ -2,8 +2,8 @@
 //! client's message. A 2xx answer with a JSON body is sent back to the client as is (an empty body sends
 //! nothing); any other answer (a redirect included: they are not followed), no answer within the timeout,
 //! or a reply over [`MAX_REPLY_BYTES`] or nested deeper than [`crate::json::MAX_DEPTH`] is a 502 and the
-//! client gets an error. Reading stops at the cap, so a huge reply costs no memory. Every outcome is
-//! counted (`fanout_webhook_calls_total`).
+//! client gets an error. The client and the capped read are shared with the lifecycle webhook (see
+//! [`crate::webhooks`]). Every outcome is counted (`fanout_webhook_calls_total`).
 
 use super::refuse;
 use crate::error::AppError;
@@ -12,26 +12,8 @@ use crate::outbox;
 use crate::state::AppState;
 use serde_json::{Map, Value, json, value::RawValue};
 
-/// The largest webhook reply read; a longer one is refused.
-pub const MAX_REPLY_BYTES: usize = 64 * 1024;
-
-/// Reads a reply body up to `MAX_REPLY_BYTES`; `None` past it (or when the body fails mid-way).
-async fn read_capped(mut response: reqwest::Response) -> Option<Vec<u8>> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_REPLY_BYTES as u64)
-    {
-        return None;
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.ok()? {
-        if body.len() + chunk.len() > MAX_REPLY_BYTES {
-            return None;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Some(body)
-}
+pub use crate::webhooks::MAX_REPLY_BYTES;
+use crate::webhooks::read_capped;
 
 pub async fn run(
     state: &AppState,

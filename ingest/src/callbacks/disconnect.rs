@@ -12,14 +12,7 @@ pub async fn handle(state: &AppState, cb: &Callback<'_>) -> Result<(), AppError>
     let removed = membership::remove(state, &id).await?;
     tracing::debug!(connection_id = %id, known = removed.is_some(), "disconnected");
     if let Some((conn, left)) = removed {
-        crate::lifecycle::gone(
-            state,
-            conn.id.as_str(),
-            &conn.channel,
-            &left,
-            crate::lifecycle::Gone::Disconnected,
-        )
-        .await;
+        crate::lifecycle::gone_of(state, &conn, &left, crate::lifecycle::Gone::Disconnected).await;
     }
     Ok(())
 }
