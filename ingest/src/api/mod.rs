@@ -14,12 +14,14 @@
 //! | `POST /v1/users/{subject}/revoke` | kick a user and invalidate the tokens minted for it ([`kicks`]) |
 //! | `GET /v1/channels/{channel}` | channel stats: connections and distinct subjects ([`channels`]) |
 //! | `GET /v1/channels/{channel}/presence` | a presence channel's members, paged, and their count ([`presence`]) |
+//! | `GET /v1/channels/{channel}/history[?limit=N]` | a channel's kept messages, oldest first, with its epoch and offset ([`history`]) |
 //! | `GET /v1/broadcasts/{id}` | a broadcast's delivery report, kept by the workers ([`broadcasts`]) |
 //! | `GET /v1/openapi.json` | this API as an OpenAPI 3.1 document, no key needed ([`openapi`]) |
 
 mod broadcasts;
 mod channels;
 mod connections;
+mod history;
 mod idempotency;
 pub mod kicks;
 pub mod openapi;
@@ -47,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/users/{subject}/revoke", post(kicks::revoke_user))
         .route("/channels/{channel}", get(channels::stats))
         .route("/channels/{channel}/presence", get(presence::members))
+        .route("/channels/{channel}/history", get(history::read))
         .route("/broadcasts/{id}", get(broadcasts::report))
         .route("/openapi.json", get(openapi::document))
 }

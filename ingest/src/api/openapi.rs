@@ -3,7 +3,7 @@
 //! answer with, so it cannot drift from the code; a test checks it against the OpenAPI schema and that
 //! every route of [`super::router`] is in it.
 
-use super::{broadcasts, channels, connections, kicks, presence, publish, tokens};
+use super::{broadcasts, channels, connections, history, kicks, presence, publish, tokens};
 use axum::http::header;
 use axum::response::IntoResponse;
 use std::sync::LazyLock;
@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         kicks::revoke_user,
         channels::stats,
         presence::members,
+        history::read,
         broadcasts::report,
         document,
     ),
@@ -36,7 +37,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tokens", description = "Single-use connect tokens"),
         (name = "publish", description = "Send a payload to a channel, a user, a connection or everyone"),
         (name = "kicks", description = "Disconnect and revoke"),
-        (name = "channels", description = "Channel sizes and presence"),
+        (name = "channels", description = "Channel sizes, presence and history"),
         (name = "broadcasts", description = "Delivery reports"),
         (name = "meta", description = "This document"),
     )

@@ -212,3 +212,65 @@ async fn recovery_works_on_redis_cluster() {
         .collect();
     assert_eq!(texts, ["two", "three"]);
 }
+
+#[tokio::test]
+async fn the_api_answers_a_channels_kept_messages_oldest_first_with_its_epoch_and_offset() {
+    let ingest = Ingest::start(&["--history-size=5"]).await;
+    let read = |query: &'static str| {
+        let request = ingest.api(Method::GET, &format!("/v1/channels/general/history{query}"));
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, empty) = read("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        empty,
+        json!({"channel": "general", "epoch": null, "offset": 0, "messages": [], "truncated": false})
+    );
+    let sent = publish_numbered(&ingest, 1..8).await;
+    let (status, kept) = read("").await;
+    assert_eq!(status, StatusCode::OK);
+    // The channel keeps 5: messages 3 to 7, exactly as members received them.
+    assert_eq!(kept["messages"], json!(sent[2..7]));
+    assert_eq!(kept["offset"], 7);
+    assert_eq!(kept["epoch"], sent[6]["epoch"]);
+    assert_eq!(kept["truncated"], false);
+    let (_, newest) = read("?limit=2").await;
+    assert_eq!(newest["messages"], json!(sent[5..7]));
+    for bad in ["?limit=0", "?limit=1001", "?limit=x"] {
+        assert_eq!(read(bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let r = ingest
+        .api(Method::GET, "/v1/channels/a*/history")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    ingest.stop().await;
+}
+
+#[tokio::test]
+async fn a_history_answer_stops_at_one_mebibyte_and_says_so() {
+    let ingest = Ingest::start(&["--history-size=10"]).await;
+    let big = "x".repeat(120 * 1024);
+    for n in 0..10 {
+        let r = publish(&ingest, "general", json!({"n": n, "big": big})).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let kept: Value = ingest
+        .api(Method::GET, "/v1/channels/general/history")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = kept["messages"].as_array().unwrap();
+    // Eight of about 120 KiB fit in 1 MiB: the newest eight, oldest first.
+    let numbers: Vec<_> = messages.iter().map(|m| m["n"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (2..10).collect::<Vec<_>>());
+    assert_eq!(kept["truncated"], true);
+    ingest.stop().await;
+}
