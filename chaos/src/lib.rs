@@ -6,19 +6,72 @@
 //! recipients that never got a message (lost) and posts of a payload a connection had already received
 //! (duplicates), both counted by the gateway from what it received, not from the workers' own reports.
 //!
+//! The queue is Redis Streams on that Redis, or SQS on a private moto server ([`Setup::queue`]), which the
+//! suite can pause as an unavailable queue backend; Redis can keep an append-only file ([`Setup::aof`]) so
+//! that a restart finds its data again.
+//!
 //! The binaries are built (or found up to date) with `cargo build` of the same profile as the caller, so
-//! the suite never runs a stale build.
+//! the suite never runs a stale build. [`full`] says which form runs: the short one CI runs, or the full
+//! table `./dev chaos` prints (longer faults).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use test_support::{RedisServer, free_port};
+use test_support::{RedisServer, SqsServer, free_port};
 
 pub const API_KEY: &str = "chaos-api-key-0123456789-abcdefghijklmn";
 const SECRET: &str = "chaos-gateway-secret-0123456789-abcdefgh";
 /// How long the suite waits for an event before it fails (a guard, never a synchronisation).
 pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The environment variable that selects the full form of the suite (`1`; `./dev chaos` sets it).
+pub const FULL_VAR: &str = "FANOUT_CHAOS_FULL";
+
+/// Whether the full form runs (longer faults: minutes rather than seconds), or the short form CI runs.
+pub fn full() -> bool {
+    std::env::var(FULL_VAR).is_ok_and(|v| v == "1")
+}
+
+/// The worker's visibility timeout (its default), which the SQS queue is created with too.
+pub const VISIBILITY: Duration = Duration::from_secs(5);
+
+/// Which queue carries the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Redis Streams on the system's Redis.
+    RedisStreams,
+    /// SQS on a private moto server ([`System::sqs`]).
+    Sqs,
+}
+
+/// What the system is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// Worker processes started at once.
+    pub workers: usize,
+    /// The fleet's delivery budget, posts a second (burst a tenth of it).
+    pub rate: u32,
+    /// Recipients per chunk job.
+    pub chunk: usize,
+    /// The queue backend.
+    pub queue: Backend,
+    /// Redis keeps an append-only file, written through on every write.
+    pub aof: bool,
+}
+
+impl Setup {
+    /// `workers` workers on Redis Streams, Redis without persistence.
+    pub fn new(workers: usize, rate: u32, chunk: usize) -> Self {
+        Setup {
+            workers,
+            rate,
+            chunk,
+            queue: Backend::RedisStreams,
+            aof: false,
+        }
+    }
+}
 
 /// The folder of the built `ingest`, `fanout-worker` and `local-gateway` binaries.
 fn binaries() -> &'static PathBuf {
@@ -108,6 +161,8 @@ pub fn signal(pid: u32, name: &str) {
 #[derive(Debug)]
 pub struct System {
     pub redis: RedisServer,
+    /// The SQS server when the queue is SQS.
+    pub sqs: Option<SqsServer>,
     pub ingest: String,
     pub admin: String,
     pub workers: Vec<Process>,
@@ -126,21 +181,52 @@ async fn wait_for(url: &str, http: &reqwest::Client) {
 }
 
 impl System {
-    /// Starts Redis, ingest, the gateway and `workers` workers, delivering at most `rate` posts a second
-    /// in chunks of `chunk` recipients.
+    /// Starts Redis, ingest, the gateway and `workers` workers on Redis Streams, delivering at most
+    /// `rate` posts a second in chunks of `chunk` recipients.
     pub async fn start(workers: usize, rate: u32, chunk: usize) -> Self {
-        let redis = RedisServer::start();
+        Self::start_with(Setup::new(workers, rate, chunk)).await
+    }
+
+    /// Starts the system `setup` describes.
+    pub async fn start_with(setup: Setup) -> Self {
+        let Setup {
+            workers,
+            rate,
+            chunk,
+            queue,
+            aof,
+        } = setup;
+        let redis = if aof {
+            RedisServer::start_with_aof()
+        } else {
+            RedisServer::start()
+        };
         let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let (ingest_port, ws_port, mgmt_port) = (free_port(), free_port(), free_port());
         let ingest = format!("http://127.0.0.1:{ingest_port}");
         let management = format!("http://127.0.0.1:{mgmt_port}/local");
-        let queue = format!("{}?queue=jobs", redis.url());
-        let shared = [
+        let (queue, sqs) = match queue {
+            Backend::RedisStreams => (format!("{}?queue=jobs", redis.url()), None),
+            Backend::Sqs => {
+                let sqs = SqsServer::start();
+                let url =
+                    test_support::create_sqs_queue_at(&sqs.endpoint(), "chaos", VISIBILITY).await;
+                (url, Some(sqs))
+            }
+        };
+        let aws = [
+            ("AWS_ACCESS_KEY_ID", "chaos".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "chaos".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ];
+        let mut shared = vec![
             ("FANOUT_REDIS_URL", redis.url()),
             ("FANOUT_QUEUE_URL", queue),
             ("FANOUT_API_GATEWAYS", format!("local={management}")),
         ];
-        let mut env = shared.to_vec();
+        shared.extend(aws);
+        let mut env = shared.clone();
         env.extend([
             ("FANOUT_LISTEN", format!("127.0.0.1:{ingest_port}")),
             ("FANOUT_GATEWAY_SECRETS", SECRET.into()),
@@ -164,12 +250,8 @@ impl System {
         );
         let admin = format!("http://127.0.0.1:{mgmt_port}/_emulator");
         wait_for(&format!("{admin}/faults"), &http).await;
-        let mut worker_env = shared.to_vec();
+        let mut worker_env = shared;
         worker_env.extend([
-            ("AWS_ACCESS_KEY_ID", "chaos".into()),
-            ("AWS_SECRET_ACCESS_KEY", "chaos".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_EC2_METADATA_DISABLED", "true".into()),
             ("FANOUT_METRICS_LISTEN", "127.0.0.1:0".into()),
             ("FANOUT_RECEIVE_WAIT_SECS", "1".into()),
             ("FANOUT_CHUNK_SIZE", chunk.to_string()),
@@ -178,6 +260,7 @@ impl System {
         ]);
         let mut system = Self {
             redis,
+            sqs,
             ingest,
             admin,
             workers: Vec::new(),
@@ -223,6 +306,27 @@ impl System {
             .send()
             .await
             .map_or(0, |r| r.status().as_u16())
+    }
+
+    /// Publishes message `n` like [`System::publish`] but gives up after `timeout`, as an impatient
+    /// client: the status and body, or `None` when no answer came in time.
+    pub async fn publish_within(
+        &self,
+        n: u64,
+        timeout: Duration,
+    ) -> Option<(u16, serde_json::Value)> {
+        let sent = self
+            .http
+            .post(format!("{}/v1/channels/chaos/publish", self.ingest))
+            .bearer_auth(API_KEY)
+            .header("Idempotency-Key", format!("chaos-{n}"))
+            .json(&serde_json::json!({"type": "chaos", "n": n}))
+            .timeout(timeout)
+            .send()
+            .await
+            .ok()?;
+        let status = sent.status().as_u16();
+        Some((status, sent.json().await.unwrap_or_default()))
     }
 
     /// Waits until the gateway has received `posts` posts in all (deliveries are under way).

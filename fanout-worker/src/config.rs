@@ -58,10 +58,11 @@ pub struct Config {
     #[arg(long, env = "FANOUT_RECEIVE_WAIT_SECS", default_value_t = 10)]
     pub receive_wait_secs: u64,
 
-    /// How long a received job stays hidden from other workers; a heartbeat extends it every third of
-    /// this while the job runs, so this is also how soon the jobs of a worker that died come back.
-    /// Applied to every receive, on SQS too (whatever the queue's own default).
-    #[arg(long, env = "FANOUT_VISIBILITY_TIMEOUT_SECS", default_value_t = 10)]
+    /// How long a received job stays hidden from other workers, in seconds (default 5); a heartbeat
+    /// extends it every third of this while the job runs, so this is also how soon the jobs of a worker
+    /// that died come back (within this, plus one receive). A heartbeat that cannot extend for four fifths
+    /// of it stops the job. Applied to every receive, on SQS too (whatever the queue's own default).
+    #[arg(long, env = "FANOUT_VISIBILITY_TIMEOUT_SECS", default_value_t = 5)]
     pub visibility_timeout_secs: u64,
 
     /// Connection ids per chunk job when a target is split; targets up to this size are delivered by
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(s.rate_per_sec, 9_800);
         assert_eq!(s.burst, 4_900);
         assert_eq!(s.chunk_size, 500);
-        assert_eq!(s.visibility_timeout, Duration::from_secs(10));
+        assert_eq!(s.visibility_timeout, Duration::from_secs(5));
         let s = config(&["--rate-headroom-percent", "0"]).unwrap();
         assert_eq!((s.rate_per_sec, s.burst), (10_000, 5_000));
     }

@@ -1,13 +1,16 @@
 //! Real servers for the test suites, started on free loopback ports and stopped when dropped.
 //!
-//! - [`RedisServer`]: a private `redis-server` per test (no persistence), which a test can stop and start
-//!   again on the same port to play an outage.
+//! - [`RedisServer`]: a private `redis-server` per test (no persistence, or an append-only file with
+//!   [`RedisServer::start_with_aof`]), which a test can stop and start again on the same port to play an
+//!   outage, or pause.
 //! - [`RedisCluster`]: a three-node Redis Cluster, for the code paths that must stay within one slot.
 //! - [`RedisTlsServer`]: a TLS-only `redis-server` with a certificate from a CA generated for the test, for
 //!   the `rediss://` paths.
 //! - [`sqs_endpoint`]: the SQS-protocol server (moto's server mode) that `./dev test` starts once for the
 //!   whole run; tests create their own uniquely named queues on it with [`create_sqs_queue`] (optionally
 //!   with a dead-letter queue wired by a redrive policy), using [`sqs_test_client`].
+//! - [`SqsServer`]: a private SQS-protocol server (moto's server mode from the workspace's `.venv`), for a
+//!   test that stops or pauses it (the shared one serves every test at once), with [`create_sqs_queue_at`].
 //!
 //! - [`bench`]: what the benchmarks share (process CPU clocks, medians with their spread, the OK sink).
 //!
@@ -43,11 +46,24 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Keeps its data in an append-only file in `dir`, written through on every write.
+    aof: bool,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_persistent(false)
+    }
+
+    /// Starts a server that keeps its data in an append-only file (`appendonly yes`, `appendfsync
+    /// always`): after [`RedisServer::stop`] (a kill -9) and [`RedisServer::restart`] on the same port,
+    /// every write it acknowledged is there again.
+    pub fn start_with_aof() -> Self {
+        Self::start_persistent(true)
+    }
+
+    fn start_persistent(aof: bool) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let dir =
@@ -57,6 +73,7 @@ impl RedisServer {
                 port,
                 dir,
                 child: None,
+                aof,
             };
             if server.spawn() {
                 return server;
@@ -101,7 +118,7 @@ impl RedisServer {
         assert!(status.success(), "kill -{name} {pid} failed");
     }
 
-    /// Stops the server (an outage). Its data is gone: it runs without persistence.
+    /// Stops the server with kill -9 (an outage). Its data is gone unless it keeps an append-only file.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -109,7 +126,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port (and directory, so an append-only file is read back).
     pub fn restart(&mut self) {
         self.stop();
         assert!(
@@ -120,7 +137,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = redis_server(self.port, &self.dir).spawn();
+        let child = redis_server_with(self.port, &self.dir, self.aof).spawn();
         let Ok(mut child) = child else { return false };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -148,6 +165,12 @@ impl Drop for RedisServer {
 
 /// A quiet `redis-server` on 127.0.0.1:`port` without persistence, its files in `dir`.
 fn redis_server(port: u16, dir: &std::path::Path) -> Command {
+    redis_server_with(port, dir, false)
+}
+
+/// A quiet `redis-server` on 127.0.0.1:`port` without snapshots, its files in `dir`; with an
+/// append-only file written through on every write when `aof`, without persistence otherwise.
+fn redis_server_with(port: u16, dir: &std::path::Path, aof: bool) -> Command {
     let mut cmd = Command::new("redis-server");
     cmd.args([
         "--port",
@@ -157,7 +180,9 @@ fn redis_server(port: u16, dir: &std::path::Path) -> Command {
         "--save",
         "",
         "--appendonly",
-        "no",
+        if aof { "yes" } else { "no" },
+        "--appendfsync",
+        "always",
     ])
     .arg("--dir")
     .arg(dir)
@@ -294,4 +319,105 @@ pub async fn create_sqs_queue(
         queue_url,
         dead_letter_url: dead_letter.map(|(url, _)| url),
     }
+}
+
+/// A private SQS-protocol server: moto's server mode (`.venv/bin/moto_server` of the workspace, which
+/// `./dev setup` installs) on a free loopback port, stopped when dropped. For tests that pause it.
+#[derive(Debug)]
+pub struct SqsServer {
+    port: u16,
+    child: Child,
+}
+
+impl SqsServer {
+    /// Starts the server and waits (up to 60 s) until it accepts connections.
+    pub fn start() -> Self {
+        let moto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+        assert!(
+            moto.exists(),
+            "{} is missing: run ./dev setup (it installs moto into .venv)",
+            moto.display()
+        );
+        let port = free_port();
+        let mut child = Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", moto.display()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto_server exited ({status}) before it listened on port {port}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SqsServer { port, child }
+    }
+
+    /// The endpoint, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Pauses the server (SIGSTOP): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        kill(self.child.id(), "STOP");
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    pub fn resume(&self) {
+        kill(self.child.id(), "CONT");
+    }
+}
+
+impl Drop for SqsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`) to `pid` with kill(1).
+fn kill(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Creates a uniquely named standard queue on the SQS server at `endpoint` with the given visibility
+/// timeout (whole seconds) and returns its URL.
+pub async fn create_sqs_queue_at(
+    endpoint: &str,
+    stem: &str,
+    visibility_timeout: Duration,
+) -> String {
+    use aws_sdk_sqs::config::{BehaviorVersion, Builder, Region};
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let config = Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(SQS_TEST_REGION))
+        .credentials_provider(sqs_test_credentials())
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+        .create_queue()
+        .queue_name(unique_name(stem))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_timeout.as_secs().to_string(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create a queue on {endpoint}: {e:?}"))
+        .queue_url
+        .expect("CreateQueue returns the queue URL")
 }
