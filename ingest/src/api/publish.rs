@@ -111,12 +111,37 @@ async fn accept(
     key: &ApiKey,
     headers: &HeaderMap,
     what: &str,
+    job: Job,
+    history: Option<&ChannelName>,
+) -> Result<Accepted, AppError> {
+    // Its own task: a caller that gives up (a client timeout closes the connection, which drops this
+    // handler) must not leave an idempotency key claimed and its outcome unrecorded, which would refuse
+    // the caller's retry with 409 until the claim expired.
+    let (state, scope, headers, what) = (
+        state.clone(),
+        key.scope.clone(),
+        headers.clone(),
+        what.to_owned(),
+    );
+    let history = history.cloned();
+    tokio::spawn(async move {
+        enqueue_once(&state, &scope, &headers, &what, job, history.as_ref()).await
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+async fn enqueue_once(
+    state: &AppState,
+    scope: &str,
+    headers: &HeaderMap,
+    what: &str,
     mut job: Job,
     history: Option<&ChannelName>,
 ) -> Result<Accepted, AppError> {
     let payload = job.payload().map(|p| p.get()).unwrap_or_default();
     let fingerprint = format!("{what}\n{}\n{payload}", history.is_some());
-    let claim = idempotency::claim(state, headers, &key.scope, &fingerprint, &job.id).await?;
+    let claim = idempotency::claim(state, headers, scope, &fingerprint, &job.id).await?;
     match &claim {
         Claim::Done { job_id } => {
             return Ok(accepted(job_id.clone()));

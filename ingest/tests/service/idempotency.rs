@@ -105,3 +105,38 @@ async fn a_retry_after_an_unknown_503_is_the_same_job_and_is_queued_once() {
     let ids: Vec<String> = ingest.jobs().await.into_iter().map(|j| j.id).collect();
     assert_eq!(ids, [job_id]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_does_not_leave_its_key_claimed() {
+    let ingest = Ingest::start(&[]).await;
+    let redis = ingest.redis.as_ref().unwrap();
+    // Redis hangs for a second (less than the command timeout): the publish waits, and the caller gives up.
+    redis.pause();
+    let gave_up = ingest
+        .api(Method::POST, "/v1/broadcast")
+        .header("Idempotency-Key", "k-gone")
+        .json(&json!({"m": 1}))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(gave_up.unwrap_err().is_timeout());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // the hang's length, not a synchronisation
+    redis.resume();
+    // The publish went on without its caller: the job is enqueued and the key's outcome recorded, so the
+    // retry is answered with that job at once (not refused as "in progress" until the claim expires).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut jobs = Vec::new();
+    while jobs.is_empty() && std::time::Instant::now() < deadline {
+        jobs = ingest.jobs().await;
+    }
+    assert_eq!(jobs.len(), 1);
+    let (status, body) = loop {
+        let (status, body) = publish(&ingest, "/v1/broadcast", "k-gone", json!({"m": 1})).await;
+        if status != StatusCode::CONFLICT || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+    };
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["job_id"], jobs[0].id.as_str());
+    assert!(ingest.jobs().await.is_empty(), "enqueued once");
+}
