@@ -29,10 +29,7 @@ async fn a_channel_of_thousands_all_receive_exactly_the_payload() {
             payload.clone(),
         )
         .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let delivered = env.gateway.delivered();
     assert_eq!(delivered.len(), 3000, "only the channel's connections");
     let expected = serde_json::to_vec(&payload).unwrap();
@@ -86,10 +83,7 @@ async fn gone_connections_are_removed_from_every_set() {
             json!({"n": 1}),
         )
         .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     for id in &gone {
         assert!(!env.is_member(&env.keys.channel("room"), id).await, "{id}");
         assert!(!env.is_member(&env.keys.subject("carol"), id).await, "{id}");
@@ -162,10 +156,7 @@ async fn a_gone_connection_leaves_presence_with_one_leave_event() {
             json!({"n": 1}),
         )
         .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let leave = json!({"type": "presence", "event": "leave", "channel": "room",
         "member": {"connection_id": gone, "user_id": "dora", "info": {"name": "Dora"}}});
     let leave = serde_json::to_vec(&leave).unwrap();
@@ -258,10 +249,7 @@ async fn a_429_burst(sdk: bool) {
         env.gateway.delivered().len() == 30
     })
     .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     assert_eq!(env.gateway.count(429), 60);
     assert_eq!(env.gateway.count(503), 30);
     let report = env.report(&job.id).await;
@@ -471,10 +459,7 @@ async fn two_workers_share_one_broadcast() {
             json!({"both": 1}),
         )
         .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let delivered = env.gateway.delivered();
     assert_eq!(delivered.len(), ids.len());
     assert!(delivered.values().all(|b| b.len() == 1));
@@ -514,10 +499,7 @@ async fn the_governor_holds_the_fleet_to_the_configured_rate() {
             json!({}),
         )
         .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let took = started.elapsed();
     // (300 − 20 burst) / 200 per second = 1.4 s at least, shared by both workers.
     assert!(took >= Duration::from_millis(1300), "{took:?}");

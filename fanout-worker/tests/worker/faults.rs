@@ -356,10 +356,7 @@ async fn kill_9_of_one_of_two_workers_loses_nobody_and_repeats_at_most_its_unwri
     })
     .await;
     let recovery = killed.elapsed();
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
     let duplicates = posts - ids.len();
     // The killed worker held at most 2 jobs, each with at most 50 unwritten outcomes and 16 in flight.
@@ -415,10 +412,7 @@ async fn redis_paused_past_the_visibility_timeout_loses_nobody_and_no_job_runs_t
         env.gateway.delivered().len() == ids.len()
     })
     .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let posts: usize = env.gateway.delivered().values().map(Vec::len).sum();
     let duplicates = posts - ids.len();
     let lost = metric(&worker, "fanout_leases_lost_total", &[]);

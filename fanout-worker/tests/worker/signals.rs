@@ -75,10 +75,7 @@ async fn sigterm_drains_the_jobs_in_hand_and_exits_0() {
     );
     // A new worker delivers the rest, exactly once each.
     let worker = env.worker(&flags).await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let after = env.gateway.delivered();
     assert_eq!(after.len(), ids.len());
     assert!(
@@ -121,10 +118,7 @@ async fn a_worker_killed_half_way_loses_no_recipient() {
         env.gateway.delivered().len() == ids.len()
     })
     .await;
-    eventually(LONG, "the report says finished", || async {
-        env.report(&job.id).await.contains_key(rf::FINISHED_MS)
-    })
-    .await;
+    env.finished(&job.id, LONG).await;
     let delivered = env.gateway.delivered();
     for id in &ids {
         assert!(!delivered[id].is_empty(), "{id} lost");

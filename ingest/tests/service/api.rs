@@ -398,15 +398,7 @@ async fn health_readiness_and_metrics() {
         json!({"redis": "ok", "queue": "ok"})
     );
     ingest.connect("x2", "channel=general").await;
-    let text = ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ingest.metrics_text().await;
     assert!(
         text.contains(r#"fanout_callbacks_total{outcome="ok",route="connect"} 1"#),
         "{text}"

@@ -86,15 +86,7 @@ async fn the_whole_callback_flow_works_on_redis_cluster() {
             .await
             .is_empty()
     );
-    let text = ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ingest.metrics_text().await;
     assert!(text.contains("fanout_live_connections 1"), "{text}");
 }
 

@@ -172,15 +172,7 @@ fn verifies(key: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {
 
 /// A counter's value from ingest's `/metrics`.
 async fn metric(ingest: &Ingest, series: &str) -> u64 {
-    let text = ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = ingest.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))

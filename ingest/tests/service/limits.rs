@@ -214,15 +214,7 @@ async fn the_webhook_is_not_followed_through_redirects_and_its_reply_is_capped()
             assert_eq!(payloads.len(), 1, "{path}: {payloads:?}");
             assert_eq!(payloads[0]["type"], "error", "{path}");
         }
-        let metrics = ingest
-            .http
-            .get(format!("{}/metrics", ingest.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = ingest.metrics_text().await;
         let outcome = if expected == StatusCode::OK {
             "ok"
         } else {

@@ -71,18 +71,6 @@ async fn in_bucket(ingest: &Ingest, id: &str) -> bool {
         .unwrap()
 }
 
-async fn metrics_text(ingest: &Ingest) -> String {
-    ingest
-        .http
-        .get(format!("{}/metrics", ingest.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Walks every bucket without taking leases.
 async fn walk_all(state: &AppState) -> Swept {
     let mut total = Swept::default();
@@ -180,7 +168,7 @@ async fn an_expired_connection_leaves_every_set_with_one_leave_event() {
             channel: "room-1".into()
         }
     );
-    let text = metrics_text(&ingest).await;
+    let text = ingest.metrics_text().await;
     assert!(text.contains("fanout_connections_swept_total 2"), "{text}");
     let body: Value = ingest
         .api(Method::GET, "/v1/channels/room-1/presence")
@@ -266,7 +254,7 @@ async fn two_sweepers_at_once_never_announce_a_leave_twice() {
             .find_map(|l| l.strip_prefix("fanout_connections_swept_total "))
             .map_or(0, |v| v.trim().parse().unwrap())
     };
-    let mine = swept_total(&metrics_text(&ingest).await);
+    let mine = swept_total(&ingest.metrics_text().await);
     let theirs = other.metrics.connections_swept.get();
     assert_eq!(mine + theirs, 50, "{mine} + {theirs}");
     let (status, body) = {
@@ -358,7 +346,7 @@ async fn the_background_sweep_runs_every_interval() {
     let events = leaves(&jobs);
     assert_eq!(events.len(), 1);
     assert_eq!(events["s1"].0, 1);
-    let text = metrics_text(&ingest).await;
+    let text = ingest.metrics_text().await;
     assert!(text.contains("fanout_connections_swept_total 1"), "{text}");
     ingest.stop().await;
 }

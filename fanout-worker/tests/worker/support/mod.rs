@@ -185,6 +185,16 @@ impl Env {
             == 1
     }
 
+    /// Waits (up to `limit`) until the broadcast `id`'s report says it finished.
+    pub async fn finished(&self, id: &str, limit: std::time::Duration) {
+        eventually(limit, "the report says finished", || async {
+            self.report(id)
+                .await
+                .contains_key(common::keys::report_field::FINISHED_MS)
+        })
+        .await;
+    }
+
     /// The delivery report of a broadcast, as a map.
     pub async fn report(&self, id: &str) -> std::collections::HashMap<String, String> {
         redis::cmd("HGETALL")

@@ -136,6 +136,18 @@ impl Ingest {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The text ingest's `/metrics` answers.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// An authenticated API request.
     pub fn api(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
