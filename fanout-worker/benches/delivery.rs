@@ -209,6 +209,7 @@ fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) 
             metrics.clone(),
         )),
         in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        connect_grace: Duration::ZERO,
         retry: RetryPolicy {
             retries: 0,
             min_delay: Duration::from_millis(1),
@@ -307,6 +308,7 @@ impl Paths {
                         endpoint: endpoint.clone(),
                         channel: None,
                         subject: None,
+                        connected_at_ms: None,
                     })
                     .collect()
             }

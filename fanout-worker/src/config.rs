@@ -100,6 +100,13 @@ pub struct Config {
     #[arg(long, env = "FANOUT_RETRY_MAX_DELAY_MS", default_value_t = 2000)]
     pub retry_max_delay_ms: u64,
 
+    /// How long after its `$connect` a connection that answers 410 is retried rather than forgotten, in
+    /// milliseconds. API Gateway answers 410 until the `$connect` integration has returned, so a message
+    /// published meanwhile (the connection's own presence join, say) would otherwise remove it. Retries
+    /// in that window follow the retry delays. Must cover ingest's `$connect` time; 0 turns it off.
+    #[arg(long, env = "FANOUT_CONNECT_GRACE_MS", default_value_t = 10_000)]
+    pub connect_grace_ms: u64,
+
     /// Attempts of a job (each one a queue round trip with the recipients still undelivered) before its
     /// leftovers go to the dead-letter queue.
     #[arg(long, env = "FANOUT_MAX_ATTEMPTS", default_value_t = 5)]
@@ -210,6 +217,7 @@ pub struct Settings {
     pub retries: usize,
     pub retry_min_delay: Duration,
     pub retry_max_delay: Duration,
+    pub connect_grace: Duration,
     pub max_attempts: u32,
     pub requeue_delay: Duration,
     pub max_receives: u32,
@@ -300,6 +308,11 @@ impl Config {
             "must be at least 1 and at most FANOUT_RETRY_MAX_DELAY_MS",
         )?;
         range(
+            self.connect_grace_ms <= 60_000,
+            "FANOUT_CONNECT_GRACE_MS",
+            "must be at most 60000 (API Gateway's integration timeout is 29 seconds)",
+        )?;
+        range(
             (1..=100).contains(&self.max_attempts),
             "FANOUT_MAX_ATTEMPTS",
             "must be between 1 and 100",
@@ -351,6 +364,7 @@ impl Config {
             retries: self.retries,
             retry_min_delay: Duration::from_millis(self.retry_min_delay_ms),
             retry_max_delay: Duration::from_millis(self.retry_max_delay_ms),
+            connect_grace: Duration::from_millis(self.connect_grace_ms),
             max_attempts: self.max_attempts,
             requeue_delay: Duration::from_millis(self.requeue_delay_ms),
             max_receives: self.max_receives,
@@ -386,6 +400,9 @@ mod tests {
         assert_eq!(s.visibility_timeout, Duration::from_secs(5));
         let s = config(&["--rate-headroom-percent", "0"]).unwrap();
         assert_eq!((s.rate_per_sec, s.burst), (10_000, 5_000));
+        assert_eq!(config(&[]).unwrap().connect_grace, Duration::from_secs(10));
+        let s = config(&["--connect-grace-ms", "60000"]).unwrap();
+        assert_eq!(s.connect_grace, Duration::from_secs(60));
     }
 
     #[test]
@@ -419,6 +436,7 @@ mod tests {
                 "FANOUT_RETRY_MIN_DELAY_MS",
             ),
             (&["--api-gateway", "nope"], "FANOUT_API_GATEWAYS"),
+            (&["--connect-grace-ms", "60001"], "FANOUT_CONNECT_GRACE_MS"),
         ] {
             let err = config(flags).unwrap_err();
             assert!(err.contains(setting), "{flags:?}: {err}");

@@ -7,6 +7,13 @@
 //! client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
 //!
+//! A 410 means gone, except from a connection that connected less than the connect grace ago: API Gateway
+//! answers 410 to a connection whose `$connect` integration has not returned yet (ingest has recorded
+//! it, the gateway has not opened it), and a message published meanwhile (its own presence join, a busy
+//! channel's traffic) must neither be lost nor get the new connection forgotten. Such a recipient is
+//! retried on the same schedule, past its end if need be, until it answers or the grace is over; only then
+//! is a 410 final.
+//!
 //! With a [`Progress`], outcomes are written to the job's progress set as they come, every
 //! [`crate::progress::FLUSH_EVERY`] of them; what is left unwritten at the end is handed back in
 //! [`Tally::unflushed`] for the caller's last write.
@@ -21,6 +28,7 @@ use common::metrics::WorkerMetrics;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -94,6 +102,8 @@ pub struct Dispatcher {
     pub governor: Arc<Governor>,
     pub in_flight: Arc<Semaphore>,
     pub retry: RetryPolicy,
+    /// How long after its `$connect` a connection's 410 is retried rather than taken as gone.
+    pub connect_grace: Duration,
     pub metrics: WorkerMetrics,
 }
 
@@ -198,7 +208,24 @@ impl Dispatcher {
             self.governor.observe(ticket, outcome, &r.id).await;
             let why = match outcome {
                 Outcome::Sent => return (Final::Sent, tries),
-                Outcome::Gone => return (Final::Gone, tries),
+                Outcome::Gone => {
+                    match r.connecting_for(self.connect_grace, common::job::now_ms()) {
+                        Some(left) => {
+                            let delay = schedule.next().unwrap_or(self.retry.max_delay).min(left);
+                            tries.retries += 1;
+                            self.metrics
+                                .delivery_retries
+                                .with_label_values(&["connecting"])
+                                .inc();
+                            tracing::debug!(connection_id = %r.id, ?delay, "410 while connecting: retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => continue,
+                                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
+                            }
+                        }
+                        None => return (Final::Gone, tries),
+                    }
+                }
                 Outcome::Forbidden => {
                     // Logged once per job, loudly, by `process`.
                     tracing::debug!(connection_id = %r.id, endpoint = %r.endpoint.url, "403 ForbiddenException");

@@ -146,6 +146,7 @@ impl Worker {
                     min_delay: settings.retry_min_delay,
                     max_delay: settings.retry_max_delay,
                 },
+                connect_grace: settings.connect_grace,
                 metrics: metrics.clone(),
             },
             reports: report::Reports {

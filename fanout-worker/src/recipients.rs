@@ -1,5 +1,6 @@
 //! Recipients: turns connection ids into the Management API endpoint to call, from each connection's
-//! record (`conn:{id}` hash: api id, stage, channel, subject), read with one pipelined round of `HMGET`s.
+//! record (`conn:{id}` hash: api id, stage, channel, subject, when it connected), read with one pipelined
+//! round of `HMGET`s.
 //!
 //! An id without a record is stale (the hash expired, or a `$disconnect` removed it while a set still
 //! named it): it is not called, and [`crate::gone::drop_stale`] takes it out of the sets it can name. An
@@ -11,6 +12,7 @@ use common::keys::{Keyspace, conn_field as f};
 use common::store::Redis;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A connection to deliver to.
 #[derive(Debug, Clone)]
@@ -19,6 +21,20 @@ pub struct Recipient {
     pub endpoint: Endpoint,
     pub channel: Option<String>,
     pub subject: Option<String>,
+    /// When ingest accepted its `$connect` (Unix milliseconds), if the record says.
+    pub connected_at_ms: Option<u64>,
+}
+
+impl Recipient {
+    /// How much longer the connection's `$connect` may still be in flight at `now_ms`, if it connected less
+    /// than `grace` ago. API Gateway answers 410 to posts for a connection until its `$connect`
+    /// integration has returned, so a 410 in that window does not mean the connection is gone.
+    pub fn connecting_for(&self, grace: Duration, now_ms: u64) -> Option<Duration> {
+        let ends = self
+            .connected_at_ms?
+            .saturating_add(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
+        (ends > now_ms).then(|| Duration::from_millis(ends - now_ms))
+    }
 }
 
 /// The ids of a job, sorted by what can be done with them.
@@ -126,13 +142,14 @@ pub async fn resolve(
                 .arg(f::STAGE)
                 .arg(f::CHANNEL)
                 .arg(f::SUBJECT)
+                .arg(f::CONNECTED_AT_MS)
                 .to_owned()
         })
         .collect();
     let values = read_many(redis, commands).await?;
     let mut out = Resolved::default();
     for (id, value) in ids.iter().zip(values) {
-        let [api_id, stage, channel, subject]: [Option<String>; 4] =
+        let [api_id, stage, channel, subject, connected_at_ms]: [Option<String>; 5] =
             redis::from_redis_value(value)?;
         let Some(api_id) = api_id else {
             out.stale.push(id.clone());
@@ -144,6 +161,8 @@ pub async fn resolve(
                 endpoint,
                 channel,
                 subject,
+                // A value that does not parse counts as unknown: the connection is not treated as young.
+                connected_at_ms: connected_at_ms.and_then(|t| t.parse().ok()),
             }),
             None => out.unroutable.push(id.clone()),
         }
@@ -181,5 +200,36 @@ mod tests {
         assert_eq!(&*e.url, "http://127.0.0.1:4000/local");
         assert_eq!(&*e.region, "us-east-1");
         assert!(routes.endpoint("nope", "prod").is_none());
+    }
+
+    #[test]
+    fn a_connection_is_connecting_for_the_grace_after_its_connect() {
+        let mut r = Recipient {
+            id: "c".into(),
+            endpoint: Endpoint {
+                url: Arc::from("http://127.0.0.1:1/test"),
+                region: Arc::from("us-east-1"),
+            },
+            channel: None,
+            subject: None,
+            connected_at_ms: Some(10_000),
+        };
+        let grace = Duration::from_secs(10);
+        assert_eq!(
+            r.connecting_for(grace, 10_000),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            r.connecting_for(grace, 19_999),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(r.connecting_for(grace, 20_000), None, "the grace is over");
+        assert_eq!(r.connecting_for(Duration::ZERO, 10_000), None, "no grace");
+        assert_eq!(
+            r.connecting_for(Duration::MAX, 10_000),
+            Some(Duration::from_millis(u64::MAX - 10_000))
+        );
+        r.connected_at_ms = None;
+        assert_eq!(r.connecting_for(grace, 10_000), None, "unknown: not young");
     }
 }

@@ -94,6 +94,12 @@ pub struct Config {
     )]
     pub integration_timeout_ms: u64,
 
+    /// Time between a `$connect` answered 2xx and the connection opening, in milliseconds; posts to it
+    /// get 410 meanwhile, as at AWS until the handshake completes. A fault for tests: 0 (the default)
+    /// opens at once.
+    #[arg(long, env = "EMULATOR_OPEN_DELAY_MS", default_value_t = 0)]
+    pub open_delay_ms: u64,
+
     /// Largest message, in bytes, in either direction: a larger PostToConnection gets 413, a larger
     /// (fragmented) client message closes the socket with 1009. API Gateway's is 128 KiB.
     #[arg(long, env = "EMULATOR_MAX_PAYLOAD_BYTES", default_value_t = common::names::MAX_PAYLOAD_BYTES)]
@@ -203,6 +209,7 @@ pub struct Settings {
     pub gateway_secret: Option<Secret>,
     pub integration_user_agent: UserAgentMode,
     pub integration_timeout: Duration,
+    pub open_delay: Duration,
     pub max_payload_bytes: usize,
     pub max_frame_bytes: usize,
     pub idle_timeout: Duration,
@@ -228,6 +235,10 @@ pub enum ConfigError {
     ReservedStage(String),
     #[error("--integration-timeout-ms {0}: API Gateway allows 50 to 29000 milliseconds")]
     IntegrationTimeout(u64),
+    #[error(
+        "--open-delay-ms {0}: use at most 29000 milliseconds (API Gateway's integration timeout)"
+    )]
+    OpenDelay(u64),
     #[error("--{flag} must be at least 1")]
     Zero { flag: &'static str },
     #[error("--{flag} {value}: use a positive number of seconds")]
@@ -260,6 +271,9 @@ impl Config {
         }
         if !(50..=29_000).contains(&self.integration_timeout_ms) {
             return Err(ConfigError::IntegrationTimeout(self.integration_timeout_ms));
+        }
+        if self.open_delay_ms > 29_000 {
+            return Err(ConfigError::OpenDelay(self.open_delay_ms));
         }
         for (flag, value) in [
             ("max-payload-bytes", self.max_payload_bytes),
@@ -312,6 +326,7 @@ impl Config {
             gateway_secret: self.gateway_secret,
             integration_user_agent: self.integration_user_agent,
             integration_timeout: Duration::from_millis(self.integration_timeout_ms),
+            open_delay: Duration::from_millis(self.open_delay_ms),
             max_payload_bytes: self.max_payload_bytes,
             max_frame_bytes: self.max_frame_bytes,
             idle_timeout: seconds("idle-timeout-secs", self.idle_timeout_secs)?,
@@ -393,6 +408,9 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_secs(600));
         assert_eq!(s.max_duration, Duration::from_secs(7200));
         assert_eq!(s.integration_timeout, Duration::from_secs(29));
+        assert_eq!(s.open_delay, Duration::ZERO);
+        let s = parse(&["--open-delay-ms", "29000"]).unwrap();
+        assert_eq!(s.open_delay, Duration::from_secs(29));
         assert_eq!(s.mgmt_limit, None);
         assert_eq!((s.api_id.as_str(), s.stage.as_str()), ("local", "local"));
     }
@@ -469,6 +487,7 @@ mod tests {
             (&["--stage", "a/b"][..], "--stage"),
             (&["--stage", "metrics"][..], "reserved"),
             (&["--integration-timeout-ms", "40000"][..], "29000"),
+            (&["--open-delay-ms", "29001"][..], "--open-delay-ms"),
             (&["--idle-timeout-secs", "0"][..], "--idle-timeout-secs"),
             (&["--mgmt-rate=-1"][..], "--mgmt-rate"),
             (&["--mgmt-burst", "5"][..], "--mgmt-rate"),

@@ -96,8 +96,8 @@ impl AppState {
         self.shutdown.clone()
     }
 
-    /// Calls `$connect` for `conn` and, on 2xx, registers it. Posts to the id before this returns get 410,
-    /// as at AWS.
+    /// Calls `$connect` for `conn` and, on 2xx, registers it (after `--open-delay-ms`, a fault for tests).
+    /// Posts to the id before this returns get 410, as at AWS.
     pub async fn admit(
         &self,
         conn: Arc<Connection>,
@@ -106,6 +106,9 @@ impl AppState {
     ) -> Admission {
         match self.integration.connect(&conn, query, handshake).await {
             Ok(answer) if answer.status.is_success() => {
+                if !self.settings.open_delay.is_zero() {
+                    tokio::time::sleep(self.settings.open_delay).await;
+                }
                 self.registry.insert(conn.clone());
                 Admission::Admitted(Admitted {
                     state: self.clone(),

@@ -455,9 +455,17 @@ async fn presence_list(system: &System, channel: &str) -> Vec<(String, serde_jso
 
 /// Presence over real sockets: two clients join a presence channel and each sees the other's join; the
 /// API lists both and the `presence` action answers both; one closes its socket and the other sees it
-/// leave; a client that vanished without a `$disconnect` leaves when the worker meets its 410.
+/// leave; a client that vanished without a `$disconnect` leaves when the worker meets its 410. Every
+/// connection opens 300 ms after its `$connect` answered (`--open-delay-ms`), so its own join is
+/// published while API Gateway would still answer 410 for it: it must arrive all the same, and the
+/// connection must not be taken for gone.
 async fn presence(backend: Backend) {
-    let system = System::start(backend, &["--presence-channel=room-*"], &[]).await;
+    let system = System::start(
+        backend,
+        &["--presence-channel=room-*"],
+        &["--open-delay-ms=300"],
+    )
+    .await;
     let r = system
         .api(reqwest::Method::POST, "/v1/tokens")
         .json(&json!({"subject": "alice", "info": {"name": "Alice"}}))
