@@ -1,7 +1,8 @@
 //! Ingest's configuration: command-line flags with environment-variable equivalents (`FANOUT_*`; the
 //! settings every process shares come from [`common::config::SharedArgs`]),
 //! validated once at start-up into [`Settings`], with messages that say which setting is wrong and how
-//! to fix it. Run `ingest --help` for the full list with defaults.
+//! to fix it. Run `ingest --help` for the full list with defaults. Long because every flag, its check and
+//! its test read best side by side: one table of settings, not one file per group.
 
 use clap::Parser;
 use common::config::{SharedArgs, SharedConfigError};

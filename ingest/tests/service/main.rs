@@ -9,6 +9,7 @@ mod callbacks;
 mod cluster;
 mod demo;
 mod idempotency;
+mod lifecycle_webhook_settings;
 mod lifecycle_webhooks;
 mod limits;
 mod openapi;
