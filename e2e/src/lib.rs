@@ -126,6 +126,10 @@ impl System {
             "--requeue-delay-ms=200".into(),
             format!("--aws-region={SIGV4_REGION}"),
             "--delivery-client=lean".into(),
+            // Connections here open within milliseconds of their `$connect` (300 ms with the gateway's
+            // `--open-delay-ms`): a 2 s grace covers that and keeps a vanished connection's 410 (ingest
+            // knows it, the gateway does not) well inside the tests' patience.
+            "--connect-grace-ms=2000".into(),
         ];
         if let Some(dlq) = dead_letter_url {
             worker_args.push(format!("--dead-letter-queue-url={dlq}"));
