@@ -261,6 +261,9 @@ impl IngestMetrics {
         for outcome in ["sent", "failed"] {
             metrics.lifecycle_batches.with_label_values(&[outcome]);
         }
+        for outcome in ["ok", "failed", "invalid_reply"] {
+            metrics.webhook_calls.with_label_values(&[outcome]);
+        }
         for reason in LIFECYCLE_DROP_REASONS {
             metrics
                 .lifecycle_events_dropped

@@ -40,6 +40,7 @@ pub const ALERT_PANELS: &[(&str, &str)] = &[
         "FanoutGovernorFallback",
         "Governor factor, fallback and gateway stalls",
     ),
+    ("FanoutLifecycleEventsDropped", "Webhooks"),
 ];
 
 /// How a panel shows its series.
@@ -186,6 +187,36 @@ pub fn rows() -> Vec<Row> {
                         ),
                         "{{operation}} {{outcome}}",
                     )],
+                },
+                Panel {
+                    title: "Webhooks",
+                    description: "The message webhook's calls per second by outcome; the lifecycle webhook's batches by outcome, its retried attempts, and the events it dropped by reason (buffer_full: the receiver is slower than events arrive; failed: every retry failed; shutdown). Any dropped event fires FanoutLifecycleEventsDropped.",
+                    kind: TimeSeries,
+                    unit: "ops",
+                    queries: vec![
+                        q(
+                            format!("sum by (outcome) ({})", rate(names::WEBHOOK_CALLS_TOTAL)),
+                            "message webhook {{outcome}}",
+                        ),
+                        q(
+                            format!(
+                                "sum by (outcome) ({})",
+                                rate(names::LIFECYCLE_BATCHES_TOTAL)
+                            ),
+                            "lifecycle batches {{outcome}}",
+                        ),
+                        q(
+                            format!("sum({})", rate(names::LIFECYCLE_RETRIES_TOTAL)),
+                            "lifecycle retries",
+                        ),
+                        q(
+                            format!(
+                                "sum by (reason) ({})",
+                                rate(names::LIFECYCLE_EVENTS_DROPPED_TOTAL)
+                            ),
+                            "lifecycle events dropped {{reason}}",
+                        ),
+                    ],
                 },
             ],
         },
