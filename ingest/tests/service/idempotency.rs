@@ -1,5 +1,6 @@
 //! `Idempotency-Key` on the publish routes: the same key gets the same job id and one job on the queue
-//! (twice in a row, concurrently, and after a 503 whose status was unknown), a key reused for another
+//! (twice in a row, concurrently, after a 503 whose status was unknown, and after a claim Redis ran only
+//! once its caller had given up), a key reused for another
 //! request is refused, and keys belong to their API key.
 
 use crate::support::Ingest;
@@ -139,4 +140,43 @@ async fn a_caller_that_gives_up_does_not_leave_its_key_claimed() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["job_id"], jobs[0].id.as_str());
     assert!(ingest.jobs().await.is_empty(), "enqueued once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_redis_ran_late_does_not_refuse_the_retry() {
+    let ingest = Ingest::start(&[]).await;
+    let redis = ingest.redis.as_ref().unwrap();
+    // A first publish, so that ingest's connection to Redis is open before Redis hangs.
+    let (status, _) = publish(&ingest, "/v1/broadcast", "k-first", json!({"m": 0})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(ingest.jobs().await.len(), 1);
+    // Redis hangs past the command timeout (2 s): the claim gets no answer and the caller a 503, but the
+    // paused Redis runs the claim when it resumes, leaving the key "pending".
+    redis.pause();
+    let (status, body) = publish(&ingest, "/v1/broadcast", "k-late", json!({"m": 1})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await; // the hang's length, not a synchronisation
+    redis.resume();
+    // The request released its own late claim: the retry is accepted within seconds, not refused with
+    // 409 until the claim's 30 s in-flight window ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (status, body) = loop {
+        let (status, body) = publish(&ingest, "/v1/broadcast", "k-late", json!({"m": 1})).await;
+        if status == StatusCode::ACCEPTED || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        assert!(
+            status == StatusCode::CONFLICT || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let jobs = ingest.jobs().await;
+    assert_eq!(jobs.len(), 1, "enqueued once");
+    assert_eq!(body["job_id"], jobs[0].id.as_str());
+    let (status, again) = publish(&ingest, "/v1/broadcast", "k-late", json!({"m": 1})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["job_id"], body["job_id"]);
+    assert!(ingest.jobs().await.is_empty(), "nothing more enqueued");
 }
