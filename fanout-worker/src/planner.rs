@@ -306,6 +306,8 @@ mod tests {
         chunks_planned_metric: u64,
         /// Broadcasts this planner saw finish (`fanout_end_to_end_seconds{kind="broadcast"}` samples).
         finished_metric: u64,
+        /// The sum of those samples.
+        finished_seconds: f64,
     }
 
     async fn lease(env: &Env, job: &Job) -> Lease {
@@ -364,6 +366,10 @@ mod tests {
                 .end_to_end
                 .with_label_values(&["broadcast"])
                 .get_sample_count(),
+            finished_seconds: metrics
+                .end_to_end
+                .with_label_values(&["broadcast"])
+                .get_sample_sum(),
         }
     }
 
@@ -604,7 +610,9 @@ mod tests {
     async fn a_resumed_planner_finishes_a_delivered_broadcast() {
         let env = Env::start().await;
         env.register(6000, 10, "done", "ud").await;
-        let job = post(channel("done"));
+        let mut job = post(channel("done"));
+        // Published five seconds ago: the end-to-end time observed is about five seconds.
+        job.enqueued_at_ms -= 5_000;
         redis::cmd("HSET")
             .arg(env.keys.report(&job.id))
             .arg(rf::CHUNKS)
@@ -626,9 +634,68 @@ mod tests {
         );
         assert!(planned.chunks.is_empty());
         assert_eq!(planned.finished_metric, 1);
+        assert!(
+            (5.0..60.0).contains(&planned.finished_seconds),
+            "{}",
+            planned.finished_seconds
+        );
         let report = env.report(&job.id).await;
         assert_eq!(report[rf::PLANNED], "1");
         assert!(report.contains_key(rf::FINISHED_MS), "{report:?}");
+    }
+
+    /// A planner stopped mid-way has already sent its first batches (the first at once, then by tens),
+    /// each with a checkpoint that leaves nothing scanned behind; the job's redelivery plans the rest, and
+    /// everyone is in exactly one chunk.
+    #[tokio::test]
+    async fn a_planner_stopped_mid_way_is_resumed_and_misses_nobody() {
+        let env = Env::start().await;
+        let members = env.register(200_000, 20_000, "huge", "uhuge").await;
+        let job = post(channel("huge"));
+        let stop = CancellationToken::new();
+        // Stop the planner once 30 chunks are on the queue: after its third or fourth batch, long before
+        // its end (2000 chunks).
+        let watcher = {
+            let (redis, stream, stop) = (
+                env.redis.clone(),
+                Keyspace::new("fo:").queue("jobs").stream,
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let sent: u64 = redis::cmd("XLEN")
+                        .arg(&stream)
+                        .query_async(&mut redis.clone())
+                        .await
+                        .unwrap();
+                    if sent >= 30 {
+                        stop.cancel();
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let first_lease = lease(&env, &job).await;
+        let first = plan_with(&env, &job, 10, &first_lease, &stop).await;
+        watcher.abort();
+        assert!(
+            matches!(first.result, Ok(Plan::Interrupted)),
+            "{:?}",
+            first.result
+        );
+        let report = env.report(&job.id).await;
+        let sent: u32 = report[rf::CHUNKS].parse().unwrap();
+        assert_eq!(sent as usize, first.chunks.len());
+        assert!(sent > 0 && !report.contains_key(rf::PLANNED), "{report:?}");
+
+        let second = plan(&env, &job, 10).await;
+        let (rest, _) = chunked(&second, &job, sent);
+        let mut everyone = BTreeSet::new();
+        for id in first.chunks.iter().flat_map(ids_of).chain(&rest) {
+            assert!(everyone.insert(id.clone()), "{id} is in two chunks");
+        }
+        assert_eq!(everyone, set(&members));
     }
 
     #[tokio::test]
