@@ -194,6 +194,40 @@ mod tests {
     }
 
     #[test]
+    fn a_new_job_is_attempt_zero_of_this_version_enqueued_now() {
+        let before = now_ms();
+        let job = Job::new(Target::All, Action::Disconnect);
+        let after = now_ms();
+        assert_eq!((job.v, job.attempt, job.broadcast), (JOB_VERSION, 0, None));
+        assert!((before..=after).contains(&job.enqueued_at_ms));
+        // A real clock: later than 2025-01-01, and ids are fresh.
+        assert!(before > 1_735_689_600_000, "{before}");
+        assert_ne!(job.id, Job::new(Target::All, Action::Disconnect).id);
+    }
+
+    #[test]
+    fn target_kinds_and_payloads() {
+        let post = |target| Job::post(target, payload_of(&serde_json::json!({"n": 1})));
+        let channel = post(Target::Channel {
+            channel: "general".into(),
+        });
+        assert_eq!(channel.target_kind(), "channel");
+        assert_eq!(channel.payload().unwrap().get(), r#"{"n":1}"#);
+        let subject = post(Target::Subject {
+            subject: "u1".into(),
+        });
+        assert_eq!(subject.target_kind(), "subject");
+        let ids = post(Target::Connections { ids: vec![] });
+        assert_eq!(ids.target_kind(), "connections");
+        assert_eq!(post(Target::All).target_kind(), "all");
+        assert!(
+            Job::new(Target::All, Action::Disconnect)
+                .payload()
+                .is_none()
+        );
+    }
+
+    #[test]
     fn refuses_unknown_versions_and_garbage() {
         let text =
             r#"{"v":2,"id":"x","enqueued_at_ms":1,"target":{"kind":"all"},"action":"disconnect"}"#;

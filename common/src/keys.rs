@@ -295,6 +295,90 @@ mod tests {
         }
     }
 
+    /// The key names are the contract with data already in Redis and with every process of a rolling
+    /// upgrade: each is pinned here, under a custom prefix.
+    #[test]
+    fn key_names_are_stable() {
+        let k = Keyspace::new("t:");
+        assert_eq!(k.prefix(), "t:");
+        let scope_key = token_hash("api-key-1\nretry-7");
+        let cases = [
+            (k.connection("abc="), "t:conn:{abc=}".to_owned()),
+            (k.channel("general"), "t:chan:{general}".to_owned()),
+            (k.subject("user-1"), "t:user:{user-1}".to_owned()),
+            (k.all_bucket(3), "t:all:{3}".to_owned()),
+            (k.all_bucket_of("abc="), "t:all:{2}".to_owned()),
+            (k.location_bucket(3), "t:loc:{3}".to_owned()),
+            (k.location_of("abc="), "t:loc:{2}".to_owned()),
+            (k.presence("general"), "t:pres:{general}".to_owned()),
+            (k.sweep_lease(3), "t:sweep:{3}".to_owned()),
+            (k.history("general"), "t:hist:{general}".to_owned()),
+            (k.history_position("general"), "t:hpos:{general}".to_owned()),
+            (k.token("t"), format!("t:tok:{{{}}}", token_hash("t"))),
+            (k.revoked("abc="), "t:revoked:{abc=}".to_owned()),
+            (
+                k.token_generation("user-1"),
+                "t:usergen:{user-1}".to_owned(),
+            ),
+            (
+                k.rate_limit("ip", "10.0.0.1"),
+                "t:rl:ip:{10.0.0.1}".to_owned(),
+            ),
+            (k.report("b1"), "t:bcast:{b1}".to_owned()),
+            (k.report_done("b1"), "t:bcast:{b1}:done".to_owned()),
+            (
+                k.idempotency("api-key-1", "retry-7"),
+                format!("t:idem:{{{scope_key}}}"),
+            ),
+            (
+                k.job_lease("b1", "b1.4"),
+                "t:job:{b1}:lease:b1.4".to_owned(),
+            ),
+            (
+                k.job_progress("b1", "b1.4"),
+                "t:job:{b1}:progress:b1.4".to_owned(),
+            ),
+            (k.governor("default"), "t:gov:{default}".to_owned()),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(key, expected);
+        }
+        assert_eq!(
+            k.queue("jobs"),
+            QueueKeys {
+                stream: "t:q:{jobs}:jobs".into(),
+                delayed: "t:q:{jobs}:delayed".into(),
+                dead: "t:q:{jobs}:dead".into(),
+            }
+        );
+        assert_eq!(Keyspace::default().prefix(), "fo:");
+    }
+
+    /// An idempotency key is scoped to its API key: the same `Idempotency-Key` under two API keys is two
+    /// records.
+    #[test]
+    fn idempotency_keys_are_per_api_key() {
+        let k = Keyspace::default();
+        assert_ne!(k.idempotency("api-a", "k"), k.idempotency("api-b", "k"));
+        assert_eq!(k.idempotency("api-a", "k"), k.idempotency("api-a", "k"));
+        assert!(!k.idempotency("api-a", "my-key").contains("my-key"));
+    }
+
+    /// Buckets are FNV-1a (32 bit) modulo [`ALL_BUCKETS`]: every process, of any version, puts an id in
+    /// the same bucket. Checked against the published FNV-1a vectors.
+    #[test]
+    fn buckets_are_fnv1a() {
+        for (id, hash) in [
+            ("", 0x811c_9dc5_u32),
+            ("a", 0xe40c_292c),
+            ("foobar", 0xbf9c_f968),
+        ] {
+            assert_eq!(bucket_of(id), hash % ALL_BUCKETS, "{id:?}");
+        }
+        assert_eq!(bucket_of("abc="), 2);
+        assert_eq!(bucket_of("L0SM9cOFvHcCIhw="), 13);
+    }
+
     #[test]
     fn keys_written_together_share_a_slot() {
         let k = Keyspace::default();

@@ -178,6 +178,35 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_names_are_accepted() {
+        let channel = "c".repeat(MAX_CHANNEL_LEN);
+        assert_eq!(ChannelName::parse(&channel).unwrap().as_str(), channel);
+        let subject = "s".repeat(MAX_SUBJECT_LEN);
+        assert_eq!(Subject::parse(&subject).unwrap().as_str(), subject);
+        let id = "i".repeat(MAX_CONNECTION_ID_LEN);
+        assert_eq!(ConnectionId::parse(&id).unwrap().as_str(), id);
+    }
+
+    /// A name shows as exactly what was parsed, in `as_str` and in `Display` (keys and logs use both).
+    #[test]
+    fn names_show_as_parsed() {
+        let id = ConnectionId::parse("L0SM9cOFvHcCIhw=").unwrap();
+        assert_eq!(
+            (id.as_str(), id.to_string().as_str()),
+            ("L0SM9cOFvHcCIhw=", "L0SM9cOFvHcCIhw=")
+        );
+        let channel = ChannelName::parse("room-7").unwrap();
+        assert_eq!(
+            (channel.as_str(), channel.to_string().as_str()),
+            ("room-7", "room-7")
+        );
+        let subject = Subject::parse("user-42@example.com").unwrap();
+        assert_eq!(subject.as_str(), "user-42@example.com");
+        assert_eq!(subject.to_string(), "user-42@example.com");
+        assert_eq!(ChannelPattern::parse("room-*").unwrap().as_str(), "room-*");
+    }
+
+    #[test]
     fn patterns() {
         let room = ChannelName::parse("room-7").unwrap();
         assert!(ChannelPattern::parse("*").unwrap().matches(&room));
@@ -187,5 +216,25 @@ mod tests {
         assert!(!ChannelPattern::parse("other*").unwrap().matches(&room));
         assert!(ChannelPattern::parse("a b*").is_err());
         assert!(ChannelPattern::parse("**").is_err());
+        assert_eq!(ChannelPattern::parse(""), Err(NameError::Channel));
+    }
+
+    #[test]
+    fn any_pattern_of_a_list_admits_a_channel() {
+        let room = ChannelName::parse("room-7").unwrap();
+        let patterns = |list: &[&str]| -> Vec<ChannelPattern> {
+            list.iter()
+                .map(|p| ChannelPattern::parse(p).unwrap())
+                .collect()
+        };
+        assert!(ChannelPattern::any_matches(
+            &patterns(&["lobby", "room-*"]),
+            &room
+        ));
+        assert!(!ChannelPattern::any_matches(
+            &patterns(&["lobby", "room-8"]),
+            &room
+        ));
+        assert!(!ChannelPattern::any_matches(&[], &room));
     }
 }

@@ -218,3 +218,168 @@ impl Reports {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The report's writes against a real redis-server: the start fields are written once, checkpoints add
+    //! chunks and move planning's position, each job's end is counted once, the broadcast finishes exactly
+    //! when planning is done and nothing is outstanding, and everything expires with the report's TTL.
+
+    use super::*;
+    use crate::lease::Hold;
+    use common::job::{Job, Target};
+    use std::collections::HashMap;
+    use test_support::RedisServer;
+    use tokio_util::sync::CancellationToken;
+
+    const TTL: Duration = Duration::from_secs(600);
+
+    struct Env {
+        _server: RedisServer,
+        reports: Reports,
+    }
+
+    impl Env {
+        async fn start() -> Self {
+            let server = RedisServer::start();
+            let redis = Redis::connect(&server.url()).await.unwrap();
+            Env {
+                _server: server,
+                reports: Reports {
+                    redis,
+                    keys: Keyspace::new("fo:"),
+                    ttl: TTL,
+                },
+            }
+        }
+
+        async fn lease(&self, broadcast: &str) -> Lease {
+            let mut job = Job::new(Target::All, common::job::Action::Disconnect);
+            job.id = broadcast.to_owned();
+            Lease::acquire(
+                &self.reports.redis,
+                &self.reports.keys,
+                &job,
+                TTL,
+                Hold::new(&CancellationToken::new()),
+            )
+            .await
+            .unwrap()
+        }
+
+        async fn fields(&self, key: String) -> HashMap<String, String> {
+            redis::cmd("HGETALL")
+                .arg(key)
+                .query_async(&mut self.reports.redis.clone())
+                .await
+                .unwrap()
+        }
+
+        /// The remaining TTL of `key` in ms (-2 when it does not exist, -1 without a TTL).
+        async fn pttl(&self, key: String) -> i64 {
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.reports.redis.clone())
+                .await
+                .unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_start_wins_and_the_report_expires() {
+        let env = Env::start().await;
+        let key = env.reports.keys.report("b1");
+        let progress = env
+            .reports
+            .start("b1", "channel", 5, Some("fo:chan:{x}"))
+            .await;
+        assert_eq!(progress.unwrap(), Progress::default());
+        let first = env.fields(key.clone()).await;
+        let started: u64 = first[f::STARTED_MS].parse().unwrap();
+        assert!(started > 1_735_689_600_000, "{started}");
+        assert_eq!(first[f::ENQUEUED_MS], "5");
+        assert_eq!(first[f::TARGET], "channel");
+        assert_eq!(first[f::SOURCE], "fo:chan:{x}");
+        let ttl = env.pttl(key.clone()).await;
+        assert!(ttl > 590_000 && ttl <= 600_000, "{ttl}");
+
+        env.reports
+            .start("b1", "all", 9, Some("other"))
+            .await
+            .unwrap();
+        assert_eq!(env.fields(key).await, first);
+        assert_eq!(
+            env.reports.source("b1").await.unwrap().as_deref(),
+            Some("fo:chan:{x}")
+        );
+
+        env.reports.start("b2", "all", 9, None).await.unwrap();
+        assert_eq!(env.reports.source("b2").await.unwrap(), None);
+    }
+
+    /// Planning's checkpoints are read back by the next start, and the broadcast finishes exactly once:
+    /// when planning has read everything and the last outstanding chunk is recorded.
+    #[tokio::test]
+    async fn checkpoints_resume_planning_and_the_last_settled_chunk_finishes_the_broadcast() {
+        let env = Env::start().await;
+        let r = &env.reports;
+        let key = r.keys.report("b");
+        r.start("b", "all", 1, None).await.unwrap();
+        let lease = env.lease("b").await;
+
+        assert!(!r.checkpoint(&lease, "b", 3, 4, 55, false).await.unwrap());
+        assert_eq!(
+            r.start("b", "all", 1, None).await.unwrap(),
+            Progress {
+                planned: false,
+                chunks: 3,
+                bucket: 4,
+                cursor: 55,
+            }
+        );
+
+        // A chunk counted twice (redelivered) counts once; a requeued chunk stays outstanding.
+        assert!(!r.record(&lease, "b", "b.0", 2, true).await.unwrap());
+        assert!(!r.record(&lease, "b", "b.0", 2, true).await.unwrap());
+        assert!(!r.record(&lease, "b", "b.1", 0, false).await.unwrap());
+        let report = env.fields(key.clone()).await;
+        assert_eq!(
+            (report[f::FAILED].as_str(), report[f::OUTSTANDING].as_str()),
+            ("2", "2")
+        );
+
+        // Planning ends with one more chunk; nothing finishes while chunks are outstanding.
+        assert!(!r.checkpoint(&lease, "b", 1, 16, 0, true).await.unwrap());
+        assert!(r.start("b", "all", 1, None).await.unwrap().planned);
+        assert!(!r.record(&lease, "b", "b.2", 0, true).await.unwrap());
+        assert!(!r.record(&lease, "b", "b.3", 0, true).await.unwrap());
+        assert!(!env.fields(key.clone()).await.contains_key(f::FINISHED_MS));
+        assert!(r.record(&lease, "b", "b.1.r1", 1, true).await.unwrap());
+        let report = env.fields(key.clone()).await;
+        assert!(report.contains_key(f::FINISHED_MS), "{report:?}");
+        assert_eq!(
+            (report[f::CHUNKS].as_str(), report[f::FAILED].as_str()),
+            ("4", "3")
+        );
+        // Finished once.
+        assert!(!r.record(&lease, "b", "b.4", 0, true).await.unwrap());
+        assert!(!r.checkpoint(&lease, "b", 0, 16, 0, true).await.unwrap());
+
+        // The done set lives and dies with the report.
+        let done = env.pttl(r.keys.report_done("b")).await;
+        assert!(done > 590_000 && done <= 600_000, "{done}");
+    }
+
+    /// A checkpoint finishes the broadcast when every chunk was settled before planning recorded its end.
+    #[tokio::test]
+    async fn a_final_checkpoint_can_finish_the_broadcast() {
+        let env = Env::start().await;
+        let r = &env.reports;
+        r.start("c", "channel", 1, None).await.unwrap();
+        let lease = env.lease("c").await;
+        assert!(!r.checkpoint(&lease, "c", 2, 1, 0, false).await.unwrap());
+        assert!(!r.record(&lease, "c", "c.0", 0, true).await.unwrap());
+        assert!(!r.record(&lease, "c", "c.1", 0, true).await.unwrap());
+        assert!(r.checkpoint(&lease, "c", 0, 1, 0, true).await.unwrap());
+    }
+}

@@ -277,4 +277,77 @@ mod tests {
         push_trimmed(&mut out, b"  a   b c  ");
         assert_eq!(out, b"a b c");
     }
+
+    #[test]
+    fn controls_non_ascii_and_delimiters_are_percent_encoded() {
+        let mut label = String::new();
+        encode_label(&mut label, "a\u{1}\u{1f}b\u{7f}é~ =/");
+        assert_eq!(label, "a%01%1Fb%7F%C3%A9~%20%3D%2F");
+        let mut uri = Vec::new();
+        canonical_uri(&mut uri, "/p/\u{1}\u{7f}é~");
+        assert_eq!(String::from_utf8(uri).unwrap(), "/p/%01%7F%C3%A9~");
+    }
+
+    #[test]
+    fn paths_are_normalized_only_when_they_need_it() {
+        for (path, expected) in [
+            ("/a/./b", "/a/b"),
+            ("/a//b", "/a/b"),
+            ("/a/b/..", "/a/"),
+            ("a/b", "/a/b"),
+            ("/a/b", "/a/b"),
+        ] {
+            assert_eq!(normalize_uri_path(path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn malformed_dates_are_refused() {
+        assert_eq!(
+            AmzDate::parse_unix_secs(b"20261122T232242Z"),
+            Some(1_795_389_762)
+        );
+        for bad in [
+            &b"20261122X232242Z"[..],
+            b"20261122T232242A",
+            b"20261122T232242Z0",
+            b"20261122T23224Z",
+            b"2026112aT232242Z",
+            b"19691231T235959Z",
+            b"20260022T232242Z",
+            b"20261322T232242Z",
+            b"20261100T232242Z",
+            // Day 0 of March would underflow the day count if it reached it.
+            b"20260300T232242Z",
+            b"20261132T232242Z",
+            b"20261122T242242Z",
+            b"20261122T236042Z",
+            b"20261122T232260Z",
+        ] {
+            assert_eq!(
+                AmzDate::parse_unix_secs(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// The last day of a 400-year era (29 February 2000) is the one day the era arithmetic corrects for.
+    #[test]
+    fn the_last_day_of_an_era() {
+        let leap_2000 = 11_016 * 86_400;
+        assert_eq!(
+            AmzDate::from_unix_secs(leap_2000).as_str(),
+            "20000229T000000Z"
+        );
+        assert_eq!(
+            AmzDate::from_unix_secs(leap_2000 + 86_400).as_str(),
+            "20000301T000000Z"
+        );
+        assert_eq!(
+            AmzDate::parse_unix_secs(b"20000229T000000Z"),
+            Some(leap_2000)
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! [`mgmt_client::Verifier`] accepts what the signer signed (and what `aws-sigv4` signed with an
 //! extra header, as the SDK does), and refuses each kind of tampering with the right reason: a
 //! changed body, path, signed header, secret or access key, a date past 15 minutes either way, a
-//! missing header, and a session token that is absent or wrong.
+//! missing header, a session token that is absent, wrong or unsigned, a `SignedHeaders` list that is
+//! not sorted distinct lowercase names, and a query string. Each refusal names its AWS error type, and
+//! Debug output never shows the secret.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -250,4 +252,139 @@ fn accepts_what_aws_sigv4_signs_with_extra_headers() {
         verifier.verify(&Method::POST, &uri, &headers, body, at(NOW)),
         Err(VerifyError::BadSignature)
     );
+}
+
+/// `good` with its `Authorization` header rewritten by `edit`.
+fn with_authorization(good: &Signed, edit: impl Fn(&str) -> String) -> Signed {
+    let mut headers = good.headers.clone();
+    let auth = edit(headers["authorization"].to_str().unwrap());
+    headers.insert("authorization", auth.parse().unwrap());
+    Signed {
+        method: good.method.clone(),
+        uri: good.uri.clone(),
+        headers,
+        body: good.body.clone(),
+    }
+}
+
+#[test]
+fn the_edges_of_each_refusal() {
+    let verifier = Verifier::new(creds("secret", None), Some("eu-west-1".into()));
+    let good = signed(&creds("secret", None), at(NOW));
+    // Exactly 15 minutes away either way is still on time; a second more is not.
+    assert_eq!(verify(&verifier, &good, NOW + 15 * 60), Ok(()));
+    assert_eq!(verify(&verifier, &good, NOW - 15 * 60), Ok(()));
+    assert_eq!(
+        verify(&verifier, &good, NOW + 15 * 60 + 1),
+        Err(VerifyError::Stale {
+            skew_secs: -15 * 60 - 1
+        })
+    );
+
+    // SignedHeaders must be distinct lowercase names in order.
+    let listed = "SignedHeaders=content-length;content-type;host;x-amz-date";
+    for bad in [
+        "SignedHeaders=content-type;content-length;host;x-amz-date",
+        "SignedHeaders=content-length;content-length;content-type;host;x-amz-date",
+        "SignedHeaders=content-length;;content-type;host;x-amz-date",
+        "SignedHeaders=Content-length;content-type;host;x-amz-date",
+    ] {
+        let request = with_authorization(&good, |auth| auth.replace(listed, bad));
+        assert_eq!(
+            verify(&verifier, &request, NOW),
+            Err(VerifyError::Malformed(
+                "SignedHeaders is not sorted lowercase names"
+            )),
+            "{bad}"
+        );
+    }
+
+    // The Management API has no query parameters.
+    let mut query = signed(&creds("secret", None), at(NOW));
+    query.uri = format!("{PATH}?x=1").parse().unwrap();
+    assert_eq!(
+        verify(&verifier, &query, NOW),
+        Err(VerifyError::Malformed("query strings are not supported"))
+    );
+
+    // A session token sent but left out of the signature is refused as a token problem.
+    let token = "FwoGZXIvYXdzEBY+token/=";
+    let with_token = Verifier::new(creds("secret", Some(token)), None);
+    let unsigned = with_authorization(&signed(&creds("secret", Some(token)), at(NOW)), |auth| {
+        auth.replace(";x-amz-security-token", "")
+    });
+    assert!(unsigned.headers.contains_key("x-amz-security-token"));
+    assert_eq!(
+        verify(&with_token, &unsigned, NOW),
+        Err(VerifyError::SessionToken)
+    );
+}
+
+/// Each refusal maps to the `x-amzn-ErrorType` API Gateway answers it with.
+#[test]
+fn refusals_carry_aws_error_types() {
+    for (error, expected) in [
+        (
+            VerifyError::MissingHeader("x-amz-date".into()),
+            "IncompleteSignatureException",
+        ),
+        (
+            VerifyError::Malformed("no Signature"),
+            "IncompleteSignatureException",
+        ),
+        (
+            VerifyError::UnsignedHeader("host"),
+            "IncompleteSignatureException",
+        ),
+        (VerifyError::UnknownAccessKey, "UnrecognizedClientException"),
+        (VerifyError::SessionToken, "UnrecognizedClientException"),
+        (
+            VerifyError::WrongScope("region"),
+            "InvalidSignatureException",
+        ),
+        (
+            VerifyError::Stale { skew_secs: 901 },
+            "InvalidSignatureException",
+        ),
+        (VerifyError::BadSignature, "InvalidSignatureException"),
+    ] {
+        assert_eq!(error.aws_error_type(), expected, "{error:?}");
+    }
+}
+
+/// Debug output names the parts without the secret.
+#[test]
+fn debug_output_never_shows_the_secret() {
+    let verifier = Verifier::new(creds("very-secret-key", None), Some("eu-west-1".into()));
+    let shown = format!("{verifier:?}");
+    assert!(shown.starts_with("Verifier"), "{shown}");
+    assert!(shown.contains("eu-west-1"), "{shown}");
+    assert!(!shown.contains("very-secret-key"), "{shown}");
+
+    let signer = Signer::new();
+    assert_eq!(format!("{signer:?}"), "Signer { key_derivations: 0 }");
+    signer.sign(
+        &creds("very-secret-key", None),
+        "eu-west-1",
+        &SigningRequest {
+            method: "GET",
+            host: HOST,
+            path: PATH,
+            content_type: None,
+            body: b"",
+        },
+        at(NOW),
+    );
+    assert_eq!(format!("{signer:?}"), "Signer { key_derivations: 1 }");
+}
+
+#[test]
+fn region_names_are_lowercase_letters_digits_and_dashes() {
+    use mgmt_client::signer::is_valid_region;
+    for good in ["eu-west-1", "us-gov-west-1", "local"] {
+        assert!(is_valid_region(good), "{good}");
+    }
+    for bad in ["", "EU-west-1", "eu west 1", "eu_west_1", "eu-west-1\n"] {
+        assert!(!is_valid_region(bad), "{bad:?}");
+    }
 }
