@@ -2,8 +2,8 @@
 //! [`Deliver`] client and the retry schedule, and gives back a final outcome per recipient.
 //!
 //! Each recipient is its own small state machine (one future per recipient, all polled by the job's task):
-//! take a token from the governor, take an in-flight slot, call, give the slot back, then either finish
-//! or wait out its own backoff. A connection waiting to retry holds neither a token nor a slot, so a slow
+//! take an in-flight slot, then a token from the governor (so a token is spent the moment it is taken),
+//! call, give the slot back, then either finish or wait out its own backoff. A connection waiting to retry holds neither a token nor a slot, so a slow
 //! client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
 //!
@@ -176,15 +176,18 @@ impl Dispatcher {
             if stop.is_cancelled() {
                 return (Final::Left(Why::Shutdown), tries);
             }
-            let ticket = tokio::select! {
-                ticket = self.governor.acquire() => ticket,
-                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-            };
-            let outcome = {
+            let (ticket, outcome) = {
                 // Waiting for a slot can take long when many recipients are queued: a stop while waiting
                 // (shutdown, or a lost lease) must not let the call go out.
                 let _slot = tokio::select! {
                     slot = self.in_flight.acquire() => slot.expect("the in-flight semaphore is never closed"),
+                    _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
+                };
+                // The token is taken once the call can go out at once: a token taken earlier, while a
+                // slot was awaited, would be spent even after an account-wide 429 (or a cut elsewhere in
+                // the fleet) said the gateway is full.
+                let ticket = tokio::select! {
+                    ticket = self.governor.acquire() => ticket,
                     _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
                 };
                 self.metrics.deliveries_in_flight.inc();
@@ -201,7 +204,7 @@ impl Dispatcher {
                     .with_label_values(&[operation])
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.deliveries_in_flight.dec();
-                outcome
+                (ticket, outcome)
             };
             // Counts the answer toward the budget measurement; classifies a 429 and cuts the fleet's
             // rate for an account-wide one.

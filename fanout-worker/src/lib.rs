@@ -84,6 +84,8 @@ pub struct Worker {
     server: tokio::task::JoinHandle<()>,
     /// Writes outcomes recorded late ([`progress::Owed`]); stopped after the drain.
     owed_writer: tokio::task::JoinHandle<()>,
+    /// The governor's heartbeat (stopped with `stop_writing`).
+    keep_alive: tokio::task::JoinHandle<()>,
     stop_writing: CancellationToken,
     grace: Duration,
 }
@@ -132,6 +134,8 @@ impl Worker {
             settings.burst,
             metrics.clone(),
         );
+        let stop_writing = CancellationToken::new();
+        let keep_alive = tokio::spawn(governor.clone().keep_alive(stop_writing.clone()));
         let hard_stop = CancellationToken::new();
         let owed = progress::Owed::default();
         let ctx = Arc::new(process::Ctx {
@@ -178,7 +182,6 @@ impl Worker {
                 tracing::error!(error = %e, "the metrics listener stopped");
             }
         });
-        let stop_writing = CancellationToken::new();
         let owed_writer = tokio::spawn(
             ctx.owed
                 .clone()
@@ -217,6 +220,7 @@ impl Worker {
             pollers,
             server,
             owed_writer,
+            keep_alive,
             stop_writing,
             grace: ctx.settings.shutdown_grace,
         })
@@ -246,6 +250,7 @@ impl Worker {
         if let Err(e) = self.owed_writer.await {
             tracing::error!(error = %e, "the writer of late outcomes failed");
         }
+        let _ = self.keep_alive.await;
         self.server.abort();
     }
 }

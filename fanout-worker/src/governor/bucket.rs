@@ -19,9 +19,13 @@
 //!   and restarts the measurement window.
 //! - **Epochs.** Every cut starts an epoch; grants carry it, so answers to calls granted before a cut do
 //!   not count against the rate chosen after it.
-//! - **Live workers.** Workers add themselves to a sorted set (`gov:{name}:workers`) about once a second;
-//!   the script answers how many were seen in the last [`LIVE_MS`], the divisor of a worker's honest share
-//!   when Redis is unreachable.
+//! - **Live workers.** Workers add themselves to a sorted set (`gov:{name}:workers`) about once a second
+//!   while busy and every [`super::KEEP_ALIVE_EVERY`] while idle, and leave it when they stop; the script
+//!   counts those seen in the last [`LIVE_MS`]. A grant is at most one grant interval of the rate divided
+//!   by them, so the fleet's grants in hand at once are one interval of its rate however many workers it
+//!   has (and a worker that has not heard of a cut yet holds little of the old rate), and every busy
+//!   worker gets an even share. The same count is the divisor of a worker's honest share when Redis is
+//!   unreachable.
 
 use common::lua::NOW_MS;
 use common::store::Redis;
@@ -90,6 +94,12 @@ if tokens >= burst then
   epoch_at = now
   granted_e = 0
 end
+if ARGV[8] == '1' then
+  redis.call('ZADD', KEYS[2], now, ARGV[7])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - live_ms)
+  redis.call('PEXPIRE', KEYS[2], 600000)
+end
+local live = redis.call('ZCARD', KEYS[2])
 local granted = 0
 local wait = 0
 if mode == 1 then
@@ -114,9 +124,11 @@ if mode == 1 then
     calm = 0
   end
 else
-  -- At most one grant interval of the current rate: a worker that has not heard of a cut yet asks for a
-  -- batch of the old rate.
-  want = math.min(want, math.max(1, math.floor(burst)), math.max(1, math.floor(rate * tonumber(ARGV[16]) / 1000)))
+  -- At most one grant interval of the current rate, shared by the live workers: the fleet's grants in
+  -- hand at once are one interval of its rate however many workers it has, and a worker that has not
+  -- heard of a cut yet holds little of the old rate.
+  want = math.min(want, math.max(1, math.floor(burst)),
+    math.max(1, math.floor(rate * tonumber(ARGV[16]) / 1000 / math.max(1, live))))
   if want > 0 then
     if tokens - want >= -rate then
       -- Granted now, to be spent once the bucket has them: the caller sleeps until then.
@@ -134,12 +146,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now), 'ra
   'est', tostring(est), 'epoch', epoch, 'epoch_at', tostring(epoch_at), 'granted', granted_e,
   'cut_at', tostring(cut_at), 'calm', tostring(calm))
 redis.call('PEXPIRE', KEYS[1], 600000)
-if ARGV[8] == '1' then
-  redis.call('ZADD', KEYS[2], now, ARGV[7])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - live_ms)
-  redis.call('PEXPIRE', KEYS[2], 600000)
-end
-local live = redis.call('ZCARD', KEYS[2])
 return {granted, wait, math.floor(rate), math.floor(est), epoch, live}
 ";
 

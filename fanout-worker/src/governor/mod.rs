@@ -11,6 +11,9 @@
 //! - [`classify`]: a 429 spread over several connections is the account's; concentrated on a few, it is
 //!   their full buffers, which back off alone (the caller's per-connection retries) without a cut.
 //! - [`stall`]: a gateway that stops answering is one WARN with counts, a gauge and an alert.
+//! - **Live workers.** [`Governor::keep_alive`] keeps a worker counted in the bucket's worker set from
+//!   its start (so a broadcast's first grants are already shared by the whole fleet) and takes it out
+//!   when it stops.
 //! - **Redis down.** A circuit breaker opens at the first failed or slow (over [`CALL_TIMEOUT`]) call:
 //!   the worker then paces itself at its honest share, the fleet's last known rate divided by the live
 //!   workers last seen (so the fleet never exceeds its budget, however many workers it has), while one
@@ -45,6 +48,8 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 pub const MIN_SAMPLE: u64 = 20;
 /// How often a worker tells the bucket it is live.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How often an idle worker tells the bucket it is live (well within [`bucket::LIVE_MS`]).
+pub const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(bucket::LIVE_MS / 4);
 
 /// Proof of a token: the epoch it was granted in, so its call's answer is counted in the right one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,6 +312,31 @@ impl Governor {
             .store(now_ms + bucket::CUT_GAP_MS, Ordering::Relaxed);
         let share = admitted as f64 / (admitted + throttled) as f64;
         let _ = self.call_in(0, true, Some(share), epoch).await;
+    }
+
+    /// Keeps this worker counted live in the bucket's worker set until `stop`, from now on (so the
+    /// fleet's grants are shared by every worker before the first broadcast), then takes it out of the
+    /// set so the others' grants grow at once. A busy worker's grants carry its heartbeat already.
+    pub async fn keep_alive(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            let stale = self
+                .view()
+                .heartbeat_at
+                .is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
+            if stale && !self.inner.open.load(Ordering::Acquire) {
+                let _ = self.call(0, false, None).await;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(KEEP_ALIVE_EVERY) => {}
+            }
+        }
+        let mut conn = self.inner.redis.clone();
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&self.inner.workers_key).arg(&self.inner.worker_id);
+        let leave = zrem.query_async::<()>(&mut conn);
+        // Best effort: a worker that could not say it left is forgotten after `LIVE_MS` anyway.
+        let _ = tokio::time::timeout(CALL_TIMEOUT, leave).await;
     }
 
     /// The fleet's rate as this worker last saw it, per second.
