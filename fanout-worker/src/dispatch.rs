@@ -3,8 +3,8 @@
 //!
 //! Each recipient is its own small state machine (one future per recipient, all polled by the job's task):
 //! take an in-flight slot, then a token from the governor (so a token is spent the moment it is taken),
-//! call, give the slot back, then either finish or wait out its own backoff. A connection waiting to retry holds neither a token nor a slot, so a slow
-//! client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
+//! call, give the slot back, then either finish or wait out its own backoff. A connection waiting to
+//! retry holds neither a token nor a slot, so a slow client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
 //!
 //! A 410 means gone, except from a connection that connected less than the connect grace ago: API Gateway
