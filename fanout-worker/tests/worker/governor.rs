@@ -191,8 +191,10 @@ async fn a_throttled_fleets_rate_falls_to_the_real_budget_and_recovers_when_it_i
         .position(|r| *r >= 1_700)
         .unwrap_or_else(|| panic!("the raised budget was not found: {seen:?}"));
     assert!(found <= 30, "found after {found} × 100 ms: {seen:?}");
+    // The raised budget is really used: at least twice the old one (250 a half second) in the last half
+    // second, with room for a machine busy with other tests (1,000 is the most the gateway admits).
     let (ok, throttled) = timeline.sum(75, 80);
-    assert!(ok >= 600, "{ok} admitted in the last half second");
+    assert!(ok >= 500, "{ok} admitted in the last half second");
     assert!(throttled * 10 <= ok, "{throttled} 429s, {ok} admitted");
 }
 
