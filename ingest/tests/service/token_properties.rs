@@ -1,6 +1,7 @@
 //! Property tests (proptest) for connect tokens against a real redis-server: whatever the subject and
 //! channel list, a minted token is consumed exactly once with the claims it was minted with, Redis holds
-//! only its hash, and any other string consumes nothing; an empty or over-long one is refused without asking Redis.
+//! only its hash, and any other string consumes nothing; an empty or over-long string is refused without
+//! asking Redis.
 
 use crate::support::Ingest;
 use common::names::{ChannelName, Subject};
