@@ -746,3 +746,49 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .unwrap();
     assert_eq!(source.as_deref(), Some("198.51.100.4"));
 }
+
+#[tokio::test]
+async fn insecure_dev_still_checks_a_configured_secret() {
+    // --insecure-dev only lets callbacks in without a secret when none is configured.
+    let ingest = Ingest::start(&["--insecure-dev"]).await;
+    for route in ["connect", "disconnect", "default"] {
+        let r = ingest
+            .callback(route, "abc=")
+            .headers(crate::support::set("X-Ws-Gateway-Secret", "nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{route}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_request",
+            "{route}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_frame_of_exactly_128_kib_is_read_and_one_byte_more_is_not() {
+    let ingest = Ingest::start(&[]).await;
+    ingest.join("m1", "alice", "general").await;
+    let frame = |len: usize| {
+        let (head, tail) = (r#"{"action":"dance","pad":""#, r#""}"#);
+        format!("{head}{}{tail}", "a".repeat(len - head.len() - tail.len()))
+    };
+    let max = common::names::MAX_PAYLOAD_BYTES;
+    for (len, status, code) in [
+        (max, StatusCode::BAD_REQUEST, "unknown_action"),
+        (max + 1, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+    ] {
+        let body = frame(len);
+        assert_eq!(body.len(), len);
+        let r = ingest
+            .callback("default", "m1")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{len} bytes");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], code);
+    }
+}
