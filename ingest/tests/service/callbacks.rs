@@ -792,3 +792,34 @@ async fn a_frame_of_exactly_128_kib_is_read_and_one_byte_more_is_not() {
         assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], code);
     }
 }
+
+#[tokio::test]
+async fn a_token_with_a_channel_list_moves_only_among_its_channels() {
+    let ingest = Ingest::start(&[]).await;
+    let token = ingest.token("alice", Some(&["room-1", "room-3"])).await;
+    assert_eq!(
+        ingest
+            .connect("l1", &format!("channel=room-1&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    let (status, _) = ingest
+        .message(
+            "l1",
+            json!({"action": "change_channel", "channel": "room-3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ingest.smembers(&K().channel("room-3")).await, ["l1"]);
+    let (status, body) = ingest
+        .message(
+            "l1",
+            json!({"action": "change_channel", "channel": "room-2"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("permission_denied"))
+    );
+    assert_eq!(ingest.smembers(&K().channel("room-3")).await, ["l1"]);
+}
