@@ -661,7 +661,10 @@ async fn unknown_actions_go_to_the_webhook_with_context() {
         .message("w1", json!({"action": "wave", "n": 1}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (auth, event) = rx.recv().await.unwrap();
+    // The callback answers only once the webhook has answered, so the call is already recorded.
+    let (auth, event) = rx
+        .try_recv()
+        .expect("the webhook is called before the callback answers");
     assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
     assert_eq!(
         event,
@@ -822,4 +825,41 @@ async fn a_token_with_a_channel_list_moves_only_among_its_channels() {
         (StatusCode::FORBIDDEN, Some("permission_denied"))
     );
     assert_eq!(ingest.smembers(&K().channel("room-3")).await, ["l1"]);
+}
+
+#[tokio::test]
+async fn callbacks_are_counted_by_route_kind_and_outcome() {
+    let ingest = Ingest::start(&["--chat-channel=general"]).await;
+    ingest.join("k1", "alice", "general").await;
+    let (status, _) = ingest
+        .message("k1", json!({"action": "chat_message", "message": "hi"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A custom route is a message route too.
+    let r = ingest
+        .callback("custom-route", "k1")
+        .body(json!({"action": "nope"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = ingest.callback("disconnect", "k1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = ingest
+        .http
+        .get(format!("{}/metrics", ingest.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"fanout_callbacks_total{outcome="ok",route="connect"} 1"#,
+        r#"fanout_callbacks_total{outcome="ok",route="message"} 1"#,
+        r#"fanout_callbacks_total{outcome="unknown_action",route="message"} 1"#,
+        r#"fanout_callbacks_total{outcome="ok",route="disconnect"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
 }
