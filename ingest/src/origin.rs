@@ -142,6 +142,8 @@ mod tests {
         assert!(!check(&allowed, Some("https://example.com")));
         assert!(!check(&allowed, Some("https://badexample.com")));
         assert!(!check(&allowed, Some("https://www.example.com.evil.org")));
+        // An empty label before the suffix is no sub-domain.
+        assert!(!check(&allowed, Some("https://.example.com")));
     }
 
     #[test]

@@ -66,11 +66,6 @@ impl Claims {
                 .collect()
         })
     }
-
-    pub fn may_join(&self, channel: &ChannelName) -> bool {
-        self.channel_patterns()
-            .is_none_or(|patterns| ChannelPattern::any_matches(&patterns, channel))
-    }
 }
 
 /// Mints a token for `subject` (in its current token `generation`) and stores its hash with the claims

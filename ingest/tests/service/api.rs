@@ -379,6 +379,7 @@ async fn channel_stats_count_connections_and_subjects() {
 async fn health_readiness_and_metrics() {
     let ingest = Ingest::start(&[]).await;
     ingest.join("x1", "alice", "general").await;
+    ingest.join("x3", "bob", "random").await;
     let r = ingest
         .http
         .get(format!("{}/healthz", ingest.url))
@@ -400,7 +401,7 @@ async fn health_readiness_and_metrics() {
     ingest.connect("x2", "channel=general").await;
     let text = ingest.metrics_text().await;
     assert!(
-        text.contains(r#"fanout_callbacks_total{outcome="ok",route="connect"} 1"#),
+        text.contains(r#"fanout_callbacks_total{outcome="ok",route="connect"} 2"#),
         "{text}"
     );
     assert!(
@@ -409,12 +410,12 @@ async fn health_readiness_and_metrics() {
         ),
         "{text}"
     );
-    assert!(text.contains("fanout_live_connections 1"), "{text}");
+    assert!(text.contains("fanout_live_connections 2"), "{text}");
     assert!(
-        text.contains(r#"fanout_api_requests_total{operation="/v1/tokens",outcome="ok"} 1"#),
+        text.contains(r#"fanout_api_requests_total{operation="/v1/tokens",outcome="ok"} 2"#),
         "{text}"
     );
-    assert!(text.contains("fanout_tokens_issued_total 1"), "{text}");
+    assert!(text.contains("fanout_tokens_issued_total 2"), "{text}");
 }
 
 #[tokio::test]

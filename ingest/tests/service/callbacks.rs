@@ -661,7 +661,10 @@ async fn unknown_actions_go_to_the_webhook_with_context() {
         .message("w1", json!({"action": "wave", "n": 1}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (auth, event) = rx.recv().await.unwrap();
+    // The callback answers only once the webhook has answered, so the call is already recorded.
+    let (auth, event) = rx
+        .try_recv()
+        .expect("the webhook is called before the callback answers");
     assert_eq!(auth.as_deref(), Some("Bearer hook-secret"));
     assert_eq!(
         event,
@@ -745,4 +748,118 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .await
         .unwrap();
     assert_eq!(source.as_deref(), Some("198.51.100.4"));
+}
+
+#[tokio::test]
+async fn insecure_dev_still_checks_a_configured_secret() {
+    // --insecure-dev only lets callbacks in without a secret when none is configured.
+    let ingest = Ingest::start(&["--insecure-dev"]).await;
+    for route in ["connect", "disconnect", "default"] {
+        let r = ingest
+            .callback(route, "abc=")
+            .headers(crate::support::set("X-Ws-Gateway-Secret", "nope"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{route}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "invalid_request",
+            "{route}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_frame_of_exactly_128_kib_is_read_and_one_byte_more_is_not() {
+    let ingest = Ingest::start(&[]).await;
+    ingest.join("m1", "alice", "general").await;
+    let frame = |len: usize| {
+        let (head, tail) = (r#"{"action":"dance","pad":""#, r#""}"#);
+        format!("{head}{}{tail}", "a".repeat(len - head.len() - tail.len()))
+    };
+    let max = common::names::MAX_PAYLOAD_BYTES;
+    for (len, status, code) in [
+        (max, StatusCode::BAD_REQUEST, "unknown_action"),
+        (max + 1, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+    ] {
+        let body = frame(len);
+        assert_eq!(body.len(), len);
+        let r = ingest
+            .callback("default", "m1")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{len} bytes");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], code);
+    }
+}
+
+#[tokio::test]
+async fn a_token_with_a_channel_list_moves_only_among_its_channels() {
+    let ingest = Ingest::start(&[]).await;
+    let token = ingest.token("alice", Some(&["room-1", "room-3"])).await;
+    assert_eq!(
+        ingest
+            .connect("l1", &format!("channel=room-1&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    let (status, _) = ingest
+        .message(
+            "l1",
+            json!({"action": "change_channel", "channel": "room-3"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ingest.smembers(&K().channel("room-3")).await, ["l1"]);
+    let (status, body) = ingest
+        .message(
+            "l1",
+            json!({"action": "change_channel", "channel": "room-2"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("permission_denied"))
+    );
+    assert_eq!(ingest.smembers(&K().channel("room-3")).await, ["l1"]);
+}
+
+#[tokio::test]
+async fn callbacks_are_counted_by_route_kind_and_outcome() {
+    let ingest = Ingest::start(&["--chat-channel=general"]).await;
+    ingest.join("k1", "alice", "general").await;
+    let (status, _) = ingest
+        .message("k1", json!({"action": "chat_message", "message": "hi"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A custom route is a message route too.
+    let r = ingest
+        .callback("custom-route", "k1")
+        .body(json!({"action": "nope"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = ingest.callback("disconnect", "k1").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = ingest
+        .http
+        .get(format!("{}/metrics", ingest.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        r#"fanout_callbacks_total{outcome="ok",route="connect"} 1"#,
+        r#"fanout_callbacks_total{outcome="ok",route="message"} 1"#,
+        r#"fanout_callbacks_total{outcome="unknown_action",route="message"} 1"#,
+        r#"fanout_callbacks_total{outcome="ok",route="disconnect"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Property tests (proptest) for connect tokens against a real redis-server: whatever the subject and
 //! channel list, a minted token is consumed exactly once with the claims it was minted with, Redis holds
-//! only its hash, and any other string consumes nothing.
+//! only its hash, and any other string consumes nothing; an empty or over-long string is refused without
+//! asking Redis.
 
 use crate::support::Ingest;
 use common::names::{ChannelName, Subject};
@@ -71,4 +72,42 @@ fn tokens_are_single_use_and_stored_only_as_hashes() {
             })
         })
         .unwrap();
+}
+
+/// How many `GETDEL`s the Redis behind `ingest` has run since its statistics were reset.
+async fn getdels(ingest: &Ingest) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_getdel:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_empty_or_over_long_token_is_refused_without_a_redis_round_trip() {
+    let ingest = Ingest::start(&[]).await;
+    let state = &ingest.state;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    for refused in [String::new(), "a".repeat(257), "a".repeat(10_000)] {
+        let claims = ingest::tokens::consume(state, &refused).await.unwrap();
+        assert!(claims.is_none(), "{} characters", refused.len());
+    }
+    assert_eq!(getdels(&ingest).await, 0, "refused before Redis is asked");
+    // 256 characters is the longest string still looked up (and, being unknown, consumes nothing).
+    let longest = "a".repeat(256);
+    assert!(
+        ingest::tokens::consume(state, &longest)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(getdels(&ingest).await, 1);
 }
