@@ -139,12 +139,12 @@ async fn dead_letters_are_listed_shown_and_redriven_on_sqs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_holds_the_job_without_raising_its_receive_count() {
-    let (mut env, dlq) = sqs_env(Duration::from_secs(2)).await;
+    let (mut env, dlq) = sqs_env(Duration::from_secs(3)).await;
     let dlq_flag = format!("--dead-letter-queue-url={dlq}");
     // Two receives at most: on a lapse-and-redeliver policy, an outage of a few visibility timeouts
-    // would dead-letter the job.
+    // would dead-letter the job. (3 s: the heartbeat extends every second, with room for a busy machine.)
     let worker = env
-        .worker(&["--visibility-timeout-secs=2", "--max-receives=2", &dlq_flag])
+        .worker(&["--visibility-timeout-secs=3", "--max-receives=2", &dlq_flag])
         .await;
     env.redis_server.stop();
     let job = Job::post(
@@ -163,8 +163,8 @@ async fn a_redis_outage_holds_the_job_without_raising_its_receive_count() {
         || async { metric(&worker, "fanout_redis_errors_total", &[]) >= 1.0 },
     )
     .await;
-    // The outage lasts four visibility timeouts.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The outage lasts three visibility timeouts.
+    tokio::time::sleep(Duration::from_secs(9)).await;
     env.redis_server.restart();
     // The restarted Redis has no data: register the recipient again.
     env.register("o", 1, "outage", "olga").await;
