@@ -1,5 +1,6 @@
 //! The planner: expands a channel, subject or everyone job into its connection ids with `SSCAN` (never one
-//! giant `SMEMBERS`), and decides how they are delivered.
+//! giant `SMEMBERS`), and decides how they are delivered. Long because its tests (two thirds of the file, against a
+//! real redis-server) pin every target kind, the exact chunk boundaries, checkpoints and resuming.
 //!
 //! - A target of at most `FANOUT_CHUNK_SIZE` ids is delivered by the job itself ([`Plan::Direct`]).
 //! - A larger one becomes chunk jobs (`Target::Connections` with `broadcast: Some(BroadcastRef{id, index})`)

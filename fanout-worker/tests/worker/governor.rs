@@ -1,4 +1,5 @@
-//! The governor against a real redis-server: budget discovery (a throttled fleet's rate falls to the
+//! The governor against a real redis-server (long because every test shares one simulated gateway and
+//! sender harness): budget discovery (a throttled fleet's rate falls to the
 //! budget the gateway grants, holds there without oscillating beyond the bound, and recovers when the
 //! budget is raised), grants sized by the rate, three slow clients not taken for the account's throttle,
 //! the Redis-down fallback to an honest share with twelve workers, and a stalled gateway reported once.
