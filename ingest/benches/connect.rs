@@ -6,7 +6,8 @@
 //! Redis commands a connect issues, sent directly by a Redis client (Redis cost with no HTTP).
 //! Settings: `BENCH_CONNECTS` (default 20000) and `BENCH_CONCURRENCY` (default 64).
 
-use clap::Parser;
+mod support;
+
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use test_support::bench::env_or;
@@ -32,30 +33,8 @@ async fn main() {
     let n = env_or("BENCH_CONNECTS", 20_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
     let redis = test_support::RedisServer::start();
-    let secret = "bench-secret-0123456789-0123456789-abc";
-    let args = [
-        "ingest".to_owned(),
-        format!("--redis-url={}", redis.url()),
-        format!("--queue-url={}?queue=jobs", redis.url()),
-        "--api-gateway=benchapi=http://127.0.0.1:9/bench".into(),
-        format!("--gateway-secret={secret}"),
-        "--api-key=bench-api-key-0123456789-0123456789".into(),
-        "--connect-limit-per-minute=100000000".into(),
-    ];
-    let settings = ingest::config::Config::try_parse_from(args)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let state = ingest::build_state(settings, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(ingest::serve(
-        listener,
-        state.clone(),
-        std::future::pending(),
-    ));
+    let secret = support::SECRET;
+    let (state, base) = support::start_ingest(&redis, &[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()

@@ -12,7 +12,8 @@
 //! The baseline in the same run is what the ids alone cost: the same ids `SADD`ed to one set per
 //! channel, the least any design that indexes channel members can keep.
 
-use clap::Parser;
+mod support;
+
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -66,32 +67,9 @@ async fn main() {
     let channels = env_or("BENCH_CHANNELS", 100);
     let users = env_or("BENCH_USERS", n).max(1);
     let redis = test_support::RedisServer::start();
-    let secret = "bench-secret-0123456789-0123456789-abc";
+    let secret = support::SECRET;
     let prefix = "fanout:";
-    let args = [
-        "ingest".to_owned(),
-        format!("--redis-url={}", redis.url()),
-        format!("--queue-url={}?queue=jobs", redis.url()),
-        format!("--key-prefix={prefix}"),
-        "--api-gateway=benchapi=http://127.0.0.1:9/bench".into(),
-        format!("--gateway-secret={secret}"),
-        "--api-key=bench-api-key-0123456789-0123456789".into(),
-        "--connect-limit-per-minute=100000000".into(),
-    ];
-    let settings = ingest::config::Config::try_parse_from(args)
-        .unwrap()
-        .validate()
-        .unwrap();
-    let state = ingest::build_state(settings, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(ingest::serve(
-        listener,
-        state.clone(),
-        std::future::pending(),
-    ));
+    let (state, base) = support::start_ingest(&redis, &[format!("--key-prefix={prefix}")]).await;
     let http = reqwest::Client::new();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
