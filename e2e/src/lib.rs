@@ -248,6 +248,25 @@ impl System {
             .to_owned()
     }
 
+    /// Registers `ghost` (user `ghost`) in `channel` with a `$connect` straight to ingest, never opened at the
+    /// gateway: a connection whose client vanished and whose `$disconnect` was lost. Asserts 200.
+    pub async fn connect_ghost(&self, ghost: &str, channel: &str) {
+        let token = self.token("ghost").await;
+        let r = self
+            .http
+            .post(format!(
+                "{}/ws/connect?channel={channel}&ws_token={token}",
+                self.ingest
+            ))
+            .header("connectionId", ghost)
+            .header("X-Amzn-Apigateway-Api-Id", "local")
+            .header("X-Ws-Gateway-Secret", SECRET)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
     /// Publishes `payload` through the API at `path`; asserts 202.
     pub async fn publish(&self, path: &str, payload: Value) {
         let r = self

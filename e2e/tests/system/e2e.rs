@@ -191,20 +191,7 @@ async fn vanished_clients_are_forgotten(backend: Backend) {
     let system = System::start(backend, &[], &[]).await;
     let mut alice = system.join("alice", "general").await;
     // A connection ingest knows but the gateway does not: its client vanished and $disconnect was lost.
-    let token = system.token("ghost").await;
-    let r = system
-        .http
-        .post(format!(
-            "{}/ws/connect?channel=general&ws_token={token}",
-            system.ingest
-        ))
-        .header("connectionId", "ghostConnection=")
-        .header("X-Amzn-Apigateway-Api-Id", "local")
-        .header("X-Ws-Gateway-Secret", e2e::SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    system.connect_ghost("ghostConnection=", "general").await;
     assert_eq!(
         system.members(&system.keys.channel("general")).await.len(),
         2
@@ -525,20 +512,7 @@ async fn presence(backend: Backend) {
 
     // A connection ingest knows but the gateway does not (its $disconnect was lost): it joins presence,
     // and leaves it when the worker's post to it is answered 410.
-    let token = system.token("ghost").await;
-    let r = system
-        .http
-        .post(format!(
-            "{}/ws/connect?channel=room-1&ws_token={token}",
-            system.ingest
-        ))
-        .header("connectionId", "ghostConnection=")
-        .header("X-Amzn-Apigateway-Api-Id", "local")
-        .header("X-Ws-Gateway-Secret", e2e::SECRET)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    system.connect_ghost("ghostConnection=", "room-1").await;
     let ghost = presence_event(&mut alice).await;
     assert_eq!(ghost["event"], "join");
     assert_eq!(ghost["member"]["connection_id"], "ghostConnection=");
