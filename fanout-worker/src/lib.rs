@@ -136,6 +136,13 @@ impl Worker {
         );
         let stop_writing = CancellationToken::new();
         let keep_alive = tokio::spawn(governor.clone().keep_alive(stop_writing.clone()));
+        if !redis.is_cluster() {
+            tokio::spawn(
+                governor
+                    .clone()
+                    .listen(settings.redis_url.clone(), stop_writing.clone()),
+            );
+        }
         let hard_stop = CancellationToken::new();
         let owed = progress::Owed::default();
         let ctx = Arc::new(process::Ctx {

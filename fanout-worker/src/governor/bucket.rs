@@ -13,12 +13,21 @@
 //!   blind cut would give. Without a usable measurement (a window shorter than [`CUT_GAP_MS`], as when a
 //!   burst meets a budget far below the configured one) a cut quarters the rate ([`CUT_FACTOR`]); the next
 //!   cut, one gap later, measures.
+//! - **The gateway's burst.** A window that began at a full bucket (the first cut of a broadcast) also saw
+//!   the gateway spend its own burst, which a rate must not be measured with: the gateway's burst is taken
+//!   to last as long as the configured one does (API Gateway's 5,000 at 10,000/s: half a second), and that
+//!   time is added to the window.
+//! - **A cut soon after a cut** (within [`RECUT_MS`]) means the last measurement was too high (answers
+//!   early in a short window come from the gateway's refill while the fleet waited): it cuts at least to
+//!   [`RECUT_FACTOR`] of the rate, so a fleet converges in a few cuts whatever its measurements.
 //! - **Probing.** While the bucket limits the fleet (it is not full), the rate grows multiplicatively,
 //!   `GROWTH + ACCEL × t` per second where `t` is the time spent growing since the last cut: gentle near the
 //!   budget just found, and a raised budget is found within a few seconds. An idle bucket does not grow,
 //!   and restarts the measurement window.
 //! - **Epochs.** Every cut starts an epoch; grants carry it, so answers to calls granted before a cut do
-//!   not count against the rate chosen after it.
+//!   not count against the rate chosen after it. A cut is also published (`PUBLISH gov:{name}:cuts
+//!   "EPOCH RATE"`): workers that listen ([`super::Governor::listen`]) drop the tokens they hold from
+//!   before it at once, not at their next grant.
 //! - **Live workers.** Workers add themselves to a sorted set (`gov:{name}:workers`) about once a second
 //!   while busy and every [`super::KEEP_ALIVE_EVERY`] while idle, and leave it when they stop; the script
 //!   counts those seen in the last [`LIVE_MS`]. A grant is at most one grant interval of the rate divided
@@ -47,12 +56,17 @@ pub const GROWTH: f64 = 0.05;
 pub const ACCEL: f64 = 0.4;
 /// How long a worker counts as live after its last heartbeat, in milliseconds.
 pub const LIVE_MS: u64 = 10_000;
+/// A cut within this long of the previous one, in milliseconds, cuts at least to [`RECUT_FACTOR`].
+pub const RECUT_MS: u64 = 250;
+/// The least a cut soon after a cut multiplies the rate by.
+pub const RECUT_FACTOR: f64 = 0.7;
 
 /// `KEYS`: the bucket hash, the live-worker set. `ARGV`: configured rate, configured burst, tokens wanted,
 /// mode (0 take, 1 cut), the worker's share of answers that were not 429 in the current epoch (0..1; -1
 /// when unknown), the worker's epoch, worker id, heartbeat (1 to be counted live), then [`CUT_FACTOR`],
 /// [`BETA`], [`MIN_FACTOR`], [`CUT_GAP_MS`], [`GROWTH`], [`ACCEL`], [`LIVE_MS`], the grant interval in ms
-/// (a grant is at most that much of the current rate).
+/// (a grant is at most that much of the current rate), the least grant
+/// ([`super::pacing::MIN_GRANT`]), [`RECUT_MS`], [`RECUT_FACTOR`].
 /// Returns `{granted, wait_ms, rate, estimate, epoch, live}`.
 pub static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&[NOW_MS, BUCKET].concat()));
 
@@ -68,7 +82,9 @@ local share = tonumber(ARGV[5])
 local their_epoch = tonumber(ARGV[6])
 local cut_factor, beta, min_factor = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local gap, growth, accel, live_ms = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
-local h = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'est', 'epoch', 'epoch_at', 'granted', 'cut_at', 'calm')
+local min_grant, recut_ms, recut_factor = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
+local h = redis.call('HMGET', KEYS[1], 'tokens', 'ts', 'rate', 'est', 'epoch', 'epoch_at', 'granted', 'cut_at', 'calm',
+  'fresh')
 local rate = math.min(max_rate, tonumber(h[3]) or max_rate)
 local burst = math.max(1, max_burst * rate / max_rate)
 local tokens = tonumber(h[1]) or burst
@@ -79,6 +95,8 @@ local epoch_at = tonumber(h[6]) or now
 local granted_e = tonumber(h[7]) or 0
 local cut_at = tonumber(h[8]) or -1e18
 local calm = tonumber(h[9]) or 0
+-- 1 while the measurement window began at a full bucket (it includes the gateway's burst).
+local fresh = tonumber(h[10]) or 1
 local floor = math.max(1, max_rate * min_factor)
 local dt = math.max(0, now - ts) / 1000
 if dt > 0 and tokens < burst then
@@ -93,6 +111,7 @@ tokens = math.min(burst, tokens + rate * dt)
 if tokens >= burst then
   epoch_at = now
   granted_e = 0
+  fresh = 1
 end
 if ARGV[8] == '1' then
   redis.call('ZADD', KEYS[2], now, ARGV[7])
@@ -102,18 +121,28 @@ end
 local live = redis.call('ZCARD', KEYS[2])
 local granted = 0
 local wait = 0
+local was_cut = false
 if mode == 1 then
   if now - cut_at >= gap and their_epoch == epoch then
     local w = now - epoch_at
+    local before = rate
     if share >= 0 and w >= gap then
-      -- Tokens granted ahead of the bucket (negative tokens) are not yet due: not counted.
-      local measured = (granted_e + math.min(tokens, 0)) * 1000 / w * share
+      -- Tokens granted ahead of the bucket (negative tokens) are not yet due: not counted. A window
+      -- that began at a full bucket also lasted the gateway's burst.
+      local span = w / 1000
+      if fresh == 1 then span = span + max_burst / max_rate end
+      local measured = (granted_e + math.min(tokens, 0)) / span * share
       est = math.min(measured, rate)
       -- One measurement never cuts deeper than a guess would.
       rate = math.max(floor, est * beta, rate * cut_factor)
     else
       rate = math.max(floor, rate * cut_factor)
       est = rate
+    end
+    if now - cut_at < recut_ms then
+      -- The last cut was not deep enough.
+      rate = math.max(floor, math.min(rate, before * recut_factor))
+      est = math.min(est, rate)
     end
     -- Tokens granted ahead are forgiven: workers drop tokens of an ended epoch.
     tokens = 0
@@ -122,13 +151,15 @@ if mode == 1 then
     granted_e = 0
     cut_at = now
     calm = 0
+    fresh = 0
+    was_cut = true
   end
 else
   -- At most one grant interval of the current rate, shared by the live workers: the fleet's grants in
   -- hand at once are one interval of its rate however many workers it has, and a worker that has not
   -- heard of a cut yet holds little of the old rate.
   want = math.min(want, math.max(1, math.floor(burst)),
-    math.max(1, math.floor(rate * tonumber(ARGV[16]) / 1000 / math.max(1, live))))
+    math.max(min_grant, math.floor(rate * tonumber(ARGV[16]) / 1000 / math.max(1, live))))
   if want > 0 then
     if tokens - want >= -rate then
       -- Granted now, to be spent once the bucket has them: the caller sleeps until then.
@@ -144,8 +175,9 @@ end
 if rate > est then est = rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now), 'rate', tostring(rate),
   'est', tostring(est), 'epoch', epoch, 'epoch_at', tostring(epoch_at), 'granted', granted_e,
-  'cut_at', tostring(cut_at), 'calm', tostring(calm))
+  'cut_at', tostring(cut_at), 'calm', tostring(calm), 'fresh', fresh)
 redis.call('PEXPIRE', KEYS[1], 600000)
+if was_cut then redis.call('PUBLISH', KEYS[1] .. ':cuts', epoch .. ' ' .. math.floor(rate)) end
 return {granted, wait, math.floor(rate), math.floor(est), epoch, live}
 ";
 
@@ -207,6 +239,9 @@ pub async fn call(
         .arg(ACCEL)
         .arg(LIVE_MS)
         .arg(super::pacing::GRANT_INTERVAL.as_millis() as u64)
+        .arg(super::pacing::MIN_GRANT)
+        .arg(RECUT_MS)
+        .arg(RECUT_FACTOR)
         .invoke_async(&mut conn)
         .await?;
     Ok(Answer {

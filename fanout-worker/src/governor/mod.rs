@@ -11,9 +11,14 @@
 //! - [`classify`]: a 429 spread over several connections is the account's; concentrated on a few, it is
 //!   their full buffers, which back off alone (the caller's per-connection retries) without a cut.
 //! - [`stall`]: a gateway that stops answering is one WARN with counts, a gauge and an alert.
+//! - [`flight`]: calls in flight at once are capped at two bandwidth-delay products of this worker's share,
+//!   so a start into a budget far below the configured one has few calls to lose to 429s.
 //! - **Live workers.** [`Governor::keep_alive`] keeps a worker counted in the bucket's worker set from
 //!   its start (so a broadcast's first grants are already shared by the whole fleet) and takes it out
 //!   when it stops.
+//! - **Cuts heard at once.** [`Governor::listen`] subscribes to the bucket's cuts: a worker drops the
+//!   tokens it holds (or sleeps on) from before a cut elsewhere in the fleet as soon as it is made, so a
+//!   lowered rate is not overshot by grants handed out before it.
 //! - **Redis down.** A circuit breaker opens at the first failed or slow (over [`CALL_TIMEOUT`]) call:
 //!   the worker then paces itself at its honest share, the fleet's last known rate divided by the live
 //!   workers last seen (so the fleet never exceeds its budget, however many workers it has), while one
@@ -23,6 +28,7 @@
 
 pub mod bucket;
 pub mod classify;
+pub mod flight;
 pub mod pacing;
 pub mod stall;
 
@@ -51,10 +57,14 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle worker tells the bucket it is live (well within [`bucket::LIVE_MS`]).
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(bucket::LIVE_MS / 4);
 
-/// Proof of a token: the epoch it was granted in, so its call's answer is counted in the right one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Proof of a token and of a seat in flight: the epoch the token was granted in, so its call's answer
+/// is counted in the right one, and when the call went out, for its round trip. Dropping it (the answer
+/// taken in by [`Governor::observe`], or the call abandoned) gives the seat back.
+#[derive(Debug)]
 pub struct Ticket {
     epoch: u64,
+    sent: Instant,
+    _seat: flight::Seat,
 }
 
 /// What this worker last learned from the bucket.
@@ -97,6 +107,9 @@ struct Inner {
     stall: Mutex<StallWatch>,
     open: AtomicBool,
     closed: Notify,
+    /// Woken when a cut elsewhere in the fleet is heard.
+    cuts: Notify,
+    flight: Arc<flight::Flight>,
     /// Account-wide 429s seen: tokens in hand from before the last one are dropped.
     flushes: AtomicU64,
     /// When this worker may ask for a cut again, in milliseconds since `born` (one ask per cut gap, not
@@ -154,6 +167,8 @@ impl Governor {
                 stall: Mutex::new(StallWatch::new(Instant::now())),
                 open: AtomicBool::new(false),
                 closed: Notify::new(),
+                cuts: Notify::new(),
+                flight: Arc::default(),
                 flushes: AtomicU64::new(0),
                 next_cut_ms: AtomicU64::new(0),
                 born: Instant::now(),
@@ -162,15 +177,28 @@ impl Governor {
         }
     }
 
-    /// Waits for one token.
+    /// Waits for room in flight, then for one token.
     pub async fn acquire(&self) -> Ticket {
+        let view = self.view();
+        let share = pacing::honest_share(f64::from(view.rate), view.live);
+        let seat = self.inner.flight.enter(share).await;
+        let epoch = self.token().await;
+        Ticket {
+            epoch,
+            sent: Instant::now(),
+            _seat: seat,
+        }
+    }
+
+    /// Waits for one token; returns the epoch it was granted in.
+    async fn token(&self) -> u64 {
         let inner = &self.inner;
         let mut local = inner.local.lock().await;
         let epoch = inner.epoch.load(Ordering::Relaxed);
         let flushes = inner.flushes.load(Ordering::Relaxed);
         if local.tokens > 0 && local.epoch == epoch && local.flush == flushes {
             local.tokens -= 1;
-            return Ticket { epoch };
+            return epoch;
         }
         // Tokens granted before an account-wide 429, or in an epoch that ended in a cut, are not spent:
         // the gateway just said it is full (and the next grant tells this worker about any cut).
@@ -184,11 +212,19 @@ impl Governor {
                 match self.call(want, false, None).await {
                     Ok(a) if a.granted > 0 => {
                         if a.wait_ms > 0 {
-                            tokio::time::sleep(Duration::from_millis(a.wait_ms)).await;
+                            let cut = inner.cuts.notified();
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(a.wait_ms)) => {}
+                                _ = cut => {}
+                            }
+                        }
+                        if inner.epoch.load(Ordering::Relaxed) != a.epoch {
+                            // A cut elsewhere while these tokens were not yet due: they are not spent.
+                            continue;
                         }
                         local.tokens = a.granted - 1;
                         local.epoch = a.epoch;
-                        return Ticket { epoch: a.epoch };
+                        return a.epoch;
                     }
                     Ok(a) => {
                         // The bucket is already a second ahead: ask again when it no longer is.
@@ -222,7 +258,7 @@ impl Governor {
             }
             local.tokens = batch - 1;
             local.epoch = inner.epoch.load(Ordering::Relaxed);
-            return Ticket { epoch: local.epoch };
+            return local.epoch;
         }
     }
 
@@ -237,6 +273,7 @@ impl Governor {
     ) -> Option<ThrottleKind> {
         let inner = &self.inner;
         let current = ticket.epoch == inner.epoch.load(Ordering::Relaxed);
+        let epoch = ticket.epoch;
         let answered = match outcome {
             Outcome::Retryable(RetryReason::Timeout | RetryReason::Network) => false,
             // Not a call the gateway saw (missing credentials, an unusable endpoint).
@@ -247,6 +284,8 @@ impl Governor {
         if !answered {
             return None;
         }
+        inner.flight.record(ticket.sent.elapsed());
+        drop(ticket);
         if outcome != Outcome::Throttled {
             if current {
                 inner.admitted.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +305,7 @@ impl Governor {
             .with_label_values(&[kind.label()])
             .inc();
         if kind == ThrottleKind::Account && current {
-            self.cut(ticket.epoch).await;
+            self.cut(epoch).await;
         }
         Some(kind)
     }
@@ -337,6 +376,66 @@ impl Governor {
         let leave = zrem.query_async::<()>(&mut conn);
         // Best effort: a worker that could not say it left is forgotten after `LIVE_MS` anyway.
         let _ = tokio::time::timeout(CALL_TIMEOUT, leave).await;
+    }
+
+    /// Hears the fleet's cuts as they are made (Redis pub/sub; a single node, not Redis Cluster) until
+    /// `stop`, reconnecting after a failure. Without it a worker learns of a cut elsewhere at its next
+    /// grant.
+    pub async fn listen(self, url: String, stop: tokio_util::sync::CancellationToken) {
+        use futures::StreamExt;
+        let channel = format!("{}:cuts", self.inner.bucket_key);
+        loop {
+            let session = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        self.hear(&payload);
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                ended = session => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "not hearing the fleet's cuts: retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Takes in a cut heard from the fleet, `"EPOCH RATE"`; says whether it was news. An epoch this
+    /// worker already knows (or an older one) changes nothing.
+    pub fn hear(&self, cut: &str) -> bool {
+        let inner = &self.inner;
+        let mut parts = cut.split(' ');
+        let (Some(Ok(epoch)), Some(Ok(rate))) = (
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u32>),
+        ) else {
+            return false;
+        };
+        if inner.epoch.fetch_max(epoch, Ordering::Relaxed) >= epoch {
+            return false;
+        }
+        inner.admitted.store(0, Ordering::Relaxed);
+        inner.throttled.store(0, Ordering::Relaxed);
+        inner
+            .view
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rate = rate.max(1);
+        inner.metrics.send_rate.set(i64::from(rate));
+        inner.cuts.notify_waiters();
+        true
     }
 
     /// The fleet's rate as this worker last saw it, per second.

@@ -2,8 +2,9 @@
 //! itself on its own while the bucket is unreachable.
 //!
 //! Grants are sized in time, not in calls: a batch is [`GRANT_INTERVAL`] of the fleet's current rate, so
-//! the bucket script runs about [`GRANTS_PER_SEC`] times a second per busy worker at any rate, and a
-//! paced worker sleeps until its next grant instead of waking once per delivery.
+//! the bucket script runs at most about [`GRANTS_PER_SEC`] times a second per busy worker at any rate
+//! (fewer at low rates, where a grant is [`MIN_GRANT`] tokens), and a paced worker sleeps until its next
+//! grant instead of waking once per delivery.
 
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,19 @@ pub const GRANTS_PER_SEC: u32 = 25;
 pub const GRANT_INTERVAL: Duration = Duration::from_millis(1000 / GRANTS_PER_SEC as u64);
 /// The most tokens one grant carries (at a million a second: 1,000 grants a second fleet-wide).
 pub const MAX_BATCH: u32 = 1_000;
+/// The fewest tokens one grant carries (unless the burst is smaller): at low rates, and when many workers
+/// share a rate, grants are sized in tokens, so one bucket call is spread over at least this many
+/// deliveries.
+pub const MIN_GRANT: u32 = 20;
 
 /// Tokens taken per round trip at `rate` per second with a bucket of `burst`: [`GRANT_INTERVAL`] of the
-/// rate, at least 1, at most [`MAX_BATCH`] and a quarter of the burst (so that a few workers share a burst).
+/// rate, at least [`MIN_GRANT`], at most [`MAX_BATCH`] and a quarter of the burst (so that a few workers
+/// share a burst), and never less than 1.
 pub fn batch(rate: u32, burst: u32) -> u32 {
-    (rate / GRANTS_PER_SEC).min(burst / 4).clamp(1, MAX_BATCH)
+    (rate / GRANTS_PER_SEC)
+        .clamp(MIN_GRANT, MAX_BATCH)
+        .min(burst / 4)
+        .max(1)
 }
 
 /// A worker's own token bucket for when the shared one is unreachable: `share` tokens a second, handed
@@ -78,13 +87,17 @@ mod tests {
         assert_eq!(batch(1_000, 500), 40);
         assert_eq!(batch(10_000, 5_000), 400);
         assert_eq!(batch(2_500, 100_000), 100);
+        // At low rates, MIN_GRANT tokens (a quarter of the burst if that is less).
+        assert_eq!(batch(100, 1_000), MIN_GRANT);
+        assert_eq!(batch(500, 1_000), MIN_GRANT);
+        assert_eq!(batch(100, 60), 15);
         // Never below one token, never above a quarter of the burst or MAX_BATCH.
         assert_eq!(batch(10, 5), 1);
         assert_eq!(batch(0, 0), 1);
         assert_eq!(batch(10_000, 400), 100);
         assert_eq!(batch(1_000_000, 1_000_000), MAX_BATCH);
         // So the bucket runs GRANTS_PER_SEC times a second at any rate in the batch's range.
-        for rate in [100, 1_000, 9_000, 25_000] {
+        for rate in [500, 1_000, 9_000, 25_000] {
             assert_eq!(rate / batch(rate, rate), GRANTS_PER_SEC, "{rate}");
         }
     }

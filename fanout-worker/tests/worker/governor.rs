@@ -240,7 +240,11 @@ async fn a_right_budget_draws_no_429_and_uses_nearly_all_of_it() {
 async fn the_batch_follows_the_configured_rate() {
     let server = RedisServer::start();
     let redis = Redis::connect(&server.url()).await.unwrap();
-    for (rate, burst, batch) in [(1_000, 10_000, 40), (100, 1_000, 4), (20_000, 100_000, 800)] {
+    for (rate, burst, batch) in [
+        (1_000, 10_000, 40),
+        (100, 1_000, 20),
+        (20_000, 100_000, 800),
+    ] {
         let (g, metrics) = governor(&redis, &format!("b{rate}"), rate, burst);
         // The first grant takes one batch; the next call comes when the batch is spent.
         for taken in 1..=batch {
@@ -564,6 +568,7 @@ async fn four_workers_sharing_a_wrong_budget_get_fair_shares_and_few_429s_once_i
     let mut alive = Vec::new();
     for (g, m) in &fleet {
         alive.push(tokio::spawn(g.clone().keep_alive(leave.clone())));
+        tokio::spawn(g.clone().listen(server.url(), leave.clone()));
         crate::support::eventually(
             Duration::from_secs(5),
             "the worker is counted live",
@@ -634,4 +639,172 @@ async fn four_workers_sharing_a_wrong_budget_get_fair_shares_and_few_429s_once_i
         .await
         .unwrap();
     assert_eq!(live, 0);
+}
+
+/// The epoch of bucket `heard`.
+async fn b_epoch(redis: &Redis) -> u64 {
+    redis::cmd("HGET")
+        .arg("t:gov:{heard}")
+        .arg("epoch")
+        .query_async(&mut redis.clone())
+        .await
+        .unwrap()
+}
+
+/// Subscribers of the bucket `name`'s cuts.
+async fn listeners(redis: &Redis, name: &str) -> u32 {
+    let (_, n): (String, u32) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("t:gov:{{{name}}}:cuts"))
+        .query_async(&mut redis.clone())
+        .await
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_elsewhere_is_heard_at_once_and_the_tokens_granted_before_it_are_not_spent() {
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let (a, _) = governor(&redis, "heard", 10_000, 10_000);
+    let (b, b_metrics) = governor(&redis, "heard", 10_000, 10_000);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listening = tokio::spawn(b.clone().listen(server.url(), stop.clone()));
+    crate::support::eventually(Duration::from_secs(5), "b listens", || async {
+        listeners(&redis, "heard").await == 1
+    })
+    .await;
+    // B holds a grant's tokens.
+    let ticket = b.acquire().await;
+    b.observe(ticket, Outcome::Sent, "b0").await;
+    let b_calls = b_metrics.governor_calls.get();
+    assert_eq!(b_calls, 1);
+    // A meets an account throttle and cuts the fleet's rate.
+    for i in 0..30 {
+        let ticket = a.acquire().await;
+        a.observe(ticket, Outcome::Sent, &format!("a{i}")).await;
+    }
+    for i in 0..4 {
+        let ticket = a.acquire().await;
+        a.observe(ticket, Outcome::Throttled, &format!("t{i}"))
+            .await;
+    }
+    let cut = a.rate();
+    assert!(cut < 5_000, "{cut}");
+    // B hears it without asking the bucket...
+    crate::support::eventually(Duration::from_secs(5), "b hears the cut", || async {
+        b.rate() == cut
+    })
+    .await;
+    assert_eq!(b_metrics.governor_calls.get(), b_calls);
+    assert_eq!(b_metrics.send_rate.get(), i64::from(cut));
+    // ...and does not spend the tokens it held from before the cut: its next token is a new grant.
+    let ticket = b.acquire().await;
+    assert_eq!(b_metrics.governor_calls.get(), b_calls + 1);
+    b.observe(ticket, Outcome::Sent, "b1").await;
+    // A cut heard twice, an older one or a garbled one changes nothing; a newer one is taken in.
+    assert!(!b.hear(&format!("{} 77", b_epoch(&redis).await)));
+    assert!(!b.hear("garbled"));
+    assert!(!b.hear("99"));
+    assert!(b.hear("99 1234"));
+    assert_eq!(b.rate(), 1_234);
+    assert!(!b.hear("50 555"));
+    assert_eq!(b.rate(), 1_234);
+    stop.cancel();
+    listening.await.unwrap();
+    assert_eq!(listeners(&redis, "heard").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_capped_at_two_bandwidth_delay_products_of_the_share() {
+    use fanout_worker::governor::flight::FLOOR;
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    // 100 senders, every call taking 10 ms to answer, the bucket full enough to grant at once.
+    async fn most_in_flight(g: Governor) -> u32 {
+        let now = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (g, now, most) = (g.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    for j in 0..4 {
+                        let ticket = g.acquire().await;
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        // The gateway's answer time (the simulated call, not a synchronisation).
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        g.observe(ticket, Outcome::Sent, &format!("c{i}-{j}")).await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        most.load(Ordering::SeqCst)
+    }
+    // 1,000/s × 10 ms × 2 = 20 in flight: the floor.
+    let (slow, _) = governor(&redis, "slow", 1_000, 1_000);
+    assert_eq!(most_in_flight(slow).await, FLOOR);
+    // 100,000/s × 10 ms × 2 = 2,000: all 100 senders at once (after the first round trips).
+    let (fast, _) = governor(&redis, "fast", 100_000, 100_000);
+    assert_eq!(most_in_flight(fast).await, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_cut_discounts_the_gateways_burst_and_a_cut_soon_after_a_cut_goes_deeper() {
+    use fanout_worker::governor::bucket::{self, Call, RECUT_FACTOR};
+    let server = RedisServer::start();
+    let redis = Redis::connect(&server.url()).await.unwrap();
+    let keys = ("t:gov:{cuts}", "t:gov:{cuts}:workers");
+    let at = |want, cut, admitted: Option<f64>, epoch| Call {
+        rate: 10_000,
+        burst: 5_000,
+        want,
+        cut,
+        admitted,
+        epoch,
+        worker: "w",
+        heartbeat: true,
+    };
+    // From a full bucket, 4,000 tokens granted (the batch limit is a quarter of the burst: ask often).
+    let mut granted = 0;
+    while granted < 4_000 {
+        granted += bucket::call(&redis, keys, at(1_000, false, None, 0))
+            .await
+            .unwrap()
+            .granted;
+    }
+    // The measurement window (real time passing, not a synchronisation).
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    // Every answer admitted: 4,000 in about 60 ms would read as 66,000/s, but the window began at a
+    // full bucket, so the gateway's own burst (half a second at the configured ratio) is in it too.
+    let first = bucket::call(&redis, keys, at(0, true, Some(1.0), 0))
+        .await
+        .unwrap();
+    assert_eq!(first.epoch, 1);
+    assert!((2_500..8_000).contains(&first.rate), "{first:?}");
+    // Tokens granted in the new epoch (ahead of the bucket: the rate's worth falls due in the window),
+    // every answer admitted: this window reads the whole rate as the budget.
+    let mut granted = 0;
+    while granted < 1_000 {
+        let a = bucket::call(&redis, keys, at(1_000, false, None, 1))
+            .await
+            .unwrap();
+        assert!(a.granted > 0, "{a:?}");
+        granted += a.granted;
+    }
+    // One cut gap later, well within RECUT_MS: the last cut was not deep enough, whatever this window
+    // reads.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let second = bucket::call(&redis, keys, at(0, true, Some(1.0), 1))
+        .await
+        .unwrap();
+    assert_eq!(second.epoch, 2);
+    // (The rate grew a little while the bucket limited the window.)
+    let deepest = (f64::from(first.rate) * RECUT_FACTOR * 1.02).ceil() as u32;
+    assert!(second.rate <= deepest, "{second:?} after {first:?}");
+    assert!(second.estimate <= second.rate, "{second:?}");
 }
