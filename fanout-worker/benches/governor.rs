@@ -15,7 +15,9 @@
 //! worker processes over the whole broadcast, from just before the publish to the last delivery; Redis's
 //! from `INFO cpu` (its own `getrusage`) and `INFO commandstats` (`EVALSHA`: every Lua script, the
 //! governor's and the queue's, so an upper bound of the governor's share). Timing is from the publish to
-//! the sink's first 2xx for the last new recipient. `BENCH_ONLY=unpaced,right,...` runs some.
+//! the sink's first 2xx for the last new recipient. `BENCH_ONLY=unpaced,right,...` runs some;
+//! `BENCH_ONLY=cpu` runs `BENCH_REPEAT` (default 5) unpaced/paced pairs and reports the spread of the CPU
+//! ratio (the machine's load moves single figures by ±15 %).
 
 mod support;
 
@@ -65,7 +67,17 @@ fn main() {
             "EVALSHA µs",
             "gov calls"
         );
-        let mut unpaced_cpu = None;
+        let mut unpaced: Option<Result> = None;
+        // A paced scenario against the unpaced baseline of the same run.
+        let versus = |unpaced: &Option<Result>, r: &Result| {
+            if let Some(base) = unpaced {
+                println!(
+                    "    worker CPU per delivery ÷ unpaced: {:.2}×; the governor's EVALSHA (over the unpaced run's): {:.1} µs per delivery",
+                    r.worker_cpu_us / base.worker_cpu_us,
+                    r.evalsha_us - base.evalsha_us
+                );
+            }
+        };
         let plain = Plan {
             sink: vec![(Duration::ZERO, None)],
             budget: (1_000_000, 1_000_000),
@@ -73,8 +85,7 @@ fn main() {
             recipients: n,
         };
         if wanted("unpaced") {
-            let r = run("unpaced (no throttle)", &plain).await;
-            unpaced_cpu = Some(r.worker_cpu_us);
+            unpaced = Some(run("unpaced (no throttle)", &plain).await);
         }
         let right = Plan {
             sink: vec![(Duration::ZERO, Some((1_000, 500)))],
@@ -84,12 +95,7 @@ fn main() {
         };
         if wanted("right") {
             let r = run("budget right (1,000/s + 500)", &right).await;
-            if let Some(base) = unpaced_cpu {
-                println!(
-                    "    worker CPU per delivery paced at 1,000/s ÷ unpaced: {:.2}×",
-                    r.worker_cpu_us / base
-                );
-            }
+            versus(&unpaced, &r);
         }
         let wrong = Plan {
             budget: (10_000, 5_000),
@@ -97,12 +103,7 @@ fn main() {
         };
         if wanted("wrong") {
             let r = run("budget wrong (10,000/s configured)", &wrong).await;
-            if let Some(base) = unpaced_cpu {
-                println!(
-                    "    worker CPU per delivery paced ÷ unpaced: {:.2}×",
-                    r.worker_cpu_us / base
-                );
-            }
+            versus(&unpaced, &r);
         }
         if wanted("changing") {
             let changing = Plan {
@@ -115,14 +116,38 @@ fn main() {
                 workers: 1,
                 recipients: n * 5 / 2,
             };
-            run("budget 10,000 → 2,000 → 10,000/s", &changing).await;
+            let r = run("budget 10,000 → 2,000 → 10,000/s", &changing).await;
+            versus(&unpaced, &r);
         }
         if wanted("four") {
             let four = Plan {
                 workers: 4,
                 ..wrong.clone()
             };
-            run("4 workers, budget wrong", &four).await;
+            let r = run("4 workers, budget wrong", &four).await;
+            versus(&unpaced, &r);
+        }
+        // The CPU of pacing on a shared machine: `BENCH_REPEAT` pairs (default 5) of an unpaced run and
+        // a run paced at 1,000/s back to back, each ratio from its own pair, then their spread.
+        if only.split(',').any(|o| o == "cpu") {
+            let repeat: usize = std::env::var("BENCH_REPEAT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5);
+            let mut ratios = Vec::new();
+            for i in 0..repeat {
+                let base = run(&format!("pair {}: unpaced", i + 1), &plain).await;
+                let paced = run(&format!("pair {}: paced at 1,000/s", i + 1), &right).await;
+                ratios.push(paced.worker_cpu_us / base.worker_cpu_us);
+            }
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "    worker CPU per delivery paced ÷ unpaced over {repeat} pairs: median {:.2}×, least {:.2}×, most {:.2}× (each: {})",
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1],
+                ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+            );
         }
     });
 }
@@ -141,6 +166,8 @@ struct Plan {
 /// What a scenario measured.
 struct Result {
     worker_cpu_us: f64,
+    /// `EVALSHA` µs per delivery (every script: the governor's and the queue's).
+    evalsha_us: f64,
 }
 
 /// The sink's state: the token bucket (replaced when the budget changes), what it answered, per 100 ms.
@@ -378,6 +405,7 @@ async fn run(name: &str, plan: &Plan) -> Result {
     let min = minimum(plan, n);
     let result = Result {
         worker_cpu_us: worker_cpu.as_secs_f64() * 1e6 / n as f64,
+        evalsha_us: (evalsha1 - evalsha0) / n as f64,
     };
     println!(
         "  {:<34} {:>8} {:>8} {:>6.2}% {:>9.2} {:>9.2} {:>6.3}× {:>10.1} {:>10.1} {:>11.1} {:>10.0}",
@@ -394,7 +422,7 @@ async fn run(name: &str, plan: &Plan) -> Result {
         },
         result.worker_cpu_us,
         (redis_cpu1 - redis_cpu0) / n as f64,
-        (evalsha1 - evalsha0) / n as f64,
+        result.evalsha_us,
         gov_calls,
     );
     println!(
