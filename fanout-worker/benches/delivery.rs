@@ -8,7 +8,7 @@
 //!    the AWS SDK client; on a tokio runtime
 //!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
-//!    `BENCH_SKIP_BROADCAST=1` stops after this part.
+//!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it.
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
 //!    Redis Streams, `fanout-worker` processes) against a sink enforcing API Gateway's default account
 //!    throttle (a 10,000/s token bucket with a 5,000 burst), with 1 and with 4 worker processes, against
@@ -71,7 +71,8 @@ fn main() {
         pem: ok_sink.cert_pem.clone(),
     };
     let (http_port, https_port) = (ok_sink.http_port, ok_sink.https_port);
-    for threads in [1, 2] {
+    let paths = std::env::var_os("BENCH_SKIP_PATHS").is_none();
+    for threads in [1, 2].into_iter().filter(|_| paths) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
