@@ -232,8 +232,8 @@ async fn deliver(
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
-    let stale = resolved.stale.len() as u64;
-    if stale > 0 {
+    if !resolved.stale.is_empty() {
+        let stale = resolved.stale.len() as u64;
         let source = match report {
             Some(id) => ctx.reports.source(id).await.ok().flatten(),
             None => None,
