@@ -268,3 +268,34 @@ struct Tries {
     throttled: u64,
     retries: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::RetryReason;
+    use std::collections::HashSet;
+
+    /// Each reason has its own label among the dead-letter reasons the metrics declare; only a payload
+    /// too large can never be delivered.
+    #[test]
+    fn every_reason_has_its_own_label_and_only_a_payload_too_large_is_permanent() {
+        let all = [
+            Why::Throttled,
+            Why::Failed(RetryReason::Timeout),
+            Why::Forbidden,
+            Why::Unroutable,
+            Why::PayloadTooLarge,
+            Why::Shutdown,
+        ];
+        let labels: HashSet<&str> = all.iter().map(|w| w.label()).collect();
+        assert_eq!(labels.len(), all.len(), "{labels:?}");
+        for why in all {
+            assert!(
+                common::metrics::DEAD_LETTER_REASONS.contains(&why.label()),
+                "{why:?}: {}",
+                why.label()
+            );
+            assert_eq!(why.is_permanent(), why == Why::PayloadTooLarge, "{why:?}");
+        }
+    }
+}

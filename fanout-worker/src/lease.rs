@@ -198,7 +198,136 @@ impl Lease {
 
 #[cfg(test)]
 mod tests {
+    //! The hold's bookkeeping, and the lease's writes against a real redis-server: every receipt takes a
+    //! newer token, a stale token is refused by both the check and the fenced scripts' answer, and the
+    //! lease lives fifteen minutes while its job runs, two once it is acknowledged.
+
     use super::*;
+    use common::job::{Action, BroadcastRef, Target};
+    use test_support::RedisServer;
+
+    struct Env {
+        _server: RedisServer,
+        redis: Redis,
+        keys: Keyspace,
+    }
+
+    impl Env {
+        async fn start() -> Self {
+            let server = RedisServer::start();
+            let redis = Redis::connect(&server.url()).await.unwrap();
+            Env {
+                _server: server,
+                redis,
+                keys: Keyspace::new("fo:"),
+            }
+        }
+
+        async fn acquire(&self, job: &Job) -> Lease {
+            let hold = Hold::new(&CancellationToken::new());
+            Lease::acquire(&self.redis, &self.keys, job, RUNNING_TTL, hold)
+                .await
+                .unwrap()
+        }
+
+        /// The remaining TTL of `key` in ms (-2 when it does not exist, -1 without a TTL).
+        async fn pttl(&self, key: &str) -> i64 {
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap()
+        }
+    }
+
+    fn chunk_of(broadcast: &str) -> Job {
+        let mut job = Job::new(Target::Connections { ids: vec![] }, Action::Disconnect);
+        job.broadcast = Some(BroadcastRef {
+            id: broadcast.to_owned(),
+            index: 3,
+        });
+        job
+    }
+
+    #[test]
+    fn the_reasons_have_their_metric_labels() {
+        assert_eq!(Lost::TakenOver.label(), "taken_over");
+        assert_eq!(Lost::Expired.label(), "expired");
+    }
+
+    #[test]
+    fn a_chunk_is_tagged_with_its_broadcast_and_any_other_job_with_itself() {
+        let chunk = chunk_of("b-1");
+        assert_eq!(tag_of(&chunk), "b-1");
+        let job = Job::new(Target::All, Action::Disconnect);
+        assert_eq!(tag_of(&job), job.id);
+    }
+
+    /// Each receipt takes the next token; the older receipt's check then fails and stops its work,
+    /// the newer one's passes.
+    #[tokio::test]
+    async fn a_new_receipt_takes_the_job_over() {
+        let env = Env::start().await;
+        let job = chunk_of("b-1");
+        let first = env.acquire(&job).await;
+        assert_eq!(first.key, env.keys.job_lease("b-1", &job.id));
+        assert_eq!(first.tag, "b-1");
+        assert_eq!(first.check(&env.redis).await.unwrap(), Ok(()));
+        assert!(!first.hold.stop.is_cancelled());
+
+        let second = env.acquire(&job).await;
+        assert_eq!(second.token, first.token + 1);
+        assert_eq!(first.check(&env.redis).await.unwrap(), Err(Lost::TakenOver));
+        assert!(first.hold.stop.is_cancelled());
+        assert_eq!(first.hold.lost(), Some(Lost::TakenOver));
+        assert_eq!(second.check(&env.redis).await.unwrap(), Ok(()));
+        assert!(!second.hold.stop.is_cancelled());
+
+        // A hold already lost answers without asking Redis, with its own reason.
+        second.hold.lose(Lost::Expired);
+        assert_eq!(second.check(&env.redis).await.unwrap(), Err(Lost::Expired));
+    }
+
+    /// A fenced script's -1 stops the work; any other answer is passed through.
+    #[test]
+    fn a_fenced_answer_of_minus_one_means_taken_over() {
+        let lease = Lease {
+            token: 1,
+            key: "k".into(),
+            tag: "t".into(),
+            hold: Hold::new(&CancellationToken::new()),
+        };
+        assert_eq!(lease.fenced(0), Ok(0));
+        assert_eq!(lease.fenced(7), Ok(7));
+        assert!(!lease.hold.stop.is_cancelled());
+        assert_eq!(lease.fenced(-1), Err(Lost::TakenOver));
+        assert!(lease.hold.stop.is_cancelled());
+        assert_eq!(lease.hold.lost(), Some(Lost::TakenOver));
+    }
+
+    /// The lease (with the progress it is given) lives fifteen minutes while its job runs, two once the
+    /// job is acknowledged.
+    #[tokio::test]
+    async fn a_running_lease_lives_fifteen_minutes_and_a_finished_one_two() {
+        let env = Env::start().await;
+        let job = Job::new(Target::All, Action::Disconnect);
+        let lease = env.acquire(&job).await;
+        let ttl = env.pttl(&lease.key).await;
+        assert!((899_000..=900_000).contains(&ttl), "{ttl}");
+
+        let progress = env.keys.job_progress(&lease.tag, &job.id);
+        let _: () = redis::cmd("SADD")
+            .arg(&progress)
+            .arg("c1")
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        lease.finished(&env.redis, &[&progress]).await;
+        for key in [&lease.key, &progress] {
+            let ttl = env.pttl(key).await;
+            assert!((119_000..=120_000).contains(&ttl), "{key}: {ttl}");
+        }
+    }
 
     #[test]
     fn the_deadline_comes_before_the_visibility_lapses() {

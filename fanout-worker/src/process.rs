@@ -56,13 +56,8 @@ impl JobError {
     /// An outage (Redis or the queue not answering) rather than a refusal: worth holding the job for.
     pub fn is_transient(&self) -> bool {
         match self {
-            JobError::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_cluster_error()
-            }
+            // Timeouts, refused and dropped connections are I/O errors too.
+            JobError::Redis(e) => e.is_io_error() || e.is_cluster_error(),
             JobError::Queue(e) => matches!(e, QueueError::Unavailable(_)),
             JobError::Lost(_) => false,
         }
@@ -237,8 +232,8 @@ async fn deliver(
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
-    let stale = resolved.stale.len() as u64;
-    if stale > 0 {
+    if !resolved.stale.is_empty() {
+        let stale = resolved.stale.len() as u64;
         let source = match report {
             Some(id) => ctx.reports.source(id).await.ok().flatten(),
             None => None,
@@ -367,4 +362,51 @@ async fn deliver(
 
 fn since(ms: u64) -> f64 {
     now_ms().saturating_sub(ms) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    //! Which failures hold a job for another try: outages of Redis (any I/O failure, a cluster that is
+    //! down or moving slots) or of the queue; not a refusal, nor a lost lease.
+
+    use super::*;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+    use std::io;
+
+    fn redis_error(kind: ErrorKind) -> JobError {
+        JobError::Redis(RedisError::from((kind, "test")))
+    }
+
+    #[test]
+    fn outages_hold_the_job_and_refusals_do_not() {
+        for kind in [
+            io::ErrorKind::TimedOut,
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::Other,
+        ] {
+            let e = JobError::Redis(io::Error::from(kind).into());
+            assert!(e.is_transient(), "{kind:?}");
+        }
+        for kind in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::Moved,
+        ] {
+            assert!(
+                redis_error(ErrorKind::Server(kind)).is_transient(),
+                "{kind:?}"
+            );
+        }
+        for kind in [
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            ErrorKind::UnexpectedReturnType,
+        ] {
+            assert!(!redis_error(kind).is_transient(), "{kind:?}");
+        }
+        assert!(JobError::Queue(QueueError::Unavailable("down".into())).is_transient());
+        assert!(!JobError::Queue(QueueError::Refused("too large".into())).is_transient());
+        assert!(!JobError::Lost(Lost::TakenOver).is_transient());
+        assert!(!JobError::Lost(Lost::Expired).is_transient());
+    }
 }

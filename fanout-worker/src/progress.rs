@@ -329,11 +329,6 @@ impl Progress {
         }
     }
 
-    /// The lease the writes are fenced with.
-    pub fn lease(&self) -> &Lease {
-        &self.lease
-    }
-
     /// The job is acknowledged: keep its lease and progress only briefly ([`Lease::finished`]).
     pub async fn finished(&self) {
         self.lease.finished(&self.redis, &[&self.set]).await;
@@ -382,5 +377,286 @@ impl Progress {
                 Err(FlushError::Redis(stuck.error))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Progress against a real redis-server: what a receipt flushes is skipped by the next one and counted
+    //! once in the report, a stale holder's outcomes are kept but it is told to stop, and outcomes whose
+    //! write fails (Redis unreachable) stay owed until a later write, [`Owed::write_all`] or
+    //! [`Owed::keep_writing`] records them.
+
+    use super::*;
+    use crate::lease::{Hold, RUNNING_TTL};
+    use common::job::{Action, Job, Target};
+    use std::collections::{BTreeSet, HashMap};
+    use test_support::RedisServer;
+
+    struct Env {
+        _server: RedisServer,
+        redis: Redis,
+        /// A Redis that never answers: nothing listens on its port.
+        down: Redis,
+        keys: Keyspace,
+        owed: Owed,
+        job: Job,
+    }
+
+    impl Env {
+        async fn start() -> Self {
+            let server = RedisServer::start();
+            let redis = Redis::connect(&server.url()).await.unwrap();
+            let down = Redis::connect(&format!("redis://127.0.0.1:{}", test_support::free_port()))
+                .await
+                .unwrap();
+            Env {
+                _server: server,
+                redis,
+                down,
+                keys: Keyspace::new("fo:"),
+                owed: Owed::default(),
+                job: Job::new(Target::Connections { ids: vec![] }, Action::Disconnect),
+            }
+        }
+
+        /// A new receipt of the job: the next token.
+        async fn receipt(&self) -> Lease {
+            let hold = Hold::new(&CancellationToken::new());
+            Lease::acquire(&self.redis, &self.keys, &self.job, RUNNING_TTL, hold)
+                .await
+                .unwrap()
+        }
+
+        /// The progress of `lease`, counting towards broadcast `b`, written through `redis`.
+        fn progress(&self, redis: &Redis, lease: &Lease) -> Progress {
+            Progress::new(
+                redis.clone(),
+                &self.keys,
+                lease.clone(),
+                &self.job.id,
+                Some("b"),
+                RUNNING_TTL,
+                self.owed.clone(),
+            )
+        }
+
+        fn set(&self) -> String {
+            self.keys.job_progress(&self.job.id, &self.job.id)
+        }
+
+        /// The connection ids in the progress set (the writes' ids left out).
+        async fn recorded(&self) -> BTreeSet<String> {
+            let all: BTreeSet<String> = redis::cmd("SMEMBERS")
+                .arg(self.set())
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap();
+            all.into_iter().filter(|m| !m.starts_with('\0')).collect()
+        }
+
+        async fn report(&self) -> HashMap<String, u64> {
+            redis::cmd("HGETALL")
+                .arg(self.keys.report("b"))
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap()
+        }
+
+        async fn exists(&self, key: &str) -> bool {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap()
+        }
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn set_of(list: &[&str]) -> BTreeSet<String> {
+        ids(list).into_iter().collect()
+    }
+
+    fn batch(sent: &[&str], gone: &[&str], throttled: u64, retries: u64) -> Batch {
+        Batch {
+            sent: ids(sent),
+            gone: ids(gone),
+            throttled,
+            retries,
+        }
+    }
+
+    fn counts(report: &HashMap<String, u64>) -> [u64; 5] {
+        ["sent", "duplicates", "gone", "throttled", "retries"].map(|f| report[f])
+    }
+
+    #[test]
+    fn a_batch_counts_its_outcomes_and_is_empty_only_with_nothing_to_add() {
+        assert_eq!(batch(&["a", "b"], &["c"], 4, 5).len(), 3);
+        assert!(Batch::default().is_empty());
+        assert!(!batch(&["a"], &[], 0, 0).is_empty());
+        assert!(!batch(&[], &["a"], 0, 0).is_empty());
+        assert!(!batch(&[], &[], 1, 0).is_empty());
+        assert!(!batch(&[], &[], 0, 1).is_empty());
+    }
+
+    /// What one receipt flushed is skipped by the next, whose second 200 to a recipient is counted as a
+    /// duplicate; 429s and retries are added as they come; an empty flush writes nothing.
+    #[tokio::test]
+    async fn what_was_flushed_is_skipped_by_the_next_receipt_and_counted_once() {
+        let env = Env::start().await;
+        let first = env.receipt().await;
+        let mut progress = env.progress(&env.redis, &first);
+        let all = ids(&["a", "b", "c", "d"]);
+        assert_eq!(progress.remaining(all.clone()).await.unwrap(), all);
+        progress.flush(Batch::default()).await.unwrap();
+        assert!(!env.exists(&env.set()).await, "an empty flush wrote");
+
+        progress
+            .flush(batch(&["a", "b"], &["c"], 2, 3))
+            .await
+            .unwrap();
+        assert_eq!(env.recorded().await, set_of(&["a", "b", "c"]));
+        assert_eq!(counts(&env.report().await), [2, 0, 1, 2, 3]);
+        progress.flush(batch(&[], &[], 1, 0)).await.unwrap();
+        assert_eq!(counts(&env.report().await), [2, 0, 1, 3, 3]);
+        assert!(!first.hold.stop.is_cancelled());
+
+        let second = env.receipt().await;
+        let mut again = env.progress(&env.redis, &second);
+        assert_eq!(again.remaining(all).await.unwrap(), ids(&["d"]));
+        again.flush(batch(&["a", "d"], &[], 0, 0)).await.unwrap();
+        assert_eq!(counts(&env.report().await), [3, 1, 1, 3, 3]);
+
+        // Acknowledged: kept two minutes.
+        again.finished().await;
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(env.set())
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+        assert!((119_000..=120_000).contains(&ttl), "{ttl}");
+    }
+
+    /// A holder whose lease was taken over still records what it delivered (the new holder skips it),
+    /// and is told to stop.
+    #[tokio::test]
+    async fn a_stale_holder_s_outcomes_are_kept_and_it_is_told_to_stop() {
+        let env = Env::start().await;
+        let first = env.receipt().await;
+        let mut stale = env.progress(&env.redis, &first);
+        let second = env.receipt().await;
+        let result = stale.flush(batch(&["a"], &[], 0, 0)).await;
+        assert!(
+            matches!(result, Err(FlushError::Lost(Lost::TakenOver))),
+            "{result:?}"
+        );
+        assert_eq!(first.hold.lost(), Some(Lost::TakenOver));
+        assert_eq!(env.recorded().await, BTreeSet::from(["a".to_owned()]));
+        assert_eq!(counts(&env.report().await), [1, 0, 0, 0, 0]);
+        let mut current = env.progress(&env.redis, &second);
+        assert_eq!(
+            current.remaining(ids(&["a", "b"])).await.unwrap(),
+            ids(&["b"])
+        );
+        assert_eq!(second.hold.lost(), None);
+    }
+
+    /// Outcomes whose write fails stay owed, and the next receipt of the job writes them before it reads
+    /// what is left to do.
+    #[tokio::test]
+    async fn outcomes_owed_during_an_outage_are_written_by_the_next_receipt() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut cut_off = env.progress(&env.down, &lease);
+        let result = cut_off.flush(batch(&["a", "b"], &["c"], 1, 1)).await;
+        assert!(matches!(result, Err(FlushError::Redis(_))), "{result:?}");
+        assert_eq!(env.owed.len(), 3);
+        assert!(!env.owed.is_empty());
+        let result = cut_off.flush(batch(&["d"], &[], 0, 0)).await;
+        assert!(matches!(result, Err(FlushError::Redis(_))), "{result:?}");
+        assert_eq!(env.owed.len(), 4);
+        assert!(!env.exists(&env.set()).await);
+
+        let mut back = env.progress(&env.redis, &lease);
+        let left = back.remaining(ids(&["a", "b", "c", "d", "e"])).await;
+        assert_eq!(left.unwrap(), ids(&["e"]));
+        assert!(env.owed.is_empty());
+        assert_eq!(env.owed.len(), 0);
+        assert_eq!(counts(&env.report().await), [3, 0, 1, 1, 1]);
+    }
+
+    /// [`Owed::write_all`] writes what is owed (with the token that delivered it) and says how much; what
+    /// still fails stays owed.
+    #[tokio::test]
+    async fn write_all_writes_what_is_owed_once_redis_answers() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut cut_off = env.progress(&env.down, &lease);
+        assert!(cut_off.flush(batch(&["a"], &["b"], 0, 0)).await.is_err());
+        assert!(cut_off.flush(batch(&["c"], &[], 0, 0)).await.is_err());
+        assert_eq!(env.owed.write_all(&env.down).await, 0);
+        assert_eq!(env.owed.len(), 3);
+
+        assert_eq!(env.owed.write_all(&env.redis).await, 3);
+        assert!(env.owed.is_empty());
+        assert_eq!(env.recorded().await, set_of(&["a", "b", "c"]));
+        assert_eq!(counts(&env.report().await), [2, 0, 1, 0, 0]);
+        assert_eq!(env.owed.write_all(&env.redis).await, 0);
+    }
+
+    /// A set's writes are sent oldest first and stop at the first that fails: what went before it is
+    /// written and counted, it and what follows stay owed. (The report's `throttled` count at its
+    /// maximum makes the second write fail, and only it.)
+    #[tokio::test]
+    async fn a_failed_write_and_the_later_ones_stay_owed_and_the_earlier_ones_count() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut cut_off = env.progress(&env.down, &lease);
+        assert!(cut_off.flush(batch(&["a", "b"], &[], 0, 0)).await.is_err());
+        assert!(cut_off.flush(batch(&["c"], &[], 1, 0)).await.is_err());
+        assert!(cut_off.flush(batch(&["d"], &[], 0, 0)).await.is_err());
+        let _: () = redis::cmd("HSET")
+            .arg(env.keys.report("b"))
+            .arg("throttled")
+            .arg(i64::MAX)
+            .query_async(&mut env.redis.clone())
+            .await
+            .unwrap();
+
+        assert_eq!(env.owed.write_all(&env.redis).await, 2);
+        assert_eq!(env.owed.len(), 2, "the failed write and the one after it");
+        assert!(!env.recorded().await.contains("d"));
+    }
+
+    /// The worker's background writer records owed outcomes while it runs.
+    #[tokio::test]
+    async fn keep_writing_records_what_is_owed_in_the_background() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut cut_off = env.progress(&env.down, &lease);
+        assert!(cut_off.flush(batch(&["a", "b"], &[], 0, 0)).await.is_err());
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(
+            env.owed
+                .clone()
+                .keep_writing(env.redis.clone(), stop.clone()),
+        );
+        // Written within a few of its quarter-second rounds (bounded for a loaded machine).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !env.owed.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still owed: {}",
+                env.owed.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(env.recorded().await, set_of(&["a", "b"]));
+        stop.cancel();
+        writer.await.unwrap();
     }
 }

@@ -361,7 +361,8 @@ pub async fn dlq_round_trip(env: &Env, extra: &[&str]) {
     assert!(env.queue.peek_dead_letters(10).await.unwrap().is_empty());
 }
 
-async fn receive_one(env: &Env) -> common::queue::Received {
+/// The next message on the queue (waiting up to 30 s).
+pub async fn receive_one(env: &Env) -> common::queue::Received {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Some(m) = env
