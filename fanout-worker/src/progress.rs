@@ -68,7 +68,7 @@ return new_sent + new_gone
 });
 
 /// Outcomes not yet written.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub sent: Vec<String>,
     pub gone: Vec<String>,
@@ -98,7 +98,7 @@ struct Target {
 }
 
 /// A batch on its way to Redis, with the id that makes sending it again harmless.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Write {
     id: String,
     batch: Batch,
@@ -180,21 +180,42 @@ impl Owed {
         self.entries().is_empty()
     }
 
+    /// Forgets the writes of `set` whose ids are in `written`.
+    fn forget(&self, set: &str, written: &[String]) {
+        let mut entries = self.entries();
+        if let Some((_, writes)) = entries.get_mut(set) {
+            writes.retain(|w| !written.contains(&w.id));
+            if writes.is_empty() {
+                entries.remove(set);
+            }
+        }
+    }
+
     /// Writes everything owed, each job's with the token that delivered it (recorded even when that token
     /// is stale: they are facts). What fails stays owed. Returns how many outcomes were written.
+    ///
+    /// The writes stay owed while they are sent, and are forgotten once Redis has them: a receipt of the
+    /// job that reads its progress meanwhile (a held job run again as Redis comes back) writes them itself
+    /// first (a write's id makes the second copy harmless), rather than reading a progress without them
+    /// and posting to those recipients again.
     pub async fn write_all(&self, redis: &Redis) -> usize {
         let sets: Vec<String> = self.entries().keys().cloned().collect();
         let mut written = 0;
         for set in sets {
-            let Some((target, writes)) = self.entries().remove(&set) else {
+            let Some((target, writes)) = self.entries().get(&set).cloned() else {
                 continue; // a receipt of the job took it meanwhile
             };
+            let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
             match send_in_order(redis, &target, writes).await {
-                Ok(sent) => written += sent.outcomes,
+                Ok(sent) => {
+                    written += sent.outcomes;
+                    self.forget(&set, &ids);
+                }
                 Err(stuck) => {
                     written += stuck.outcomes;
                     tracing::debug!(error = %stuck.error, "could not write owed outcomes yet");
-                    self.keep(&target, stuck.rest);
+                    let done = ids.len() - stuck.rest.len();
+                    self.forget(&set, &ids[..done]);
                 }
             }
         }
@@ -606,6 +627,39 @@ mod tests {
         assert_eq!(env.recorded().await, set_of(&["a", "b", "c"]));
         assert_eq!(counts(&env.report().await), [2, 0, 1, 0, 0]);
         assert_eq!(env.owed.write_all(&env.redis).await, 0);
+    }
+
+    /// While the background writer's write of owed outcomes waits on a Redis that does not answer, the
+    /// outcomes are still owed: a receipt of the job that flushes meanwhile takes them and writes them
+    /// itself before it reads its progress.
+    #[tokio::test]
+    async fn outcomes_being_written_in_the_background_stay_owed_until_written() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut cut_off = env.progress(&env.down, &lease);
+        assert!(cut_off.flush(batch(&["a", "b"], &[], 0, 0)).await.is_err());
+        let stalled = RedisServer::start();
+        let stalled_redis = Redis::connect(&stalled.url()).await.unwrap();
+        stalled_redis.ping().await.unwrap();
+        stalled.pause();
+        let mut background = Box::pin(env.owed.write_all(&stalled_redis));
+        assert!(futures::poll!(background.as_mut()).is_pending());
+        assert_eq!(env.owed.len(), 2);
+        // The next receipt reads its progress (writing what is owed first): nothing is left to post.
+        let next = env.receipt().await;
+        let mut progress = env.progress(&env.redis, &next);
+        let left = progress
+            .remaining(vec!["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap();
+        assert_eq!(left, ["c"]);
+        assert!(env.owed.is_empty());
+        // The background write ends (Redis answers again) without putting anything back.
+        stalled.resume();
+        background.await;
+        assert!(env.owed.is_empty());
+        assert_eq!(env.recorded().await, set_of(&["a", "b"]));
+        assert_eq!(counts(&env.report().await)[0], 2);
     }
 
     /// A set's writes are sent oldest first and stop at the first that fails: what went before it is
