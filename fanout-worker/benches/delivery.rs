@@ -1,12 +1,12 @@
 //! Benchmarks of the worker (not tests; `cargo bench -p fanout-worker`, or `./dev bench`):
 //!
 //! 1. **Delivery paths.** The same number of calls (`BENCH_CALLS`, default 20,000; 64 in flight; median
-//!    of `BENCH_ROUNDS`, default 3, interleaved rounds) against a bare-hyper sink in a child process
+//!    of `BENCH_ROUNDS`, default 5, interleaved rounds, with the spread of the rounds' ratios) against a bare-hyper sink in a child process
 //!    answering 200 at once (`test_support::bench::OkSink`), over plain HTTP and over TLS (HTTP/1.1):
 //!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
 //!    classification) with an unsigned POST client (the path's own cost), with the lean client, and with
-//!    the AWS SDK client; on a tokio runtime
-//!    with 1 and then 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
+//!    the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
+//!    with 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
 //!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it.
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
@@ -37,7 +37,7 @@ use http_body_util::Full;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use test_support::bench::{OkSink, cpu_time, env_or, peak_rss_mib, reset_peak_rss};
+use test_support::bench::{OkSink, Spread, cpu_time, env_or, peak_rss_mib, reset_peak_rss};
 use test_support::{RedisServer, free_port};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +58,7 @@ fn main() {
         return; // `cargo bench -- --list` / `cargo test --benches`: nothing to list
     }
     let calls: usize = env_or("BENCH_CALLS", 20_000);
-    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5);
     let ok_sink = OkSink::start();
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -73,11 +73,17 @@ fn main() {
     let (http_port, https_port) = (ok_sink.http_port, ok_sink.https_port);
     let paths = std::env::var_os("BENCH_SKIP_PATHS").is_none();
     for threads in [1, 2].into_iter().filter(|_| paths) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-            .unwrap();
+        // One thread is a current-thread runtime: every side of the comparison really on one thread.
+        let runtime = if threads == 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(threads);
+            b
+        }
+        .enable_all()
+        .build()
+        .unwrap();
         runtime.block_on(delivery_paths(
             calls,
             rounds,
@@ -341,8 +347,8 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
         "\n== delivery paths: {calls} calls per measurement, {IN_FLIGHT} in flight, {threads} tokio worker thread(s), median of {rounds} interleaved rounds =="
     );
     println!(
-        "  {:<6} {:<42} {:>9} {:>12} {:>9} {:>11} {:>13}",
-        "", "client", "calls/s", "CPU µs/call", "vs plain", "vs path", "peak RSS MiB"
+        "  {:<6} {:<42} {:>9} {:>12} {:>9} {:>13} {:>11} {:>13}",
+        "", "client", "calls/s", "CPU µs/call", "vs plain", "(spread)", "vs path", "peak RSS MiB"
     );
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
@@ -369,13 +375,17 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
         let path_cpu = median(&results[1], |r| r.1);
         for (kind, r) in Kind::ALL.into_iter().zip(&results) {
             let cpu = median(r, |r| r.1);
+            // Each round's ratio to the plain POST of the same round: their spread.
+            let ratios: Vec<f64> = r.iter().zip(&results[0]).map(|(x, p)| x.1 / p.1).collect();
+            let spread = Spread::of(&ratios);
             println!(
-                "  {:<6} {:<42} {:>9.0} {:>12.1} {:>8.2}× {:>10.2}× {:>13.1}",
+                "  {:<6} {:<42} {:>9.0} {:>12.1} {:>8.2}× {:>13} {:>10.2}× {:>13.1}",
                 transport,
                 kind.name(),
                 median(r, |r| r.0),
                 cpu,
                 cpu / plain_cpu,
+                format!("{:.2}–{:.2}", spread.min, spread.max),
                 cpu / path_cpu,
                 median(r, |r| r.2),
             );
