@@ -184,9 +184,20 @@ impl Ingest {
         );
     }
 
-    /// Every job queued so far (taken off the queue and acknowledged).
+    /// Every job queued so far on either lane (taken off the queues and acknowledged), interactive first.
     pub async fn jobs(&self) -> Vec<Job> {
-        let queue = common::queue::open(&self.queue_url, QueueOptions::default())
+        let mut jobs = self.lane_jobs(common::job::Lane::Interactive).await;
+        jobs.extend(self.lane_jobs(common::job::Lane::Bulk).await);
+        jobs
+    }
+
+    /// Every job queued so far on `lane`'s queue (taken off it and acknowledged).
+    pub async fn lane_jobs(&self, lane: common::job::Lane) -> Vec<Job> {
+        let url = match lane {
+            common::job::Lane::Interactive => self.queue_url.clone(),
+            common::job::Lane::Bulk => self.state.settings.bulk_queue_url.clone(),
+        };
+        let queue = common::queue::open(&url, QueueOptions::default())
             .await
             .unwrap();
         drain(&*queue).await
