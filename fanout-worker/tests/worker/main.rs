@@ -1,4 +1,4 @@
-//! fanout-worker's integration tests against real servers: delivery, connections still connecting, faults and leases, the governor, signals, and the SQS backend.
+//! fanout-worker's integration tests against real servers: delivery, connections still connecting, faults and leases, the governor, the lanes, signals, and the SQS backend.
 //!
 //! One test binary for the crate (each binary links the whole dependency graph); one module per area.
 
@@ -6,6 +6,7 @@ mod connecting;
 mod fanout;
 mod faults;
 mod governor;
+mod lanes;
 mod signals;
 mod sqs;
 mod support;
