@@ -12,30 +12,35 @@ use common::job::{Job, Lane, Target};
 use common::names::{ChannelName, ConnectionId};
 use serde_json::value::RawValue;
 
-/// The lane of a new job: see [`Lane::for_target`]; a channel's members are counted with `SCARD`.
-pub async fn lane_of(state: &AppState, target: &Target) -> Result<Lane, AppError> {
+/// The lane of a new job: see [`Lane::for_target`]; a channel's members are counted with `SCARD`. If
+/// Redis cannot answer, a channel goes on the bulk lane (a small channel is then only slower; a large one
+/// never crowds the interactive lane), so a publish that needs nothing else from Redis is still accepted.
+pub async fn lane_of(state: &AppState, target: &Target) -> Lane {
     let members = match target {
         Target::Channel { channel } => {
             let mut conn = state.conn();
-            redis::cmd("SCARD")
+            let counted = redis::cmd("SCARD")
                 .arg(state.keys.channel(channel))
                 .query_async::<u64>(&mut conn)
-                .await
-                .map_err(AppError::from)?
+                .await;
+            match counted {
+                Ok(n) => n,
+                Err(e) => {
+                    state.metrics.redis_errors.inc();
+                    tracing::debug!(error = %e, "could not count a channel's members; publishing on the bulk lane");
+                    return Lane::Bulk;
+                }
+            }
         }
         _ => 0,
     };
-    Ok(Lane::for_target(
-        target,
-        members,
-        state.settings.bulk_threshold,
-    ))
+    Lane::for_target(target, members, state.settings.bulk_threshold)
 }
 
 /// Gives the job its lane and enqueues it on that lane's queue; returns its id.
 pub async fn enqueue(state: &AppState, job: Job) -> Result<String, AppError> {
     let kind = job.target_kind();
-    let lane = lane_of(state, &job.target).await?;
+    let lane = lane_of(state, &job.target).await;
     let job = job.in_lane(lane);
     match state
         .queue

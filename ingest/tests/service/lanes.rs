@@ -1,7 +1,8 @@
 //! Lanes at publish: every job goes on the queue of its lane, read back from each lane's own queue.
 //! Connections and users are interactive whatever their size, everyone is bulk, and a channel is bulk
 //! from `FANOUT_BULK_THRESHOLD` members on (one below stays interactive); replies to a connection are
-//! interactive; the per-lane counter says the same.
+//! interactive; the per-lane counter says the same. A channel whose size cannot be read (the state
+//! store is down) is published on the bulk lane rather than refused.
 
 use crate::support::{Ingest, payload};
 use common::job::{Lane, Target};
@@ -129,4 +130,28 @@ async fn each_target_kind_goes_on_its_lane_and_a_channel_turns_bulk_at_the_thres
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+}
+
+#[tokio::test]
+async fn a_channel_publish_while_the_state_store_is_down_goes_on_the_bulk_lane() {
+    // The queues live on their own Redis; the channel's size cannot be read.
+    let queue_redis = test_support::RedisServer::start();
+    let mut ingest = Ingest::start_on(
+        test_support::RedisServer::start(),
+        Some(format!("{}?queue=jobs", queue_redis.url())),
+        &[],
+    )
+    .await;
+    ingest.stop_redis();
+    let id = publish(&ingest, "/v1/channels/general/publish", 7).await;
+    let bulk = ingest.lane_jobs(Lane::Bulk).await;
+    assert_eq!(bulk.len(), 1);
+    assert_eq!((&bulk[0].id, bulk[0].lane), (&id, Lane::Bulk));
+    assert!(ingest.lane_jobs(Lane::Interactive).await.is_empty());
+    assert!(
+        ingest
+            .metrics_text()
+            .await
+            .contains("fanout_redis_errors_total 1")
+    );
 }
