@@ -70,7 +70,9 @@ impl Ingest {
             .expect("flags parse")
             .validate()
             .expect("settings valid");
-        let state = ingest::build_state(settings, Duration::from_secs(10))
+        // Boxed: the state's start-up future (both lanes' queues opened and checked) is deep, and every
+        // test's future holds it.
+        let state = Box::pin(ingest::build_state(settings, Duration::from_secs(10)))
             .await
             .expect("state builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
