@@ -1,7 +1,8 @@
 //! The two lanes in a worker, on Redis Streams: a direct message published while a paced broadcast is
 //! being delivered overtakes it (the order of the calls the gateway received says so, not a clock), the
 //! broadcast still finishes with every recipient once, its chunks travel on the bulk lane, and each
-//! lane's receipts are counted. The SQS form is in `sqs.rs`.
+//! lane's receipts are counted. The control puts the same broadcast on the interactive lane, as on one
+//! queue: the direct message then waits behind its queued chunks. The SQS form is in `sqs.rs`.
 
 use crate::support::{Env, eventually, metric};
 use common::job::{Lane, Target};
@@ -10,12 +11,14 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
+/// A paced broadcast to 1,000 on `broadcast_lane`, and a direct message on the interactive lane once
+/// 100 broadcast calls went out. Returns the broadcast calls before the publish and before the direct
+/// message's call, after checking the broadcast finished with everyone once and each lane's receipts.
+async fn direct_message_during_broadcast(broadcast_lane: Lane) -> (usize, usize) {
     let env = Env::start().await;
     let ids = env.register("b", 1000, "everyone", "bea").await;
-    // 500 calls/s: the broadcast takes about 2 s, with its chunks queued on the bulk lane far ahead of
-    // what is being delivered.
+    // 500 calls/s: the broadcast takes about 2 s, with its chunks queued far ahead of what is being
+    // delivered.
     let worker = env
         .worker(&[
             "--account-rate-per-sec=500",
@@ -27,7 +30,7 @@ async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
         ])
         .await;
     let broadcast = env
-        .publish_on(Lane::Bulk, Target::All, json!({"kind": "broadcast"}))
+        .publish_on(broadcast_lane, Target::All, json!({"kind": "broadcast"}))
         .await;
     eventually(LONG, "the broadcast under way", || async {
         env.gateway.count(200) >= 100
@@ -54,17 +57,7 @@ async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
     let at = calls.iter().position(is_direct).unwrap();
     let broadcast_before = calls[..at].iter().filter(|c| c.status < 300).count();
     eprintln!(
-        "direct message published after {published_after} broadcast calls, delivered after {broadcast_before} of 1000"
-    );
-    // Between its publish and its delivery only the calls already in flight or holding tokens went out;
-    // on one queue it would have waited behind the broadcast's queued chunks (most of the 1,000).
-    assert!(
-        broadcast_before < published_after + 150,
-        "the direct message went out after {broadcast_before} broadcast calls (published after {published_after})"
-    );
-    assert!(
-        broadcast_before < 500,
-        "most of the broadcast was still to come: {broadcast_before}"
+        "broadcast on {broadcast_lane:?}: direct message published after {published_after} broadcast calls, delivered after {broadcast_before} of 1000"
     );
     // Bulk is not starved: the broadcast finishes, everyone once.
     env.finished(&broadcast.id, LONG).await;
@@ -76,8 +69,7 @@ async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
             .count();
         assert_eq!(broadcasts, 1, "{id}");
     }
-    // The everyone job and its chunks (20 or more: a checkpoint may cut one) on the bulk lane, the
-    // direct message on the interactive one.
+    // The everyone job and its chunks (20 or more: a checkpoint may cut one) on the broadcast's lane.
     let received = |lane: &str| {
         metric(
             &worker,
@@ -87,7 +79,36 @@ async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
     };
     let chunks = metric(&worker, "fanout_chunks_planned_total", &[]);
     assert!(chunks >= 20.0, "{chunks} chunks");
-    assert_eq!(received("interactive"), 1.0);
-    assert_eq!(received("bulk"), 1.0 + chunks);
+    match broadcast_lane {
+        Lane::Bulk => {
+            assert_eq!(received("interactive"), 1.0);
+            assert_eq!(received("bulk"), 1.0 + chunks);
+        }
+        Lane::Interactive => {
+            assert_eq!(received("interactive"), 2.0 + chunks);
+            assert_eq!(received("bulk"), 0.0);
+        }
+    }
     worker.shutdown().await;
+    (published_after, broadcast_before)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_message_published_during_a_broadcast_overtakes_it() {
+    let (published_after, broadcast_before) = direct_message_during_broadcast(Lane::Bulk).await;
+    // Between its publish and its delivery only the calls already in flight or holding tokens went out.
+    assert!(
+        broadcast_before < published_after + 150,
+        "the direct message went out after {broadcast_before} broadcast calls (published after {published_after})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_lane_the_same_direct_message_waits_behind_the_broadcasts_chunks() {
+    // The control: the broadcast on the interactive lane too, as on a single queue.
+    let (_, broadcast_before) = direct_message_during_broadcast(Lane::Interactive).await;
+    assert!(
+        broadcast_before > 500,
+        "behind the queued chunks, the direct message went out after {broadcast_before} broadcast calls"
+    );
 }
