@@ -2,7 +2,8 @@
 """Unicast latency while a broadcast runs: a broadcast to N virtual connections of the local gateway, and
 meanwhile a direct message (POST /v1/users/probe/publish) every --interval to one real WebSocket client,
 timed from the publish request to the frame's arrival on the socket. Reports p50/p99/max of the direct
-messages published while the broadcast was being delivered, and the broadcast's own time.
+messages published while the broadcast was being delivered, the same before it (the baseline of the run),
+and the broadcast's own time.
 
 Run by `loadtest/run lanes N [two|one]`: `two` is the default two lanes (the broadcast on the bulk lane);
 `one` sets FANOUT_BULK_THRESHOLD above N, so the broadcast travels on the interactive lane with the direct
@@ -97,6 +98,7 @@ def main():
     p.add_argument("--recipients", type=int, required=True)
     p.add_argument("--lanes", choices=["two", "one"], required=True)
     p.add_argument("--interval", type=float, default=0.05, help="seconds between direct messages")
+    p.add_argument("--idle", type=int, default=100, help="direct messages timed before the broadcast (the baseline)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     n, mg, api = a.recipients, a.management.rstrip("/"), a.api.rstrip("/")
@@ -149,6 +151,16 @@ def main():
             sys.exit("the probe's first direct message never arrived")
         time.sleep(0.01)
 
+    # The same direct messages with nothing else going on: the baseline of this run.
+    idle = list(range(-1001, -1001 + a.idle))
+    for s_ in idle:
+        sent[s_] = direct(s_)
+        time.sleep(a.interval)
+    deadline = time.time() + 10
+    while any(s_ not in arrivals for s_ in idle) and time.time() < deadline:
+        time.sleep(0.01)
+    idle_latencies = [(arrivals[s_] - sent[s_]) * 1000 for s_ in idle if s_ in arrivals]
+
     call("DELETE", f"{mg}/_emulator/virtual/stats")
     t0 = time.time()
     status, _ = call("POST", f"{api}/v1/channels/{channel}/publish", {"type": "lt_virtual", "sent_at": int(t0 * 1000)}, auth)
@@ -180,15 +192,16 @@ def main():
         "direct_messages": len(during), "missing": len(missing),
         "p50_ms": round(percentile(latencies, 50), 1), "p99_ms": round(percentile(latencies, 99), 1),
         "max_ms": round(max(latencies), 1), "mean_ms": round(statistics.mean(latencies), 1),
+        "idle_p50_ms": round(percentile(idle_latencies, 50), 1), "idle_p99_ms": round(percentile(idle_latencies, 99), 1),
         "when": datetime.now(timezone.utc).isoformat(),
     }
     call("DELETE", f"{mg}/_emulator/virtual")
     with open(f"{a.out}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
-    md = ("| recipients | lanes | broadcast (s) | direct messages during it | p50 (ms) | p99 (ms) | max (ms) | missing |\n"
-          "|---|---|---|---|---|---|---|---|\n"
+    md = ("| recipients | lanes | broadcast (s) | direct messages during it | p50 (ms) | p99 (ms) | max (ms) | missing | idle p50 / p99 (ms) |\n"
+          "|---|---|---|---|---|---|---|---|---|\n"
           f"| {n:,} | {a.lanes} | {summary['broadcast_secs']:.2f} | {len(during)} | {summary['p50_ms']} | "
-          f"{summary['p99_ms']} | {summary['max_ms']} | {len(missing)} |\n")
+          f"{summary['p99_ms']} | {summary['max_ms']} | {len(missing)} | {summary['idle_p50_ms']} / {summary['idle_p99_ms']} |\n")
     with open(f"{a.out}/summary.md", "w") as f:
         f.write(md)
     print()

@@ -200,12 +200,10 @@ impl Dispatcher {
                 // The token is taken once the call can go out at once: a token taken earlier, while a
                 // slot was awaited, would be spent even after an account-wide 429 (or a cut elsewhere in
                 // the fleet) said the gateway is full.
-                // One caller at a time asks the governor, interactive ones first.
+                // One caller at a time asks the governor, interactive ones first (or from the gate's
+                // reserve).
                 let ticket = tokio::select! {
-                    ticket = async {
-                        let _turn = self.gate.turn(lane).await;
-                        self.governor.acquire().await
-                    } => ticket,
+                    ticket = self.gate.ticket(lane, &self.governor) => ticket,
                     _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
                 };
                 self.metrics.deliveries_in_flight.inc();

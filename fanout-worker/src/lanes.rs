@@ -7,14 +7,28 @@
 //!   than `total - reserved` (it never starves).
 //! - [`TokenGate`]: calls take their governor token one at a time, interactive ones first: a bulk call
 //!   waits while an interactive one is waiting. The governor hands out tokens at the fleet's rate, so
-//!   an interactive call waits for at most the token being granted, not for every bulk call queued
+//!   an interactive call waits for at most the grant being waited for, not for every bulk call queued
 //!   before it. Bulk is never starved: the interactive lane holds few calls (its jobs are small), and
 //!   between them every token goes to bulk.
+//! - The gate's reserve: while the budget is spent by a broadcast, the grant an interactive call waits
+//!   for is up to one grant interval away (40 ms). So the gate keeps [`RESERVE`] tokens taken for the
+//!   interactive lane: an interactive call takes one without waiting, and a task takes its replacement
+//!   through the gate, first in line. A reserved token older than [`RESERVE_MAX_AGE`] is dropped unspent
+//!   (the gateway may have cut the budget since), so the reserve is refilled only while interactive
+//!   calls come, and costs at most [`RESERVE`] tokens per burst of them.
 
+use crate::governor::{Governor, Ticket};
 use common::job::Lane;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+/// Tokens the gate keeps for interactive calls.
+pub const RESERVE: usize = 2;
+
+/// How long a reserved token may wait for an interactive call.
+pub const RESERVE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A pool with a part reserved for the interactive lane.
 #[derive(Debug, Clone)]
@@ -88,10 +102,19 @@ impl Shares {
     }
 }
 
-/// One holder at a time, interactive waiters first, each lane in arrival order.
+/// One holder at a time, interactive waiters first, each lane in arrival order; and a small reserve of
+/// tokens for interactive calls.
 #[derive(Debug, Default)]
 pub struct TokenGate {
     state: Mutex<GateState>,
+    reserve: Mutex<Reserve>,
+}
+
+#[derive(Debug, Default)]
+struct Reserve {
+    held: VecDeque<(Instant, Ticket)>,
+    /// Replacements being taken.
+    pending: usize,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +208,68 @@ impl TokenGate {
         }
     }
 
+    /// A governor token for a call on `lane`: an interactive call takes a reserved one if there is one,
+    /// else waits for the turn (before every bulk call) and asks the governor; either way the reserve is
+    /// then topped up.
+    pub async fn ticket(self: &Arc<Self>, lane: Lane, governor: &Arc<Governor>) -> Ticket {
+        if lane == Lane::Interactive
+            && let Some(ticket) = self.take_reserved()
+        {
+            self.top_up(governor);
+            return ticket;
+        }
+        let ticket = {
+            let _turn = self.turn(lane).await;
+            governor.acquire().await
+        };
+        if lane == Lane::Interactive {
+            self.top_up(governor);
+        }
+        ticket
+    }
+
+    /// A reserved token young enough to spend; older ones are dropped.
+    fn take_reserved(&self) -> Option<Ticket> {
+        let mut reserve = self.reserve.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((at, ticket)) = reserve.held.pop_front() {
+            if at.elapsed() <= RESERVE_MAX_AGE {
+                return Some(ticket);
+            }
+        }
+        None
+    }
+
+    /// Starts taking tokens until the reserve holds [`RESERVE`].
+    fn top_up(self: &Arc<Self>, governor: &Arc<Governor>) {
+        let missing = {
+            let mut reserve = self.reserve.lock().unwrap_or_else(PoisonError::into_inner);
+            let missing = RESERVE.saturating_sub(reserve.held.len() + reserve.pending);
+            reserve.pending += missing;
+            missing
+        };
+        for _ in 0..missing {
+            let (gate, governor) = (self.clone(), governor.clone());
+            tokio::spawn(async move {
+                let ticket = {
+                    let _turn = gate.turn(Lane::Interactive).await;
+                    governor.acquire().await
+                };
+                let mut reserve = gate.reserve.lock().unwrap_or_else(PoisonError::into_inner);
+                reserve.pending -= 1;
+                reserve.held.push_back((Instant::now(), ticket));
+            });
+        }
+    }
+
+    /// Tokens in the reserve now.
+    pub fn reserved(&self) -> usize {
+        self.reserve
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .held
+            .len()
+    }
+
     /// Waiters in line: `(interactive, bulk)`.
     pub fn waiting(&self) -> (usize, usize) {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -272,6 +357,60 @@ mod tests {
         );
         // The gate is free again.
         drop(gate.turn(Lane::Bulk).await);
+    }
+
+    /// An interactive call with the reserve filled gets a token while a bulk call holds the turn (the
+    /// governor's grant it waits for could be a grant interval away), and the reserve refills.
+    #[tokio::test]
+    async fn an_interactive_call_takes_a_reserved_token_without_waiting_for_the_turn() {
+        let server = test_support::RedisServer::start();
+        let redis = common::store::Redis::connect(&server.url()).await.unwrap();
+        let governor = Arc::new(Governor::new(
+            redis,
+            &common::keys::Keyspace::new("t:"),
+            "reserve",
+            100_000,
+            10_000,
+            common::metrics::WorkerMetrics::new(),
+        ));
+        let gate = Arc::new(TokenGate::new());
+        // The first interactive call goes through the turn, and starts the reserve.
+        gate.ticket(Lane::Interactive, &governor).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while gate.reserved() < RESERVE {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the reserve fills");
+        let bulk_holds_the_turn = gate.turn(Lane::Bulk).await;
+        for _ in 0..RESERVE {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                gate.ticket(Lane::Interactive, &governor),
+            )
+            .await
+            .expect("a reserved token, without the turn");
+        }
+        // The reserve is empty and its replacements wait for the turn: so does the next call.
+        assert_eq!(gate.reserved(), 0);
+        let next = gate.ticket(Lane::Interactive, &governor);
+        tokio::pin!(next);
+        assert!(futures::poll!(&mut next).is_pending());
+        drop(bulk_holds_the_turn);
+        tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the turn came");
+        // A bulk call never takes from the reserve.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while gate.reserved() < RESERVE {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the reserve refills");
+        gate.ticket(Lane::Bulk, &governor).await;
+        assert_eq!(gate.reserved(), RESERVE);
     }
 
     #[tokio::test]
