@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Unicast latency while a broadcast runs: a broadcast to N virtual connections of the local gateway, and
-meanwhile a direct message (POST /v1/users/probe/publish) every --interval to one real WebSocket client,
+meanwhile a direct message (POST /v1/connections/ID/publish) every --interval to one real WebSocket client,
 timed from the publish request to the frame's arrival on the socket. Reports p50/p99/max of the direct
 messages published while the broadcast was being delivered, the same before it (the baseline of the run),
 and the broadcast's own time.
@@ -130,12 +130,18 @@ def main():
             pass
 
     threading.Thread(target=reader, daemon=True).start()
+    # The probe's connection id, from the presence of its channel (FANOUT_PRESENCE_CHANNELS=lt-probe).
+    _, members = call("GET", f"{api}/v1/channels/lt-probe/presence", None, auth)
+    if len(members["members"]) != 1:
+        sys.exit(f"expected the probe alone in lt-probe's presence: {members}")
+    probe_id = members["members"][0]["connection_id"]
+    probe_path = f"/v1/connections/{urllib.parse.quote(probe_id, safe='')}/publish"
     u = urllib.parse.urlparse(api)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
 
     def direct(seq):
         sent = time.perf_counter()
-        conn.request("POST", "/v1/users/probe/publish", json.dumps({"type": "probe", "seq": seq}),
+        conn.request("POST", probe_path, json.dumps({"type": "probe", "seq": seq}),
                      {**auth, "Content-Type": "application/json"})
         r = conn.getresponse()
         r.read()
