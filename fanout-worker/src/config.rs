@@ -514,6 +514,36 @@ mod tests {
     }
 
     #[test]
+    fn dlq_commands_name_a_lane_interactive_by_default() {
+        let lane_of = |args: &[&str]| {
+            let mut argv = vec!["fanout-worker", "--api-gateway", "abc/prod", "dlq"];
+            argv.extend_from_slice(args);
+            match Config::try_parse_from(argv).unwrap().command {
+                Some(Command::Dlq { lane, .. }) => lane,
+                None => panic!("a dlq command"),
+            }
+        };
+        assert_eq!(lane_of(&["list"]), LaneArg::Interactive);
+        assert_eq!(lane_of(&["--lane", "bulk", "list"]), LaneArg::Bulk);
+        assert_eq!(
+            common::job::Lane::from(lane_of(&["--lane", "bulk", "redrive", "--all"])),
+            common::job::Lane::Bulk
+        );
+        assert!(
+            Config::try_parse_from([
+                "fanout-worker",
+                "--api-gateway",
+                "a/b",
+                "dlq",
+                "--lane",
+                "x",
+                "list"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
     fn the_lean_client_is_the_default_and_sdk_selectable() {
         assert_eq!(config(&[]).unwrap().delivery_client, DeliveryClient::Lean);
         let s = config(&["--delivery-client", "sdk"]).unwrap();
