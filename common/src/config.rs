@@ -33,6 +33,21 @@ pub struct SharedArgs {
     )]
     pub queue_url: String,
 
+    /// The bulk lane's job queue (everyone, large channels and their chunks), in the same forms as
+    /// FANOUT_QUEUE_URL, which then carries the interactive lane (connections, users, small channels).
+    /// Default: derived from FANOUT_QUEUE_URL, the queue named NAME-bulk (Redis Streams ?queue=jobs ->
+    /// jobs-bulk on the same Redis; SQS .../jobs -> .../jobs-bulk, .../jobs.fifo -> .../jobs-bulk.fifo,
+    /// which must exist). Must differ from FANOUT_QUEUE_URL.
+    #[arg(long, env = "FANOUT_BULK_QUEUE_URL", hide_env_values = true)]
+    pub bulk_queue_url: Option<String>,
+
+    /// Channels with at least this many members are published on the bulk lane; smaller ones, users and
+    /// connections on the interactive lane (everyone is always bulk). Default 500: the default
+    /// FANOUT_CHUNK_SIZE, so an interactive job is at most one chunk, 50 ms of the default 10,000/s
+    /// account budget. 1 to 10,000,000.
+    #[arg(long, env = "FANOUT_BULK_THRESHOLD", default_value_t = 500)]
+    pub bulk_threshold: u64,
+
     /// The WebSocket APIs served: API_ID/STAGE, API_ID/STAGE@REGION, or API_ID=http://endpoint/STAGE (an
     /// emulator or a custom domain). At least one; the same list in every process.
     #[arg(
@@ -58,6 +73,9 @@ pub struct Shared {
     pub redis_url: String,
     pub key_prefix: String,
     pub queue_url: String,
+    /// The bulk lane's queue, explicit or derived.
+    pub bulk_queue_url: String,
+    pub bulk_threshold: u64,
     pub gateways: Gateways,
     pub aws_region: String,
     pub log_format: LogFormat,
@@ -76,6 +94,10 @@ pub enum SharedConfigError {
     KeyPrefix,
     #[error("FANOUT_QUEUE_URL: {0}")]
     QueueUrl(String),
+    #[error("FANOUT_BULK_QUEUE_URL: {0}")]
+    BulkQueueUrl(String),
+    #[error("FANOUT_BULK_THRESHOLD: must be between 1 and 10000000 channel members")]
+    BulkThreshold,
     #[error("AWS_REGION: {0:?} does not look like a region (e.g. eu-west-1)")]
     Region(String),
 }
@@ -122,10 +144,18 @@ impl SharedArgs {
         }
         crate::queue::QueueUrl::parse(&self.queue_url)
             .map_err(|e| SharedConfigError::QueueUrl(e.to_string()))?;
+        let bulk_queue_url =
+            crate::queue::lanes::resolve_bulk_url(&self.queue_url, self.bulk_queue_url.as_deref())
+                .map_err(|e| SharedConfigError::BulkQueueUrl(e.to_string()))?;
+        if !(1..=10_000_000).contains(&self.bulk_threshold) {
+            return Err(SharedConfigError::BulkThreshold);
+        }
         Ok(Shared {
             redis_url: self.redis_url,
             key_prefix: self.key_prefix,
             queue_url: self.queue_url,
+            bulk_queue_url,
+            bulk_threshold: self.bulk_threshold,
             gateways,
             aws_region: self.aws_region,
             log_format: self.log_format,
@@ -173,7 +203,7 @@ mod tests {
     fn urls_that_may_carry_a_password_are_hidden_from_help() {
         use clap::CommandFactory;
         let command = Cli::command();
-        for id in ["redis_url", "queue_url"] {
+        for id in ["redis_url", "queue_url", "bulk_queue_url"] {
             let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
             assert!(
                 arg.is_hide_env_values_set(),
@@ -210,5 +240,52 @@ mod tests {
                 .unwrap_err()
                 .contains("AWS_REGION")
         );
+    }
+
+    #[test]
+    fn the_bulk_lane_is_derived_or_given_and_checked() {
+        let s = shared(&["--api-gateway", "a/b"]).unwrap();
+        assert_eq!(
+            (s.bulk_queue_url.as_str(), s.bulk_threshold),
+            ("redis://127.0.0.1:6379/0?queue=jobs-bulk", 500)
+        );
+        let s = shared(&[
+            "--api-gateway",
+            "a/b",
+            "--queue-url",
+            "https://sqs.eu-west-1.amazonaws.com/1/fanout",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.bulk_queue_url,
+            "https://sqs.eu-west-1.amazonaws.com/1/fanout-bulk"
+        );
+        let s = shared(&[
+            "--api-gateway",
+            "a/b",
+            "--bulk-queue-url",
+            "redis://127.0.0.1:6379/0?queue=big",
+            "--bulk-threshold",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.bulk_queue_url.as_str(), s.bulk_threshold),
+            ("redis://127.0.0.1:6379/0?queue=big", 1)
+        );
+        for (flags, says) in [
+            (
+                &["--bulk-queue-url", "redis://127.0.0.1:6379/0?queue=jobs"][..],
+                "the bulk lane's queue must differ from FANOUT_QUEUE_URL",
+            ),
+            (&["--bulk-queue-url", "amqp://x"], "FANOUT_BULK_QUEUE_URL"),
+            (&["--bulk-threshold", "0"], "FANOUT_BULK_THRESHOLD"),
+            (&["--bulk-threshold", "10000001"], "FANOUT_BULK_THRESHOLD"),
+        ] {
+            let mut args = vec!["--api-gateway", "a/b"];
+            args.extend_from_slice(flags);
+            let err = shared(&args).unwrap_err();
+            assert!(err.contains(says), "{flags:?}: {err}");
+        }
     }
 }

@@ -7,6 +7,11 @@
 //!
 //! The schema is versioned (`v`); a worker refuses (dead-letters) a version it does not know instead of
 //! guessing.
+//!
+//! A job also names its [`Lane`]: `interactive` (a few recipients, latency matters) or `bulk` (a large
+//! broadcast and its chunks). Each lane has a queue of its own, so a direct message never waits behind a
+//! million-recipient broadcast. The field is left out for `interactive` and read as `interactive` when
+//! absent, so jobs written before lanes existed still read (the version stays 1).
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -36,6 +41,51 @@ pub struct Job {
     /// Set on chunk jobs: the broadcast this chunk belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast: Option<BroadcastRef>,
+    /// The lane (and so the queue) the job travels on. Decided where the job is made (ingest's publish,
+    /// the planner for chunk jobs, which take their broadcast's lane) and kept by its retries.
+    #[serde(default, skip_serializing_if = "Lane::is_interactive")]
+    pub lane: Lane,
+}
+
+/// Which of the two queues a job travels on, and which share of a worker it may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    /// Few recipients (one connection, a user's connections, a small channel): latency matters. Workers
+    /// keep a share of their jobs in hand and of their calls in flight for it, and its calls take their
+    /// tokens from the send budget before bulk ones.
+    #[default]
+    Interactive,
+    /// Everyone, a large channel, and every chunk planned from them: throughput matters.
+    Bulk,
+}
+
+impl Lane {
+    /// Both lanes, interactive first.
+    pub const ALL: [Lane; 2] = [Lane::Interactive, Lane::Bulk];
+
+    /// The lane's name, also its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Bulk => "bulk",
+        }
+    }
+
+    pub fn is_interactive(&self) -> bool {
+        *self == Lane::Interactive
+    }
+
+    /// The lane of a new job for `target`, given the number of members of a channel target
+    /// (`channel_members`; ignored for other kinds) and the size from which a channel is bulk.
+    /// Connection ids and a user's connections are interactive, everyone is bulk.
+    pub fn for_target(target: &Target, channel_members: u64, bulk_threshold: u64) -> Lane {
+        match target {
+            Target::Connections { .. } | Target::Subject { .. } => Lane::Interactive,
+            Target::Channel { .. } if channel_members < bulk_threshold => Lane::Interactive,
+            Target::Channel { .. } | Target::All => Lane::Bulk,
+        }
+    }
 }
 
 /// The recipients of a job.
@@ -90,12 +140,19 @@ impl Job {
             target,
             action,
             broadcast: None,
+            lane: Lane::Interactive,
         }
     }
 
     /// A job that posts `payload` to `target`.
     pub fn post(target: Target, payload: Box<RawValue>) -> Self {
         Self::new(target, Action::Post { payload })
+    }
+
+    /// This job on `lane`.
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
     }
 
     /// The job as queue message text.
@@ -224,6 +281,48 @@ mod tests {
             Job::new(Target::All, Action::Disconnect)
                 .payload()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn the_lane_is_written_only_for_bulk_and_read_as_interactive_when_absent() {
+        let mut job = Job::new(Target::All, Action::Disconnect).in_lane(Lane::Bulk);
+        job.id = "j1".into();
+        job.enqueued_at_ms = 5;
+        let text = job.encode();
+        assert_eq!(
+            text,
+            r#"{"v":1,"id":"j1","enqueued_at_ms":5,"attempt":0,"target":{"kind":"all"},"action":"disconnect","lane":"bulk"}"#
+        );
+        assert_eq!(Job::decode(&text).unwrap().lane, Lane::Bulk);
+        // A job written before lanes existed.
+        let old =
+            r#"{"v":1,"id":"j1","enqueued_at_ms":5,"target":{"kind":"all"},"action":"disconnect"}"#;
+        assert_eq!(Job::decode(old).unwrap().lane, Lane::Interactive);
+        assert!(Job::decode(&old.replace("}", r#","lane":"fast"}"#)).is_err());
+    }
+
+    #[test]
+    fn lanes_by_target_kind_and_the_threshold_edge() {
+        let channel = Target::Channel {
+            channel: "room".into(),
+        };
+        assert_eq!(Lane::for_target(&channel, 0, 500), Lane::Interactive);
+        assert_eq!(Lane::for_target(&channel, 499, 500), Lane::Interactive);
+        assert_eq!(Lane::for_target(&channel, 500, 500), Lane::Bulk);
+        assert_eq!(Lane::for_target(&Target::All, 0, 500), Lane::Bulk);
+        let subject = Target::Subject {
+            subject: "ada".into(),
+        };
+        assert_eq!(Lane::for_target(&subject, 10_000, 500), Lane::Interactive);
+        let ids = Target::Connections {
+            ids: vec!["a".into()],
+        };
+        assert_eq!(Lane::for_target(&ids, 10_000, 500), Lane::Interactive);
+        assert_eq!(
+            Lane::ALL.map(Lane::label),
+            ["interactive", "bulk"],
+            "metric labels"
         );
     }
 

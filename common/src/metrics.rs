@@ -4,8 +4,8 @@
 //! `operation`), never by a connection, channel or user id. A test keeps every name in that shape.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// The metric names, in one place.
@@ -50,6 +50,12 @@ pub mod names {
     pub const GATEWAY_STALLED: &str = "fanout_gateway_stalled";
     pub const GATEWAY_STALLS_TOTAL: &str = "fanout_gateway_stalls_total";
 
+    // Per lane (`lane`: interactive, bulk), ingest's and the worker's.
+    pub const LANE_JOBS_ENQUEUED_TOTAL: &str = "fanout_lane_jobs_enqueued_total";
+    pub const LANE_JOBS_RECEIVED_TOTAL: &str = "fanout_lane_jobs_received_total";
+    pub const LANE_JOBS_IN_HAND: &str = "fanout_lane_jobs_in_hand";
+    pub const LANE_QUEUE_WAIT_SECONDS: &str = "fanout_lane_queue_wait_seconds";
+
     /// Every name above, for the shape test and for tools that check dashboards against the code.
     pub const ALL: &[&str] = &[
         CALLBACKS_TOTAL,
@@ -89,6 +95,10 @@ pub mod names {
         GOVERNOR_BUCKET_CALLS_TOTAL,
         GATEWAY_STALLED,
         GATEWAY_STALLS_TOTAL,
+        LANE_JOBS_ENQUEUED_TOTAL,
+        LANE_JOBS_RECEIVED_TOTAL,
+        LANE_JOBS_IN_HAND,
+        LANE_QUEUE_WAIT_SECONDS,
     ];
 
     /// Gauges: a level, not a count, with no unit suffix.
@@ -102,6 +112,7 @@ pub mod names {
         GOVERNOR_FACTOR,
         GOVERNOR_FALLBACK,
         GATEWAY_STALLED,
+        LANE_JOBS_IN_HAND,
     ];
 }
 
@@ -142,6 +153,8 @@ pub struct IngestMetrics {
     pub tokens_refused: IntCounterVec,
     /// Jobs put on the queue by `target` kind.
     pub jobs_enqueued: IntCounterVec,
+    /// Jobs put on the queue by `lane`.
+    pub lane_jobs_enqueued: IntCounterVec,
     pub enqueue_failures: IntCounter,
     /// Application API requests by `operation` and `outcome`.
     pub api_requests: IntCounterVec,
@@ -220,6 +233,11 @@ impl IngestMetrics {
                 names::JOBS_ENQUEUED_TOTAL,
                 "Jobs put on the queue, by target kind.",
                 &["target"],
+            ),
+            lane_jobs_enqueued: counter_vec(
+                names::LANE_JOBS_ENQUEUED_TOTAL,
+                "Jobs put on the queue, by lane (interactive, bulk).",
+                &["lane"],
             ),
             enqueue_failures: counter(
                 names::ENQUEUE_FAILURES_TOTAL,
@@ -339,6 +357,12 @@ pub struct WorkerMetrics {
     pub governor_calls: IntCounter,
     /// 1 while the Management API does not answer (calls time out or fail, no answer for seconds).
     pub gateway_stalled: IntGauge,
+    /// Jobs taken off the queue, by `lane` (interactive, bulk).
+    pub lane_jobs_received: IntCounterVec,
+    /// Jobs received and not yet finished, by `lane`.
+    pub lane_jobs_in_hand: IntGaugeVec,
+    /// From a job's first enqueue (its publish; a chunk's broadcast) to its receipt, by `lane`.
+    pub lane_queue_wait: HistogramVec,
     /// Stalls of the Management API seen.
     pub gateway_stalls: IntCounter,
 }
@@ -477,8 +501,34 @@ impl WorkerMetrics {
                 names::GATEWAY_STALLS_TOTAL,
                 "Stalls of the Management API (calls failing, no answer for seconds).",
             ),
+            lane_jobs_received: counter_vec(
+                names::LANE_JOBS_RECEIVED_TOTAL,
+                "Jobs taken off the queue, by lane (interactive, bulk).",
+                &["lane"],
+            ),
+            lane_jobs_in_hand: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        names::LANE_JOBS_IN_HAND,
+                        "Jobs received and not yet finished, by lane.",
+                    ),
+                    &["lane"],
+                )
+                .expect("valid metric"),
+            ),
+            lane_queue_wait: histogram(
+                names::LANE_QUEUE_WAIT_SECONDS,
+                "From a job's first enqueue to its receipt by a worker, by lane.",
+                "lane",
+                END_TO_END_BUCKETS,
+            ),
             registry,
         };
+        for lane in ["interactive", "bulk"] {
+            metrics.lane_jobs_received.with_label_values(&[lane]);
+            metrics.lane_jobs_in_hand.with_label_values(&[lane]);
+        }
         // Every dead-letter reason starts at 0, so the first dead letter is an increase Prometheus can
         // see (a series that appears at 1 has no increase) and alerts fire on it.
         for reason in DEAD_LETTER_REASONS {
@@ -570,8 +620,11 @@ mod tests {
             .with_label_values(&["post"])
             .observe(0.01);
         m.end_to_end.with_label_values(&["broadcast"]).observe(1.0);
+        m.lane_queue_wait
+            .with_label_values(&["interactive"])
+            .observe(0.01);
         let families = m.registry.gather();
-        assert_eq!(families.len(), 23);
+        assert_eq!(families.len(), 26);
         for family in families {
             assert!(
                 names::ALL.contains(&family.name()),

@@ -11,7 +11,8 @@
 //!   a dead-letter queue wired by a redrive policy.
 //!
 //! After the contract come tests of one backend's own behaviour (several Redis Streams consumers, stale
-//! receipts, a Redis restart, blocking reads; SQS error mapping and a queue without a dead-letter queue).
+//! receipts, a Redis restart, blocking reads; SQS error mapping and a queue without a dead-letter queue),
+//! and both lanes' queues on each backend keeping their jobs apart.
 //!
 //! Timing: visibility timeouts are 1–2 s, so the cases that wait one out take about that long; everything
 //! else polls for the event it expects, with a deadline.
@@ -718,4 +719,55 @@ async fn sqs_errors_are_classified() {
         Err(QueueError::Unavailable(m)) => no_secrets(&m),
         other => panic!("expected unavailable, got {other:?}"),
     }
+}
+
+/// Both lanes' queues, opened as the services open them: [`common::queue::Lanes::send`] puts each job on
+/// its lane's queue, and each queue gives back only its own.
+async fn lanes_keep_their_jobs_apart(lanes: common::queue::Lanes) {
+    use common::job::Lane;
+    let mut sent = jobs(4);
+    sent[1].lane = Lane::Bulk;
+    sent[3].lane = Lane::Bulk;
+    lanes.send(&sent).await.expect("send on both lanes");
+    for (lane, want) in [(Lane::Interactive, [0, 2]), (Lane::Bulk, [1, 3])] {
+        let got = receive_until(lanes.get(lane), 2, LONG).await;
+        let ids: HashSet<String> = got.iter().map(|m| m.job().unwrap().id).collect();
+        let expected: HashSet<String> = want.iter().map(|&i| sent[i].id.clone()).collect();
+        assert_eq!(ids, expected, "{lane:?}");
+        assert!(got.iter().all(|m| m.job().unwrap().lane == lane));
+        receive_nothing_for(
+            lanes.get(lane),
+            Duration::from_millis(300),
+            "no job of the other lane",
+        )
+        .await;
+    }
+    assert_eq!(lanes.depth().await.unwrap(), 0);
+    lanes.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn lanes_keep_their_jobs_apart_on_redis_streams() {
+    let server = RedisServer::start();
+    let url = format!("{}?queue=jobs", server.url());
+    let bulk = common::queue::lanes::bulk_url(&url).unwrap();
+    let lanes = common::queue::Lanes::open(&url, &bulk, options(LONG))
+        .await
+        .expect("both streams open");
+    lanes_keep_their_jobs_apart(lanes).await;
+}
+
+#[tokio::test]
+async fn lanes_keep_their_jobs_apart_on_sqs() {
+    let created = test_support::create_sqs_queue("lanes", LONG, true).await;
+    assert_eq!(
+        common::queue::lanes::bulk_url(&created.queue_url).unwrap(),
+        created.bulk_queue_url,
+        "the bulk lane's queue is the derived one"
+    );
+    let lanes = common::queue::Lanes {
+        interactive: Arc::new(sqs_queue(&created.queue_url, options(LONG)).await),
+        bulk: Arc::new(sqs_queue(&created.bulk_queue_url, options(LONG)).await),
+    };
+    lanes_keep_their_jobs_apart(lanes).await;
 }

@@ -215,7 +215,8 @@ fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) 
             1_000_000,
             metrics.clone(),
         )),
-        in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        in_flight: fanout_worker::lanes::Shares::new(IN_FLIGHT, 0),
+        gate: Arc::new(fanout_worker::lanes::TokenGate::new()),
         connect_grace: Duration::ZERO,
         retry: RetryPolicy {
             retries: 0,

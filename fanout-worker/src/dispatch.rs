@@ -2,7 +2,8 @@
 //! [`Deliver`] client and the retry schedule, and gives back a final outcome per recipient.
 //!
 //! Each recipient is its own small state machine (one future per recipient, all polled by the job's task):
-//! take an in-flight slot, then a token from the governor (so a token is spent the moment it is taken),
+//! take an in-flight slot for the job's lane, then a token from the governor through the lanes' gate
+//! (interactive calls first; see [`crate::lanes`]) (so a token is spent the moment it is taken),
 //! call, give the slot back, then either finish or wait out its own backoff. A connection waiting to
 //! retry holds neither a token nor a slot, so a slow client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
 //! the recipient becomes a leftover with its reason, for [`crate::requeue`].
@@ -20,16 +21,17 @@
 
 use crate::delivery::{Deliver, Outcome, RetryReason};
 use crate::governor::Governor;
+use crate::lanes::{Shares, TokenGate};
 use crate::progress::{Batch, FLUSH_EVERY, FlushError, Progress};
 use crate::recipients::Recipient;
 use crate::retry::RetryPolicy;
 use bytes::Bytes;
+use common::job::Lane;
 use common::metrics::WorkerMetrics;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What to do to each recipient.
@@ -100,7 +102,10 @@ enum Final {
 pub struct Dispatcher {
     pub deliver: Arc<dyn Deliver>,
     pub governor: Arc<Governor>,
-    pub in_flight: Arc<Semaphore>,
+    /// Calls in flight, with the interactive lane's reserved part.
+    pub in_flight: Shares,
+    /// Who takes the next governor token: interactive calls before bulk ones.
+    pub gate: Arc<TokenGate>,
     pub retry: RetryPolicy,
     /// How long after its `$connect` a connection's 410 is retried rather than taken as gone.
     pub connect_grace: Duration,
@@ -108,9 +113,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Delivers `op` to every recipient; stops early (leftovers with [`Why::Shutdown`]) once `stop` fires.
+    /// Delivers `op` to every recipient on the interactive lane; stops early (leftovers with
+    /// [`Why::Shutdown`]) once `stop` fires.
     pub async fn run(&self, recipients: Vec<Recipient>, op: Op, stop: &CancellationToken) -> Tally {
-        self.run_with(recipients, op, stop, None).await
+        self.run_with(recipients, op, Lane::Interactive, stop, None)
+            .await
     }
 
     /// [`Dispatcher::run`], writing outcomes to `progress` as they come. A write refused because the
@@ -119,6 +126,7 @@ impl Dispatcher {
         &self,
         recipients: Vec<Recipient>,
         op: Op,
+        lane: Lane,
         stop: &CancellationToken,
         mut progress: Option<&mut Progress>,
     ) -> Tally {
@@ -129,7 +137,7 @@ impl Dispatcher {
             .map(|r| {
                 let op = op.clone();
                 async move {
-                    let (fin, tries) = self.one(&r, &op, stop).await;
+                    let (fin, tries) = self.one(&r, &op, lane, stop).await;
                     (r, fin, tries)
                 }
             })
@@ -169,7 +177,13 @@ impl Dispatcher {
     }
 
     /// One recipient, to a final outcome. Returns it and the 429s and retries seen on the way.
-    async fn one(&self, r: &Recipient, op: &Op, stop: &CancellationToken) -> (Final, Tries) {
+    async fn one(
+        &self,
+        r: &Recipient,
+        op: &Op,
+        lane: Lane,
+        stop: &CancellationToken,
+    ) -> (Final, Tries) {
         let mut schedule = self.retry.schedule();
         let mut tries = Tries::default();
         loop {
@@ -180,14 +194,16 @@ impl Dispatcher {
                 // Waiting for a slot can take long when many recipients are queued: a stop while waiting
                 // (shutdown, or a lost lease) must not let the call go out.
                 let _slot = tokio::select! {
-                    slot = self.in_flight.acquire() => slot.expect("the in-flight semaphore is never closed"),
+                    slot = self.in_flight.acquire(lane) => slot,
                     _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
                 };
                 // The token is taken once the call can go out at once: a token taken earlier, while a
                 // slot was awaited, would be spent even after an account-wide 429 (or a cut elsewhere in
                 // the fleet) said the gateway is full.
+                // One caller at a time asks the governor, interactive ones first (or from the gate's
+                // reserve).
                 let ticket = tokio::select! {
-                    ticket = self.governor.acquire() => ticket,
+                    ticket = self.gate.ticket(lane, &self.governor) => ticket,
                     _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
                 };
                 self.metrics.deliveries_in_flight.inc();

@@ -6,23 +6,26 @@
 //! most a set member without a record, or a location entry the stale-connection sweep clears (see
 //! ARCHITECTURE.md, "Invariants"). A connection this removed from a presence channel is announced to the
 //! channel's members as a leave event, one job on the queue; the script answers the presence entry to one
-//! caller only, so a `$disconnect` or a sweep racing the worker never makes it two. Gone connections are
-//! never retried.
+//! caller only, so a `$disconnect` or a sweep racing the worker never makes it two. A leave event takes
+//! the lane ingest would give a publish to its channel (bulk from `FANOUT_BULK_THRESHOLD` members). Gone
+//! connections are never retried.
 
 use crate::recipients::Recipient;
-use common::job::{Job, Target};
+use common::job::{Job, Lane, Target};
 use common::keys::Keyspace;
 use common::presence::{Event, Left, Member};
-use common::queue::Queue;
+use common::queue::Lanes;
 use common::store::Redis;
 
 /// Removes gone connections from every set and deletes their locations and records, then queues a
-/// presence leave event for each one this call took out of a presence channel. A leave event the queue
-/// refuses is logged, not returned: the removal it announces has happened.
+/// presence leave event for each one this call took out of a presence channel, on its channel's lane
+/// (`bulk_threshold` members or more: bulk). A leave event the queue refuses is logged, not returned: the
+/// removal it announces has happened.
 pub async fn remove(
     redis: &Redis,
     keys: &Keyspace,
-    queue: &dyn Queue,
+    lanes: &Lanes,
+    bulk_threshold: u64,
     gone: &[Recipient],
 ) -> Result<(), redis::RedisError> {
     if gone.is_empty() {
@@ -79,9 +82,29 @@ pub async fn remove(
         dels.push(redis::cmd("DEL").arg(keys.connection(&r.id)).to_owned());
     }
     redis.batch(dels).await?;
-    if !leaves.is_empty()
-        && let Err(e) = queue.send_batch(&leaves).await
-    {
+    if leaves.is_empty() {
+        return Ok(());
+    }
+    let counts = leaves
+        .iter()
+        .map(|job| match &job.target {
+            Target::Channel { channel } => {
+                redis::cmd("SCARD").arg(keys.channel(channel)).to_owned()
+            }
+            _ => unreachable!("leave events are channel jobs"),
+        })
+        .collect();
+    let counts = redis.batch(counts).await?;
+    let leaves: Vec<Job> = leaves
+        .into_iter()
+        .zip(counts)
+        .map(|(job, members)| {
+            let members = redis::from_redis_value::<u64>(members).unwrap_or(0);
+            let lane = Lane::for_target(&job.target, members, bulk_threshold);
+            job.in_lane(lane)
+        })
+        .collect();
+    if let Err(e) = lanes.send(&leaves).await {
         tracing::warn!(error = %e, events = leaves.len(), "presence leave events not queued");
     }
     Ok(())

@@ -10,6 +10,8 @@
 //! - [`planner`]: channel, subject and everyone targets expanded with `SSCAN`, split into chunk jobs.
 //! - [`recipients`]: connection ids resolved to Management API endpoints from their records.
 //! - [`dispatch`]: every recipient through the governor, the in-flight limit, the client and retries.
+//! - [`lanes`]: the interactive lane's reserved share of jobs in hand and calls in flight, and the gate
+//!   that gives its calls the governor's next token before bulk ones.
 //! - [`delivery`]: the [`delivery::Deliver`] trait, its [`delivery::Outcome`]s, the lean client
 //!   ([`delivery::LeanDeliver`], the default) and the AWS SDK client ([`delivery::SdkDeliver`]).
 //! - [`governor`]: the fleet-wide token bucket in Redis, budget discovery, slow-client detection, the
@@ -29,6 +31,7 @@ pub mod dispatch;
 pub mod dlq;
 pub mod gone;
 pub mod governor;
+pub mod lanes;
 pub mod lease;
 pub mod metrics;
 pub mod planner;
@@ -42,9 +45,10 @@ pub mod retry;
 pub mod shutdown;
 pub mod supervise;
 
+use common::job::Lane;
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
-use common::queue::{QueueError, QueueOptions, SharedQueue};
+use common::queue::{Lanes, QueueError, QueueOptions};
 use common::store::{Redis, StoreError};
 use config::Settings;
 use delivery::Deliver;
@@ -52,7 +56,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -90,8 +93,8 @@ pub struct Worker {
     grace: Duration,
 }
 
-/// Opens the queue the URL names (Redis Streams with a connection of its own for blocking reads).
-pub async fn open_queue(settings: &Settings) -> Result<SharedQueue, QueueError> {
+/// Opens both lanes' queues (Redis Streams with a connection of its own for blocking reads, per lane).
+pub async fn open_queue(settings: &Settings) -> Result<Lanes, QueueError> {
     let options = QueueOptions {
         visibility_timeout: settings.visibility_timeout,
         dead_letter_url: settings.dead_letter_queue_url.clone(),
@@ -102,7 +105,7 @@ pub async fn open_queue(settings: &Settings) -> Result<SharedQueue, QueueError> 
             uuid::Uuid::new_v4().simple()
         ),
     };
-    common::queue::open(&settings.queue_url, options).await
+    Lanes::open(&settings.queue_url, &settings.bulk_queue_url, options).await
 }
 
 impl Worker {
@@ -151,7 +154,11 @@ impl Worker {
             dispatcher: dispatch::Dispatcher {
                 deliver,
                 governor: Arc::new(governor),
-                in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+                in_flight: lanes::Shares::new(
+                    settings.max_in_flight,
+                    settings.interactive_reserved_in_flight,
+                ),
+                gate: Arc::new(lanes::TokenGate::new()),
                 retry: retry::RetryPolicy {
                     retries: settings.retries,
                     min_delay: settings.retry_min_delay,
@@ -167,7 +174,7 @@ impl Worker {
             },
             redis,
             keys,
-            queue: queue.clone(),
+            lanes: queue.clone(),
             metrics: metrics.clone(),
             hard_stop: hard_stop.clone(),
             settings: Arc::new(settings),
@@ -182,7 +189,7 @@ impl Worker {
             addr: ctx.settings.metrics_listen,
             source,
         })?;
-        let health = supervise::Health::new(ctx.settings.pollers);
+        let health = supervise::Health::new(ctx.settings.pollers * Lane::ALL.len());
         let app = metrics::app(metrics.clone(), queue.clone(), health.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -196,24 +203,39 @@ impl Worker {
         );
         let stop_receiving = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let room = Arc::new(Semaphore::new(ctx.settings.max_jobs_in_hand));
+        let room = lanes::Shares::new(
+            ctx.settings.max_jobs_in_hand,
+            ctx.settings.interactive_reserved_jobs,
+        );
         let mut pollers = tokio::task::JoinSet::new();
-        for _ in 0..ctx.settings.pollers {
-            let (ctx, room, tracker, stop) = (
-                ctx.clone(),
-                room.clone(),
-                tracker.clone(),
-                stop_receiving.clone(),
-            );
-            pollers.spawn(supervise::supervise(
-                move || receiver::poll(ctx.clone(), room.clone(), tracker.clone(), stop.clone()),
-                stop_receiving.clone(),
-                health.clone(),
-                metrics.clone(),
-            ));
+        for lane in Lane::ALL {
+            for _ in 0..ctx.settings.pollers {
+                let (ctx, room, tracker, stop) = (
+                    ctx.clone(),
+                    room.clone(),
+                    tracker.clone(),
+                    stop_receiving.clone(),
+                );
+                pollers.spawn(supervise::supervise(
+                    move || {
+                        receiver::poll(
+                            ctx.clone(),
+                            lane,
+                            room.clone(),
+                            tracker.clone(),
+                            stop.clone(),
+                        )
+                    },
+                    stop_receiving.clone(),
+                    health.clone(),
+                    metrics.clone(),
+                ));
+            }
         }
         tracing::info!(
             queue = queue.backend(),
+            interactive_reserved_jobs = ctx.settings.interactive_reserved_jobs,
+            interactive_reserved_in_flight = ctx.settings.interactive_reserved_in_flight,
             metrics = %metrics_addr,
             rate_per_sec = ctx.settings.rate_per_sec,
             "fanout-worker started"
@@ -279,13 +301,14 @@ pub async fn deliver_from_env(settings: &Settings) -> Result<Arc<dyn Deliver>, S
     })
 }
 
-/// Runs an operator command (`fanout-worker dlq ...`) with the queue the configuration names.
+/// Runs an operator command (`fanout-worker dlq [--lane bulk] ...`) with the lane's queue the
+/// configuration names.
 pub async fn run_command(
     config: &config::Config,
     command: &config::Command,
     out: &mut dyn std::io::Write,
 ) -> Result<(), dlq::DlqError> {
-    let config::Command::Dlq { action } = command;
+    let config::Command::Dlq { lane, action } = command;
     let options = QueueOptions {
         dead_letter_url: config
             .dead_letter_queue_url
@@ -294,7 +317,14 @@ pub async fn run_command(
         key_prefix: config.shared.key_prefix.clone(),
         ..QueueOptions::default()
     };
-    let queue = common::queue::open(&config.shared.queue_url, options).await?;
+    let url = match Lane::from(*lane) {
+        Lane::Interactive => config.shared.queue_url.clone(),
+        Lane::Bulk => common::queue::lanes::resolve_bulk_url(
+            &config.shared.queue_url,
+            config.shared.bulk_queue_url.as_deref(),
+        )?,
+    };
+    let queue = common::queue::open(&url, options).await?;
     dlq::run(queue.as_ref(), action, out).await
 }
 

@@ -1,5 +1,5 @@
 //! The operations listener: `/metrics` (Prometheus text, the `fanout_*` families of
-//! `common::metrics::WorkerMetrics`; the queue depth is read at scrape time) and `/healthz`, which
+//! `common::metrics::WorkerMetrics`; the queue depth, both lanes together, is read at scrape time) and `/healthz`, which
 //! answers 503 while a queue poller is down (see [`crate::supervise`]).
 
 use crate::supervise::Health;
@@ -9,19 +9,19 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use common::metrics::WorkerMetrics;
-use common::queue::SharedQueue;
+use common::queue::Lanes;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
 struct Ops {
     metrics: WorkerMetrics,
-    queue: SharedQueue,
+    queue: Lanes,
     health: Arc<Health>,
 }
 
 /// The listener's routes.
-pub fn app(metrics: WorkerMetrics, queue: SharedQueue, health: Arc<Health>) -> Router {
+pub fn app(metrics: WorkerMetrics, queue: Lanes, health: Arc<Health>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))

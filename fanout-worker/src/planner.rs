@@ -184,6 +184,8 @@ impl Planner<'_> {
         let mut chunk = Job::new(Target::Connections { ids }, job.action.clone());
         chunk.id = format!("{}.{index}", job.id);
         chunk.enqueued_at_ms = job.enqueued_at_ms;
+        // A broadcast's chunks travel on its lane (the caller gives the planner that lane's queue).
+        chunk.lane = job.lane;
         chunk.broadcast = Some(BroadcastRef {
             id: job.id.clone(),
             index,

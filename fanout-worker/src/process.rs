@@ -3,6 +3,9 @@
 //! connection ids it has not delivered yet ([`crate::progress`]), dispatch, forget the gone connections,
 //! hand on the leftovers, record the outcome in the broadcast's report, and only then acknowledge.
 //!
+//! The job came off its lane's queue and is acknowledged, released or dead-lettered there; what it hands
+//! on (chunks, leftovers) goes on the queue of the job's lane, which chunks and retries keep.
+//!
 //! A failure to reach Redis or the queue is returned as a [`JobError`]; the receiver holds the job and
 //! runs it again (see [`crate::receiver`]), skipping what was delivered. A job whose lease was lost stops
 //! without reporting, requeueing or acknowledging anything: the receipt that took it over finishes it.
@@ -16,10 +19,10 @@ use crate::recipients::{Routes, resolve};
 use crate::report::{Reports, WriteError};
 use crate::{gone, requeue};
 use bytes::Bytes;
-use common::job::{Action, Job, JobDecodeError, Target, now_ms};
+use common::job::{Action, Job, JobDecodeError, Lane, Target, now_ms};
 use common::keys::Keyspace;
 use common::metrics::WorkerMetrics;
-use common::queue::{QueueError, Received, SharedQueue};
+use common::queue::{Lanes, QueueError, Received};
 use common::store::Redis;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +33,8 @@ pub struct Ctx {
     pub settings: Arc<Settings>,
     pub redis: Redis,
     pub keys: Keyspace,
-    pub queue: SharedQueue,
+    /// Both lanes' queues.
+    pub lanes: Lanes,
     pub routes: Routes,
     pub dispatcher: Dispatcher,
     pub reports: Reports,
@@ -92,9 +96,18 @@ impl From<FlushError> for JobError {
     }
 }
 
-/// Handles one received message to its end, under `hold` (the receipt's stop and lease state). Call
-/// it inside the job's span (see [`span`]).
-pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), JobError> {
+/// Handles one message received from `lane`'s queue to its end, under `hold` (the receipt's stop and
+/// lease state). Call it inside the job's span (see [`span`]).
+pub async fn handle(
+    ctx: &Ctx,
+    lane: Lane,
+    message: &Received,
+    hold: &Hold,
+) -> Result<(), JobError> {
+    let from = Source {
+        queue: ctx.lanes.get(lane).as_ref(),
+        message,
+    };
     let job = match message.job() {
         Ok(job) => job,
         Err(e) => {
@@ -106,7 +119,7 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
                 JobDecodeError::Malformed(_) => "malformed",
                 JobDecodeError::Version(_) => "unsupported_version",
             };
-            dead_letter(ctx, message, &e.to_string(), label).await;
+            dead_letter(ctx, &from, &e.to_string(), label).await;
             return Ok(());
         }
     };
@@ -115,7 +128,7 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
             "received {} times without finishing (a worker died on it, or Redis or the queue failed each time)",
             message.receive_count
         );
-        dead_letter(ctx, message, &reason, "too_many_receives").await;
+        dead_letter(ctx, &from, &reason, "too_many_receives").await;
         return Ok(());
     }
     let lease = Lease::acquire(&ctx.redis, &ctx.keys, &job, RUNNING_TTL, hold.clone()).await?;
@@ -124,7 +137,7 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
             let report = job.broadcast.as_ref().map(|b| b.id.clone());
             deliver(
                 ctx,
-                message,
+                &from,
                 &job,
                 &lease,
                 ids.clone(),
@@ -133,27 +146,44 @@ pub async fn handle(ctx: &Ctx, message: &Received, hold: &Hold) -> Result<(), Jo
             )
             .await
         }
-        _ => broadcast(ctx, message, &job, &lease).await,
+        _ => broadcast(ctx, &from, &job, &lease).await,
     }
 }
 
-/// The tracing span of a message's job (its id, target kind and attempt), counting the receipt.
-pub fn span(ctx: &Ctx, message: &Received) -> tracing::Span {
+/// Where a message came from: its lane's queue, which acknowledges, releases or dead-letters it.
+struct Source<'a> {
+    queue: &'a dyn common::queue::Queue,
+    message: &'a Received,
+}
+
+/// The tracing span of a message's job (its id, target kind, lane and attempt), counting the receipt
+/// and, for a first receipt, how long the job waited since its first enqueue.
+pub fn span(ctx: &Ctx, lane: Lane, message: &Received) -> tracing::Span {
+    ctx.metrics
+        .lane_jobs_received
+        .with_label_values(&[lane.label()])
+        .inc();
     match Job::decode(&message.body) {
         Ok(job) => {
             ctx.metrics
                 .jobs_received
                 .with_label_values(&[job.target_kind()])
                 .inc();
-            tracing::info_span!("job", job_id = %job.id, target = job.target_kind(), attempt = job.attempt, receive = message.receive_count)
+            if message.receive_count == 1 && job.attempt == 0 {
+                ctx.metrics
+                    .lane_queue_wait
+                    .with_label_values(&[lane.label()])
+                    .observe(since(job.enqueued_at_ms));
+            }
+            tracing::info_span!("job", job_id = %job.id, target = job.target_kind(), lane = lane.label(), attempt = job.attempt, receive = message.receive_count)
         }
-        Err(_) => tracing::info_span!("job", receive = message.receive_count),
+        Err(_) => tracing::info_span!("job", lane = lane.label(), receive = message.receive_count),
     }
 }
 
 /// Dead-letters a whole message.
-async fn dead_letter(ctx: &Ctx, message: &Received, reason: &str, label: &'static str) {
-    match ctx.queue.dead_letter(message, reason).await {
+async fn dead_letter(ctx: &Ctx, from: &Source<'_>, reason: &str, label: &'static str) {
+    match from.queue.dead_letter(from.message, reason).await {
         Ok(()) => {
             ctx.metrics
                 .jobs_dead_lettered
@@ -168,26 +198,21 @@ async fn dead_letter(ctx: &Ctx, message: &Received, reason: &str, label: &'stati
 }
 
 /// A channel, subject or everyone job.
-async fn broadcast(
-    ctx: &Ctx,
-    message: &Received,
-    job: &Job,
-    lease: &Lease,
-) -> Result<(), JobError> {
+async fn broadcast(ctx: &Ctx, from: &Source<'_>, job: &Job, lease: &Lease) -> Result<(), JobError> {
     let planner = Planner {
         redis: &ctx.redis,
         keys: &ctx.keys,
-        queue: ctx.queue.as_ref(),
+        queue: ctx.lanes.get(job.lane).as_ref(),
         reports: &ctx.reports,
         metrics: &ctx.metrics,
         chunk_size: ctx.settings.chunk_size,
     };
     match planner.plan(job, lease, &lease.hold.stop).await? {
-        Plan::Direct(ids) => deliver(ctx, message, job, lease, ids, Some(&job.id), true).await,
+        Plan::Direct(ids) => deliver(ctx, from, job, lease, ids, Some(&job.id), true).await,
         Plan::Chunked { chunks } => {
             tracing::info!(chunks, "broadcast planned");
-            ctx.queue
-                .ack(std::slice::from_ref(&message.receipt))
+            from.queue
+                .ack(std::slice::from_ref(&from.message.receipt))
                 .await?;
             lease.finished(&ctx.redis, &[]).await;
             ctx.metrics
@@ -200,7 +225,7 @@ async fn broadcast(
             if let Some(lost) = lease.hold.lost() {
                 return Err(lost.into());
             }
-            ctx.queue.release(&message.receipt).await?;
+            from.queue.release(&from.message.receipt).await?;
             ctx.metrics
                 .jobs_completed
                 .with_label_values(&["released"])
@@ -214,7 +239,7 @@ async fn broadcast(
 /// broadcast itself, delivered without chunks.
 async fn deliver(
     ctx: &Ctx,
-    message: &Received,
+    from: &Source<'_>,
     job: &Job,
     lease: &Lease,
     ids: Vec<String>,
@@ -260,6 +285,7 @@ async fn deliver(
         .run_with(
             resolved.recipients,
             op,
+            job.lane,
             &lease.hold.stop,
             Some(&mut progress),
         )
@@ -277,7 +303,15 @@ async fn deliver(
             .map(|id| (id, Why::Unroutable)),
     );
     if !tally.gone.is_empty() {
-        match gone::remove(&ctx.redis, &ctx.keys, ctx.queue.as_ref(), &tally.gone).await {
+        match gone::remove(
+            &ctx.redis,
+            &ctx.keys,
+            &ctx.lanes,
+            ctx.settings.bulk_threshold,
+            &tally.gone,
+        )
+        .await
+        {
             Ok(()) => ctx
                 .metrics
                 .connections_removed
@@ -301,7 +335,12 @@ async fn deliver(
     let settlement = requeue::split(job, tally.leftovers, ctx.settings.max_attempts, report);
     // Nothing is handed on by a worker that no longer holds the job.
     lease.check(&ctx.redis).await??;
-    requeue::send(ctx.queue.as_ref(), &settlement, ctx.settings.requeue_delay).await?;
+    requeue::send(
+        ctx.lanes.get(job.lane).as_ref(),
+        &settlement,
+        ctx.settings.requeue_delay,
+    )
+    .await?;
     let handed_on = settlement.handed_on();
     if let Some(id) = report {
         if direct {
@@ -339,7 +378,7 @@ async fn deliver(
             .with_label_values(&["job"])
             .observe(since(job.enqueued_at_ms));
     }
-    requeue::finish(ctx.queue.as_ref(), message, &settlement).await?;
+    requeue::finish(from.queue, from.message, &settlement).await?;
     progress.finished().await;
     if let Some((_, reason, label)) = &settlement.dead {
         ctx.metrics

@@ -57,6 +57,7 @@ fn continuation(job: &Job, ids: Vec<String>, attempt: u32, report: Option<&str>)
     let mut next = Job::new(Target::Connections { ids }, job.action.clone());
     next.enqueued_at_ms = job.enqueued_at_ms;
     next.attempt = attempt;
+    next.lane = job.lane;
     next.broadcast = job.broadcast.clone().or_else(|| {
         report.map(|id| BroadcastRef {
             id: id.to_owned(),

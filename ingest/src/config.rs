@@ -206,6 +206,10 @@ pub struct Settings {
     pub redis_url: String,
     pub key_prefix: String,
     pub queue_url: String,
+    /// The bulk lane's queue (explicit or derived from `queue_url`).
+    pub bulk_queue_url: String,
+    /// Channels with at least this many members are published on the bulk lane.
+    pub bulk_threshold: u64,
     pub gateways: Gateways,
     pub gateway_secrets: SecretSet,
     pub api_keys: SecretSet,
@@ -441,6 +445,8 @@ impl Config {
             redis_url: shared.redis_url,
             key_prefix: shared.key_prefix,
             queue_url: shared.queue_url,
+            bulk_queue_url: shared.bulk_queue_url,
+            bulk_threshold: shared.bulk_threshold,
             gateways: shared.gateways,
             gateway_secrets: SecretSet::new(secrets),
             api_keys: SecretSet::new(keys),

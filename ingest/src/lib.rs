@@ -135,8 +135,8 @@ pub async fn build_state(settings: Settings, patience: Duration) -> Result<AppSt
         key_prefix: settings.key_prefix.clone(),
         ..QueueOptions::default()
     };
-    let queue_url = settings.queue_url.clone();
-    let queue = (|| common::queue::open(&queue_url, options.clone()))
+    let (queue_url, bulk_queue_url) = (settings.queue_url.clone(), settings.bulk_queue_url.clone());
+    let queue = (|| common::queue::Lanes::open(&queue_url, &bulk_queue_url, options.clone()))
         .retry(retry)
         .when(|e| !matches!(e, common::queue::QueueError::Url(_)))
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "the queue is not reachable yet"))

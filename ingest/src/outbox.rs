@@ -1,19 +1,60 @@
 //! Puts jobs on the queue for the workers, counting them. Ingest never calls the Management API itself:
 //! a reply to one connection is a job like a broadcast to a million. A job is reported as enqueued only
 //! once the queue has accepted it.
+//!
+//! Every job is given its lane here ([`lane_of`]): connections and users go on the interactive lane,
+//! everyone on the bulk lane, and a channel on the bulk lane from `FANOUT_BULK_THRESHOLD` members
+//! (one `SCARD`), so a reply or a direct message never waits behind a broadcast's chunks.
 
 use crate::error::AppError;
 use crate::state::AppState;
-use common::job::{Job, Target};
+use common::job::{Job, Lane, Target};
 use common::names::{ChannelName, ConnectionId};
 use serde_json::value::RawValue;
 
-/// Enqueues one job and returns its id.
+/// The lane of a new job: see [`Lane::for_target`]; a channel's members are counted with `SCARD`. If
+/// Redis cannot answer, a channel goes on the bulk lane (a small channel is then only slower; a large one
+/// never crowds the interactive lane), so a publish that needs nothing else from Redis is still accepted.
+pub async fn lane_of(state: &AppState, target: &Target) -> Lane {
+    let members = match target {
+        Target::Channel { channel } => {
+            let mut conn = state.conn();
+            let counted = redis::cmd("SCARD")
+                .arg(state.keys.channel(channel))
+                .query_async::<u64>(&mut conn)
+                .await;
+            match counted {
+                Ok(n) => n,
+                Err(e) => {
+                    state.metrics.redis_errors.inc();
+                    tracing::debug!(error = %e, "could not count a channel's members; publishing on the bulk lane");
+                    return Lane::Bulk;
+                }
+            }
+        }
+        _ => 0,
+    };
+    Lane::for_target(target, members, state.settings.bulk_threshold)
+}
+
+/// Gives the job its lane and enqueues it on that lane's queue; returns its id.
 pub async fn enqueue(state: &AppState, job: Job) -> Result<String, AppError> {
     let kind = job.target_kind();
-    match state.queue.send_batch(std::slice::from_ref(&job)).await {
+    let lane = lane_of(state, &job.target).await;
+    let job = job.in_lane(lane);
+    match state
+        .queue
+        .get(lane)
+        .send_batch(std::slice::from_ref(&job))
+        .await
+    {
         Ok(()) => {
             state.metrics.jobs_enqueued.with_label_values(&[kind]).inc();
+            state
+                .metrics
+                .lane_jobs_enqueued
+                .with_label_values(&[lane.label()])
+                .inc();
             Ok(job.id)
         }
         Err(e) => {

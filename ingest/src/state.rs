@@ -1,12 +1,12 @@
 //! [`AppState`]: what every handler shares, built once at start-up: the settings, the Redis connection,
-//! the queue, the key names, the metrics, the HTTP client for the application's webhooks (no redirects,
+//! both lanes' queues, the key names, the metrics, the HTTP client for the application's webhooks (no redirects,
 //! a deadline on every call) and the lifecycle webhook's [`Emitter`].
 
 use crate::config::Settings;
 use crate::webhooks::dispatch::Emitter;
 use common::keys::Keyspace;
 use common::metrics::IngestMetrics;
-use common::queue::SharedQueue;
+use common::queue::Lanes;
 use common::store::Redis;
 use std::sync::Arc;
 
@@ -15,7 +15,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub redis: Redis,
-    pub queue: SharedQueue,
+    /// The interactive and bulk lanes' queues; [`crate::outbox`] picks one per job.
+    pub queue: Lanes,
     pub keys: Keyspace,
     pub metrics: IngestMetrics,
     pub http: reqwest::Client,
@@ -26,7 +27,7 @@ pub struct AppState {
 impl AppState {
     /// Builds the state; with a lifecycle webhook configured, starts its delivery task (so this runs on
     /// a Tokio runtime).
-    pub fn new(settings: Settings, redis: Redis, queue: SharedQueue) -> Self {
+    pub fn new(settings: Settings, redis: Redis, queue: Lanes) -> Self {
         let http = crate::webhooks::client(settings.webhook_timeout);
         let metrics = IngestMetrics::new();
         let lifecycle_hooks = match &settings.lifecycle_webhook {

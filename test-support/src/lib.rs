@@ -251,6 +251,9 @@ pub struct SqsTestQueue {
     pub endpoint: String,
     /// The queue's URL.
     pub queue_url: String,
+    /// The bulk lane's queue beside it (`NAME-bulk`, the URL ingest and the worker derive), with the same
+    /// attributes and dead-letter queue.
+    pub bulk_queue_url: String,
     /// The URL of its dead-letter queue, when one was asked for. The main queue's `RedrivePolicy` names it,
     /// with a `maxReceiveCount` high enough that no test reaches it by accident.
     pub dead_letter_url: Option<String>,
@@ -261,8 +264,9 @@ pub struct SqsTestQueue {
 pub const SQS_TEST_MAX_RECEIVE_COUNT: u32 = 100;
 
 /// Creates a uniquely named standard queue on [`sqs_endpoint`] with the given visibility timeout (whole
-/// seconds, at least 1 s is sensible), and, if `with_dead_letter_queue`, a dead-letter queue wired to it by a
-/// `RedrivePolicy`. Panics with the server's answer if the server refuses.
+/// seconds, at least 1 s is sensible), its bulk lane's queue (`NAME-bulk`), and, if
+/// `with_dead_letter_queue`, a dead-letter queue wired to both by a `RedrivePolicy`. Panics with the
+/// server's answer if the server refuses.
 pub async fn create_sqs_queue(
     stem: &str,
     visibility_timeout: Duration,
@@ -296,27 +300,34 @@ pub async fn create_sqs_queue(
     } else {
         None
     };
-    let mut create = client.create_queue().queue_name(&name).attributes(
-        QueueAttributeName::VisibilityTimeout,
-        visibility_timeout.as_secs().to_string(),
-    );
-    if let Some((_, arn)) = &dead_letter {
-        create = create.attributes(
-            QueueAttributeName::RedrivePolicy,
-            format!(
-                r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{SQS_TEST_MAX_RECEIVE_COUNT}"}}"#
-            ),
+    let create_named = |queue_name: String| {
+        let mut create = client.create_queue().queue_name(queue_name).attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_timeout.as_secs().to_string(),
         );
-    }
-    let queue_url = create
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create the queue on {}: {e:?}", sqs_endpoint()))
-        .queue_url
-        .expect("CreateQueue returns the queue URL");
+        if let Some((_, arn)) = &dead_letter {
+            create = create.attributes(
+                QueueAttributeName::RedrivePolicy,
+                format!(
+                    r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":"{SQS_TEST_MAX_RECEIVE_COUNT}"}}"#
+                ),
+            );
+        }
+        async move {
+            create
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create the queue on {}: {e:?}", sqs_endpoint()))
+                .queue_url
+                .expect("CreateQueue returns the queue URL")
+        }
+    };
+    let queue_url = create_named(name.clone()).await;
+    let bulk_queue_url = create_named(format!("{name}-bulk")).await;
     SqsTestQueue {
         endpoint: sqs_endpoint(),
         queue_url,
+        bulk_queue_url,
         dead_letter_url: dead_letter.map(|(url, _)| url),
     }
 }
@@ -394,7 +405,7 @@ fn kill(pid: u32, name: &str) {
 }
 
 /// Creates a uniquely named standard queue on the SQS server at `endpoint` with the given visibility
-/// timeout (whole seconds) and returns its URL.
+/// timeout (whole seconds), and its bulk lane's queue (`NAME-bulk`), and returns the first's URL.
 pub async fn create_sqs_queue_at(
     endpoint: &str,
     stem: &str,
@@ -408,16 +419,25 @@ pub async fn create_sqs_queue_at(
         .credentials_provider(sqs_test_credentials())
         .endpoint_url(endpoint)
         .build();
-    aws_sdk_sqs::Client::from_conf(config)
-        .create_queue()
-        .queue_name(unique_name(stem))
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_timeout.as_secs().to_string(),
-        )
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("create a queue on {endpoint}: {e:?}"))
-        .queue_url
-        .expect("CreateQueue returns the queue URL")
+    let client = aws_sdk_sqs::Client::from_conf(config);
+    let name = unique_name(stem);
+    let mut urls = Vec::new();
+    // The queue, then its bulk lane's queue (`NAME-bulk`, the URL the services derive).
+    for queue_name in [name.clone(), format!("{name}-bulk")] {
+        urls.push(
+            client
+                .create_queue()
+                .queue_name(queue_name)
+                .attributes(
+                    QueueAttributeName::VisibilityTimeout,
+                    visibility_timeout.as_secs().to_string(),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create a queue on {endpoint}: {e:?}"))
+                .queue_url
+                .expect("CreateQueue returns the queue URL"),
+        );
+    }
+    urls.swap_remove(0)
 }

@@ -10,13 +10,18 @@
 //! (or any `http(s)://` URL of an SQS-compatible endpoint) is SQS; `redis://host:port/db?queue=<name>`
 //! (or `redis+cluster://...`) is Redis Streams.
 //!
+//! [`lanes`] holds the two lanes' queues (interactive and bulk) and derives the bulk lane's URL.
+//!
 //! Semantics shared by both, and checked by the same test suite against each: at-least-once delivery;
 //! a received job is invisible to other consumers until it is acknowledged, released, or its visibility
 //! timeout passes, after which it is delivered again with a higher receive count; dead-lettered jobs
 //! keep their reason.
 
+pub mod lanes;
 pub mod sqs;
 pub mod streams;
+
+pub use lanes::Lanes;
 
 use crate::job::{Job, JobDecodeError};
 use async_trait::async_trait;

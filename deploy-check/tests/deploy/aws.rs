@@ -301,8 +301,10 @@ fn the_worker_manages_only_this_apis_connections_and_uses_only_its_queues() {
         if acts.iter().any(|a| a.starts_with("sqs:")) {
             for r in &res {
                 assert!(
-                    r == "GetAtt:JobQueue.Arn" || r == "GetAtt:DeadLetterQueue.Arn",
-                    "the worker uses only its own queues, got {r}"
+                    r == "GetAtt:JobQueue.Arn"
+                        || r == "GetAtt:BulkJobQueue.Arn"
+                        || r == "GetAtt:DeadLetterQueue.Arn",
+                    "the worker uses only its own queues (both lanes' and their dead-letter queue), got {r}"
                 );
             }
             if res.contains(&"GetAtt:DeadLetterQueue.Arn".to_owned()) {
@@ -334,7 +336,8 @@ fn ingest_may_only_send_to_its_queue() {
             );
             assert_eq!(res, ["GetAtt:PrometheusWorkspace.Arn"]);
         } else if acts.iter().any(|a| a.starts_with("sqs:")) {
-            assert_eq!(res, ["GetAtt:JobQueue.Arn"]);
+            // Both lanes' queues: the interactive one and the bulk one.
+            assert_eq!(res, ["GetAtt:JobQueue.Arn", "GetAtt:BulkJobQueue.Arn"]);
             for a in &acts {
                 assert!(
                     a == "sqs:SendMessage" || a == "sqs:GetQueueAttributes",
@@ -868,7 +871,9 @@ fn the_worker_scales_on_waiting_and_in_flight_jobs_per_task() {
     ] {
         assert!(text.contains(metric), "the scaling metric reads {metric}");
     }
-    assert!(text.contains("(visible + inflight) / tasks"));
+    // Both lanes' backlogs count.
+    assert!(text.contains("(visible + inflight + bulk_visible + bulk_inflight) / tasks"));
+    assert!(text.contains("BulkJobQueue.QueueName"));
     let per_task = parameter_default(&t, "WorkerBacklogPerTask");
     let readme = repo::read("deploy/README.md");
     assert!(

@@ -124,6 +124,24 @@ fn the_redis_streams_scaler_watches_the_workers_stream_and_group() {
         queue_url.contains(&format!("@{address}/")),
         "KEDA reads the Redis the queue URL names: {address} vs {queue_url}"
     );
+    // The bulk lane's stream, the default FANOUT_BULK_QUEUE_URL's.
+    let so = kind_named(
+        "overlays/redis-streams/keda-redis-streams.yaml",
+        "ScaledObject",
+        "fanout-worker",
+    );
+    let bulk = get(get(&so, "spec").unwrap(), "triggers")
+        .and_then(Value::as_sequence)
+        .unwrap()[1]
+        .clone();
+    let bulk_url = common::queue::lanes::bulk_url(&queue_url).unwrap();
+    let bulk_queue = bulk_url.split("queue=").nth(1).unwrap();
+    assert_eq!(
+        get_str(get(&bulk, "metadata").unwrap(), "stream"),
+        common::keys::Keyspace::new(config_data()["FANOUT_KEY_PREFIX"].clone())
+            .queue(bulk_queue)
+            .stream
+    );
 }
 
 #[test]

@@ -18,7 +18,6 @@ use fanout_worker::retry::RetryPolicy;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Retries per recipient.
@@ -37,7 +36,8 @@ fn dispatcher(env: &Env, connect_grace: Duration) -> Dispatcher {
             100_000,
             metrics.clone(),
         )),
-        in_flight: Arc::new(Semaphore::new(16)),
+        in_flight: fanout_worker::lanes::Shares::new(16, 0),
+        gate: Arc::new(fanout_worker::lanes::TokenGate::new()),
         retry: RetryPolicy {
             retries: RETRIES,
             min_delay: Duration::from_millis(2),
@@ -205,6 +205,7 @@ async fn outcomes_are_written_every_flush_and_the_rest_handed_back() {
         .run_with(
             recipients,
             Op::Delete,
+            common::job::Lane::Interactive,
             &lease.hold.stop,
             Some(&mut progress),
         )

@@ -19,12 +19,20 @@ use fanout_worker::report::Reports;
 use fanout_worker::retry::RetryPolicy;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// The job context a worker builds, for `settings`.
-fn ctx(env: &Env, settings: Settings) -> Ctx {
+async fn ctx(env: &Env, settings: Settings) -> Ctx {
     let metrics = WorkerMetrics::new();
+    let bulk: common::queue::SharedQueue = Arc::new(
+        common::queue::streams::StreamQueue::new(
+            env.redis.clone(),
+            "jobs-bulk",
+            common::queue::QueueOptions::default(),
+        )
+        .await
+        .unwrap(),
+    );
     Ctx {
         routes: Routes::new(settings.gateways.clone(), &settings.aws_region),
         dispatcher: Dispatcher {
@@ -37,7 +45,8 @@ fn ctx(env: &Env, settings: Settings) -> Ctx {
                 settings.burst,
                 metrics.clone(),
             )),
-            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            in_flight: fanout_worker::lanes::Shares::new(settings.max_in_flight, 0),
+            gate: Arc::new(fanout_worker::lanes::TokenGate::new()),
             retry: RetryPolicy {
                 retries: settings.retries,
                 min_delay: settings.retry_min_delay,
@@ -53,7 +62,10 @@ fn ctx(env: &Env, settings: Settings) -> Ctx {
         },
         redis: env.redis.clone(),
         keys: env.keys.clone(),
-        queue: env.queue.clone(),
+        lanes: common::queue::lanes::Lanes {
+            interactive: env.queue.clone(),
+            bulk,
+        },
         metrics,
         owed: Owed::default(),
         hard_stop: CancellationToken::new(),
@@ -67,9 +79,11 @@ async fn handle_next(ctx: &Ctx, env: &Env, receive_count: Option<u32>) {
     if let Some(n) = receive_count {
         message.receive_count = n;
     }
-    let _span = process::span(ctx, &message).entered();
+    let _span = process::span(ctx, common::job::Lane::Interactive, &message).entered();
     let hold = Hold::new(&ctx.hard_stop);
-    process::handle(ctx, &message, &hold).await.unwrap();
+    process::handle(ctx, common::job::Lane::Interactive, &message, &hold)
+        .await
+        .unwrap();
 }
 
 fn counter(ctx: &Ctx, name: &str, label: (&str, &str)) -> f64 {
@@ -114,7 +128,7 @@ fn family(
 async fn a_message_received_too_often_is_dead_lettered_unread() {
     let env = Env::start().await;
     let ids = env.register("r", 2, "room", "sam").await;
-    let ctx = ctx(&env, env.settings(&["--max-receives=3"]));
+    let ctx = ctx(&env, env.settings(&["--max-receives=3"])).await;
     let target = Target::Connections { ids: ids.clone() };
     let job = env
         .publish(target.clone(), serde_json::json!({"n": 1}))
@@ -145,7 +159,7 @@ async fn a_message_received_too_often_is_dead_lettered_unread() {
 async fn a_finished_job_is_measured_from_its_first_enqueue_and_one_with_leftovers_is_requeued() {
     let env = Env::start().await;
     let ids = env.register("m", 3, "room", "sam").await;
-    let ctx = ctx(&env, env.settings(&["--retries=1"]));
+    let ctx = ctx(&env, env.settings(&["--retries=1"])).await;
     let started = Instant::now();
     let mut job = Job::post(
         Target::Connections {
@@ -220,7 +234,7 @@ async fn a_broadcast_delivered_without_chunks_forgets_the_gone_and_finishes_its_
         .await
         .unwrap();
     env.gateway.always(&ids[1], 410);
-    let ctx = ctx(&env, env.settings(&[]));
+    let ctx = ctx(&env, env.settings(&[])).await;
     let job = env
         .publish(
             Target::Channel {

@@ -2,10 +2,13 @@
 //! the dead-letter queue with its reason while the connection stays registered, and a worker killed with
 //! SIGKILL half-way loses no recipient once another takes over its unacknowledged jobs; `fanout-worker
 //! dlq` lists, shows and redrives the dead-letter queue; a Redis outage longer than several visibility
-//! timeouts holds the job rather than raising its receive count towards the dead-letter queue.
+//! timeouts holds the job rather than raising its receive count towards the dead-letter queue. Both
+//! lanes work on SQS (a broadcast's chunks on the bulk lane's queue, a direct message on the
+//! interactive one), and a bulk lane's queue that does not exist stops the worker at start with what to
+//! set.
 
 use crate::support::{Env, eventually, metric, sigterm, spawn_binary};
-use common::job::{Job, Target, payload_of};
+use common::job::{Job, Lane, Target, payload_of};
 use common::keys::report_field as rf;
 use common::queue::QueueOptions;
 use common::store::Redis;
@@ -183,4 +186,69 @@ async fn a_redis_outage_holds_the_job_without_raising_its_receive_count() {
     );
     assert!(env.queue.peek_dead_letters(5).await.unwrap().is_empty());
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_lanes_deliver_on_sqs() {
+    let (env, _dlq) = sqs_env(Duration::from_secs(10)).await;
+    let ids = env.register("l", 30, "room", "lou").await;
+    let worker = env.worker(&["--chunk-size=10"]).await;
+    let broadcast = env
+        .publish_on(Lane::Bulk, Target::All, json!({"b": 1}))
+        .await;
+    env.publish_on(
+        Lane::Interactive,
+        Target::Connections {
+            ids: vec![ids[0].clone()],
+        },
+        json!({"d": 1}),
+    )
+    .await;
+    env.finished(&broadcast.id, LONG).await;
+    eventually(LONG, "the direct message delivered", || async {
+        env.gateway.delivered().get(&ids[0]).map_or(0, Vec::len) == 2
+    })
+    .await;
+    let delivered = env.gateway.delivered();
+    for id in &ids {
+        assert!(
+            delivered[id].iter().any(|b| b.as_ref() == br#"{"b":1}"#),
+            "{id}"
+        );
+    }
+    // The everyone job and its chunks (three or more: a checkpoint may cut one) came off the bulk
+    // lane's queue.
+    let received = |lane: &str| {
+        metric(
+            &worker,
+            "fanout_lane_jobs_received_total",
+            &[("lane", lane)],
+        )
+    };
+    let chunks = metric(&worker, "fanout_chunks_planned_total", &[]);
+    assert!(chunks >= 3.0, "{chunks} chunks");
+    assert_eq!(received("bulk"), 1.0 + chunks);
+    assert_eq!(received("interactive"), 1.0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bulk_queue_stops_the_worker_at_start_naming_the_setting() {
+    let (env, _dlq) = sqs_env(Duration::from_secs(10)).await;
+    let missing = format!("--bulk-queue-url={}-nope", env.queue_url);
+    let settings = env.settings(&[&missing]);
+    let deliver = crate::support::test_deliver(&settings);
+    let started = tokio::time::timeout(
+        Duration::from_secs(20),
+        fanout_worker::Worker::start(settings, std::sync::Arc::new(deliver)),
+    )
+    .await
+    .expect("refused at once, not retried");
+    let error = started
+        .expect_err("the bulk lane's queue does not exist")
+        .to_string();
+    assert!(
+        error.contains("the bulk lane's queue") && error.contains("FANOUT_BULK_QUEUE_URL"),
+        "{error}"
+    );
 }

@@ -1,4 +1,4 @@
-//! ingest's integration tests against real servers: gateway callbacks, the application API, limits, revocation, recovery, presence and the stale-connection sweep, lifecycle webhooks, outages, Redis Cluster and start-up.
+//! ingest's integration tests against real servers: gateway callbacks, the application API, lanes, limits, revocation, recovery, presence and the stale-connection sweep, lifecycle webhooks, outages, Redis Cluster and start-up.
 //!
 //! One test binary for the crate (each binary links the whole dependency graph); one module per area.
 
@@ -9,6 +9,7 @@ mod callbacks;
 mod cluster;
 mod demo;
 mod idempotency;
+mod lanes;
 mod lifecycle_webhook_settings;
 mod lifecycle_webhooks;
 mod limits;

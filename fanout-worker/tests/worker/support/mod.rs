@@ -167,6 +167,27 @@ impl Env {
         job
     }
 
+    /// Puts a post job for `target` with `payload` on `lane`'s queue (the bulk lane's is the one the
+    /// worker's settings name); returns it.
+    pub async fn publish_on(
+        &self,
+        lane: common::job::Lane,
+        target: Target,
+        payload: serde_json::Value,
+    ) -> Job {
+        let job = Job::post(target, payload_of(&payload)).in_lane(lane);
+        let queue = match lane {
+            common::job::Lane::Interactive => self.queue.clone(),
+            common::job::Lane::Bulk => {
+                common::queue::open(&self.settings(&[]).bulk_queue_url, QueueOptions::default())
+                    .await
+                    .unwrap()
+            }
+        };
+        queue.send_batch(std::slice::from_ref(&job)).await.unwrap();
+        job
+    }
+
     pub async fn is_member(&self, set: &str, id: &str) -> bool {
         redis::cmd("SISMEMBER")
             .arg(set)

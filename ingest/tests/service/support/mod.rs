@@ -70,7 +70,9 @@ impl Ingest {
             .expect("flags parse")
             .validate()
             .expect("settings valid");
-        let state = ingest::build_state(settings, Duration::from_secs(10))
+        // Boxed: the state's start-up future (both lanes' queues opened and checked) is deep, and every
+        // test's future holds it.
+        let state = Box::pin(ingest::build_state(settings, Duration::from_secs(10)))
             .await
             .expect("state builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -184,9 +186,20 @@ impl Ingest {
         );
     }
 
-    /// Every job queued so far (taken off the queue and acknowledged).
+    /// Every job queued so far on either lane (taken off the queues and acknowledged), interactive first.
     pub async fn jobs(&self) -> Vec<Job> {
-        let queue = common::queue::open(&self.queue_url, QueueOptions::default())
+        let mut jobs = self.lane_jobs(common::job::Lane::Interactive).await;
+        jobs.extend(self.lane_jobs(common::job::Lane::Bulk).await);
+        jobs
+    }
+
+    /// Every job queued so far on `lane`'s queue (taken off it and acknowledged).
+    pub async fn lane_jobs(&self, lane: common::job::Lane) -> Vec<Job> {
+        let url = match lane {
+            common::job::Lane::Interactive => self.queue_url.clone(),
+            common::job::Lane::Bulk => self.state.settings.bulk_queue_url.clone(),
+        };
+        let queue = common::queue::open(&url, QueueOptions::default())
             .await
             .unwrap();
         drain(&*queue).await
