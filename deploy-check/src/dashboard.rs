@@ -224,6 +224,42 @@ pub fn rows() -> Vec<Row> {
             title: "Queue",
             panels: vec![
                 Panel {
+                    title: "Lanes: jobs",
+                    description: "Jobs per second by lane: enqueued by ingest (interactive: connections, users, replies and channels below FANOUT_BULK_THRESHOLD; bulk: everyone and big channels), and taken off each lane's queue by the workers; and the jobs the workers hold by lane. Interactive jobs enqueued but not received while bulk ones are means the interactive queue is not being polled.",
+                    kind: TimeSeries,
+                    unit: "short",
+                    queries: vec![
+                        q(
+                            format!("sum by (lane) ({})", rate(names::LANE_JOBS_ENQUEUED_TOTAL)),
+                            "enqueued {{lane}}",
+                        ),
+                        q(
+                            format!("sum by (lane) ({})", rate(names::LANE_JOBS_RECEIVED_TOTAL)),
+                            "received {{lane}}",
+                        ),
+                        q(
+                            format!("sum by (lane) ({})", names::LANE_JOBS_IN_HAND),
+                            "in hand {{lane}}",
+                        ),
+                    ],
+                },
+                Panel {
+                    title: "Lanes: queue wait",
+                    description: "From a job's first enqueue to its receipt by a worker, by lane (p50 and p99). The interactive lane's wait stays near the poll time while a bulk broadcast runs; a bulk wait that grows is the budget at work, not a fault.",
+                    kind: TimeSeries,
+                    unit: "s",
+                    queries: vec![
+                        q(
+                            quantile("0.5", names::LANE_QUEUE_WAIT_SECONDS, "lane"),
+                            "p50 {{lane}}",
+                        ),
+                        q(
+                            quantile("0.99", names::LANE_QUEUE_WAIT_SECONDS, "lane"),
+                            "p99 {{lane}}",
+                        ),
+                    ],
+                },
+                Panel {
                     title: "Queue depth",
                     description: "Jobs waiting on the queue (SQS visible plus delayed, or the Redis stream's undelivered and delayed entries). A depth that never returns to zero means the workers are behind.",
                     kind: TimeSeries,
