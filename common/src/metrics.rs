@@ -1,4 +1,5 @@
 //! Every Prometheus metric name the product exports, and the metric families each service registers.
+//! Long because every family is declared, described and registered here, in one place the dashboard reads.
 //!
 //! Names start with `fanout_` and vary by bounded labels (`route`, `outcome`, `reason`, `target`,
 //! `operation`), never by a connection, channel or user id. A test keeps every name in that shape.

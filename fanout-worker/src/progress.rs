@@ -1,5 +1,6 @@
 //! Per-job delivery progress: which of a job's recipients already have a final outcome, so that a job
-//! received again (its worker was killed, or its lease taken over after a pause) skips them.
+//! received again (its worker was killed, or its lease taken over after a pause) skips them. Long because
+//! its tests (half the file, against a real redis-server) pin every outage and takeover path.
 //!
 //! While a job dispatches, every [`FLUSH_EVERY`] outcomes (and at the end) the ids answered 200 or 410 are
 //! added to the job's progress set ([`common::keys::Keyspace::job_progress`]) by one script that also

@@ -1,6 +1,7 @@
 //! The rate governor: every worker of a fleet takes its `PostToConnection` budget from one token bucket
 //! in Redis, which learns the budget the gateway really grants; so adding workers, or sharing the
-//! account's budget with other APIs, never turns into a storm of 429s.
+//! account's budget with other APIs, never turns into a storm of 429s. Long because one handle holds the
+//! whole protocol (tokens, answers, cuts, the breaker, the live set): its parts are in the modules below.
 //!
 //! - [`bucket`]: the shared bucket and budget discovery (one Lua script): a cut measures the rate the
 //!   gateway accepts and sets the fleet's rate just under it; while no 429 comes back the rate grows
