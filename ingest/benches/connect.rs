@@ -56,7 +56,6 @@ async fn main() {
     let n = env_or("BENCH_CONNECTS", 20_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
     let redis = test_support::RedisServer::start();
-    let secret = support::SECRET;
     let (state, base) = support::start_ingest(&redis, &[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -91,17 +90,10 @@ async fn main() {
         let slice = &tokens[round * per_round..(round + 1) * per_round];
         rates.0.push(
             timed(per_round, concurrency, |i| {
-                let url = format!("{base}/ws/connect?channel=general&ws_token={}", slice[i]);
-                let http = &http;
+                let (http, base, token) = (&http, &base, &slice[i]);
                 async move {
-                    http.post(url)
-                        .header("connectionId", format!("conn{round}x{i}="))
-                        .header("X-Amzn-Apigateway-Api-Id", "benchapi")
-                        .header("X-Ws-Gateway-Secret", secret)
-                        .header("X-Ws-Source-Ip", "203.0.113.9")
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
+                    let id = format!("conn{round}x{i}=");
+                    support::connect(http, base, "general", token, &id).await
                 }
             })
             .await,

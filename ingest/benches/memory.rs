@@ -67,7 +67,6 @@ async fn main() {
     let channels = env_or("BENCH_CHANNELS", 100);
     let users = env_or("BENCH_USERS", n).max(1);
     let redis = test_support::RedisServer::start();
-    let secret = support::SECRET;
     let prefix = "fanout:";
     let (state, base) = support::start_ingest(&redis, &[format!("--key-prefix={prefix}")]).await;
     let http = reqwest::Client::new();
@@ -87,21 +86,10 @@ async fn main() {
     let before = used_memory(&mut conn).await;
     let refused = futures::stream::iter(0..n)
         .map(|i| {
-            let url = format!(
-                "{base}/ws/connect?channel=room-{}&ws_token={}",
-                i % channels,
-                tokens[i]
-            );
-            let http = &http;
+            let (http, base, token) = (&http, &base, &tokens[i]);
             async move {
-                http.post(url)
-                    .header("connectionId", connection_id(i))
-                    .header("X-Amzn-Apigateway-Api-Id", "benchapi")
-                    .header("X-Ws-Gateway-Secret", secret)
-                    .header("X-Ws-Source-Ip", "203.0.113.9")
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
+                let channel = format!("room-{}", i % channels);
+                support::connect(http, base, &channel, token, &connection_id(i)).await
             }
         })
         .buffer_unordered(64)

@@ -39,3 +39,24 @@ pub async fn start_ingest(
     ));
     (state, base)
 }
+
+/// One `$connect` callback as API Gateway sends it, for connection `connection_id` with `ws_token` in
+/// `channel`; whether ingest accepted it.
+pub async fn connect(
+    http: &reqwest::Client,
+    base: &str,
+    channel: &str,
+    token: &str,
+    connection_id: &str,
+) -> bool {
+    http.post(format!(
+        "{base}/ws/connect?channel={channel}&ws_token={token}"
+    ))
+    .header("connectionId", connection_id)
+    .header("X-Amzn-Apigateway-Api-Id", "benchapi")
+    .header("X-Ws-Gateway-Secret", SECRET)
+    .header("X-Ws-Source-Ip", "203.0.113.9")
+    .send()
+    .await
+    .is_ok_and(|r| r.status().is_success())
+}
