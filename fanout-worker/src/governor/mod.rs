@@ -735,17 +735,144 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_worker_refused_by_a_bucket_a_second_ahead_asks_again_for_a_whole_grant() {
+        let server = RedisServer::start();
+        // 10 a second: this worker's grant is 2 tokens, and the bucket refills one in 100 ms.
+        let (g, metrics) = governor(&server, "ahead", 10).await;
+        let keys = (g.inner.bucket_key.clone(), g.inner.workers_key.clone());
+        // Another worker takes a token at a time until the bucket is a second of the rate ahead and
+        // refuses: less than one token short of refusing 2 to anyone for the next 100 ms.
+        loop {
+            let other = bucket::Call {
+                rate: 10,
+                burst: 10,
+                want: 1,
+                cut: false,
+                admitted: None,
+                epoch: 0,
+                worker: "other",
+                heartbeat: true,
+            };
+            let a = bucket::call(&g.inner.redis, (&keys.0, &keys.1), other)
+                .await
+                .unwrap();
+            if a.granted == 0 {
+                assert!(a.wait_ms > 0, "{a:?}");
+                break;
+            }
+        }
+        // This worker is refused too, waits as told, and asks again: it holds a whole grant, less the
+        // token it spends.
+        drop(g.acquire().await);
+        assert!(metrics.governor_calls.get() >= 2);
+        assert_eq!(g.inner.local.lock().await.tokens, 1);
+    }
+
+    #[tokio::test]
+    async fn a_worker_asks_for_a_cut_at_most_once_per_cut_gap() {
+        let server = RedisServer::start();
+        let (g, metrics) = governor(&server, "ask", 10_000).await;
+        let keys = (g.inner.bucket_key.clone(), g.inner.workers_key.clone());
+        // Another worker has cut the fleet's rate: the bucket is in epoch 1.
+        let other = bucket::Call {
+            rate: 10_000,
+            burst: 10_000,
+            want: 0,
+            cut: true,
+            admitted: Some(1.0),
+            epoch: 0,
+            worker: "other",
+            heartbeat: true,
+        };
+        let a = bucket::call(&g.inner.redis, (&keys.0, &keys.1), other)
+            .await
+            .unwrap();
+        assert_eq!(a.epoch, 1);
+        // This worker's answers in epoch 1 are a sample.
+        for i in 0..MIN_SAMPLE {
+            let ticket = g.acquire().await;
+            g.observe(ticket, Outcome::Sent, &format!("c{i}")).await;
+        }
+        // A 429 to a call of epoch 0 asks (the bucket refuses: that epoch is over); the next 429s within
+        // the cut gap do not ask again.
+        let asked = metrics.governor_calls.get();
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 1);
+        g.cut(0).await;
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 1);
+        // One gap later (real time passing, not a synchronisation) it asks again.
+        tokio::time::sleep(Duration::from_millis(2 * bucket::CUT_GAP_MS)).await;
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 2);
+        assert_eq!(g.inner.epoch.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_tells_the_bucket_it_is_live_once_its_heartbeat_is_stale_and_leaves_when_it_stops()
+     {
+        let server = RedisServer::start();
+        let (g, metrics) = governor(&server, "idle", 1_000).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let alive = tokio::spawn(g.clone().keep_alive(stop.clone()));
+        // At once, then every KEEP_ALIVE_EVERY (its heartbeat is then older than HEARTBEAT_EVERY).
+        let calls = |n: u64| {
+            let metrics = metrics.clone();
+            tokio::time::timeout(KEEP_ALIVE_EVERY * 2, async move {
+                while metrics.governor_calls.get() < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        calls(1).await.expect("a first heartbeat");
+        calls(2).await.expect("a heartbeat one interval later");
+        let live = || {
+            let mut redis = g.inner.redis.clone();
+            let mut zcard = redis::cmd("ZCARD");
+            zcard.arg(&g.inner.workers_key);
+            async move { zcard.query_async::<u32>(&mut redis).await.unwrap() }
+        };
+        assert_eq!(live().await, 1);
+        stop.cancel();
+        alive.await.unwrap();
+        assert_eq!(live().await, 0);
+    }
+
+    #[tokio::test]
+    async fn the_burst_scales_with_the_rate() {
+        let server = RedisServer::start();
+        let (g, _) = governor(&server, "scaled", 1_000).await;
+        assert_eq!(g.burst_at(1_000), 1_000);
+        assert_eq!(g.burst_at(100), 100);
+        assert_eq!(g.burst_at(0), 1);
+        let redis = g.inner.redis.clone();
+        let g = Governor::new(
+            redis,
+            &Keyspace::new("t:"),
+            "half",
+            1_000,
+            500,
+            WorkerMetrics::new(),
+        );
+        assert_eq!(g.burst_at(1_000), 500);
+        assert_eq!(g.burst_at(100), 50);
+    }
+
+    #[tokio::test]
     async fn without_redis_an_account_throttle_quarters_the_local_share_at_most_once_a_second() {
         let mut server = RedisServer::start();
         let (g, _) = governor(&server, "local", 1_000).await;
         // The bucket reached once: the fleet's rate and its one live worker are known.
         drop(g.acquire().await);
         server.stop();
-        // Once the tokens in hand are spent, the next grant finds Redis gone: the worker paces itself.
-        while g.inner.local.lock().await.pace.is_none() {
+        // Once the tokens in hand are spent (a grant of 40), the next grant finds Redis gone: the worker
+        // paces itself, in grants of the same size.
+        for _ in 0..40 {
             drop(g.acquire().await);
         }
         assert!(g.is_fallback());
+        let batch = pacing::batch(1_000, 1_000);
+        assert_eq!(g.inner.local.lock().await.tokens, batch - 1);
         let share = || async { g.inner.local.lock().await.pace.map(|p| p.share()) };
         assert_eq!(share().await, Some(1_000.0));
         g.cut(0).await;
