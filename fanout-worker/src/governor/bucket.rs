@@ -253,3 +253,43 @@ pub async fn call(
         live,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use test_support::RedisServer;
+
+    #[tokio::test]
+    async fn a_cut_without_a_measured_share_is_a_blind_cut() {
+        let server = RedisServer::start();
+        let redis = Redis::connect(&server.url()).await.unwrap();
+        let keys = ("t:gov:{blind}", "t:gov:{blind}:workers");
+        let at = |want, cut, admitted| Call {
+            rate: 10_000,
+            burst: 5_000,
+            want,
+            cut,
+            admitted,
+            epoch: 0,
+            worker: "w",
+            heartbeat: true,
+        };
+        // 4,000 tokens granted from a full bucket: measured with every answer admitted, a window of them
+        // would read as more than the blind cut.
+        let mut granted = 0;
+        while granted < 4_000 {
+            granted += call(&redis, keys, at(1_000, false, None))
+                .await
+                .unwrap()
+                .granted;
+        }
+        // A window long enough to measure (real time passing, not a synchronisation).
+        tokio::time::sleep(Duration::from_millis(2 * CUT_GAP_MS)).await;
+        let cut = call(&redis, keys, at(0, true, None)).await.unwrap();
+        assert_eq!(cut.epoch, 1);
+        // The configured rate (the bucket never grows past it) times CUT_FACTOR.
+        assert_eq!(cut.rate, 2_500, "{cut:?}");
+        assert_eq!(cut.estimate, 2_500, "{cut:?}");
+    }
+}

@@ -145,6 +145,7 @@ impl Flight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -181,28 +182,42 @@ mod tests {
         assert_eq!(m.get(), Some(7 * MS));
     }
 
-    #[tokio::test]
-    async fn a_seat_is_given_back_when_dropped_and_wakes_a_waiter() {
+    #[test]
+    fn a_seat_is_given_back_when_dropped_and_wakes_a_waiter() {
         let flight = Arc::new(Flight::default());
-        let seats: Vec<Seat> =
-            futures::future::join_all((0..FLOOR).map(|_| flight.enter(1.0))).await;
+        // Below the cap a seat is taken at once.
+        let seats: Vec<Seat> = (0..FLOOR)
+            .map(|_| {
+                flight
+                    .enter(1.0)
+                    .now_or_never()
+                    .expect("a free seat at once")
+            })
+            .collect();
         assert_eq!(flight.outstanding(), FLOOR);
-        let waiting = tokio::spawn({
-            let flight = flight.clone();
-            async move { flight.enter(1.0).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
+        // At the cap a caller waits, until a seat is given back.
+        let mut waiting = Box::pin(flight.enter(1.0));
+        assert!((&mut waiting).now_or_never().is_none());
         drop(seats);
-        let seat = waiting.await.unwrap();
+        assert_eq!(flight.outstanding(), 0);
+        let seat = waiting.now_or_never().expect("a seat given back");
         assert_eq!(flight.outstanding(), 1);
         drop(seat);
         assert_eq!(flight.outstanding(), 0);
-        // A higher rate with a slow gateway: more room.
+        // A higher rate with a slow gateway: more room, 2 × 1,000/s × 100 ms.
         flight.record(100 * MS);
-        let many: Vec<Seat> =
-            futures::future::join_all((0..100).map(|_| flight.enter(1_000.0))).await;
-        assert_eq!(many.len(), 100);
-        assert_eq!(flight.outstanding(), 100);
+        assert_eq!(flight.min_rtt(), Some(100 * MS));
+        let many: Vec<Seat> = (0..200)
+            .map(|_| {
+                flight
+                    .enter(1_000.0)
+                    .now_or_never()
+                    .expect("within the cap")
+            })
+            .collect();
+        assert_eq!(flight.outstanding(), 200);
+        assert!(flight.enter(1_000.0).now_or_never().is_none());
+        drop(many);
+        assert_eq!(flight.outstanding(), 0);
     }
 }

@@ -58,6 +58,13 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle worker tells the bucket it is live (well within [`bucket::LIVE_MS`]).
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(bucket::LIVE_MS / 4);
 
+/// The share of answers that were not 429, `admitted` of `admitted + throttled`, once they are a sample
+/// ([`MIN_SAMPLE`]).
+fn admitted_share(admitted: u64, throttled: u64) -> Option<f64> {
+    let answers = admitted + throttled;
+    (answers >= MIN_SAMPLE).then(|| admitted as f64 / answers as f64)
+}
+
 /// Proof of a token and of a seat in flight: the epoch the token was granted in, so its call's answer
 /// is counted in the right one, and when the call went out, for its round trip. Dropping it (the answer
 /// taken in by [`Governor::observe`], or the call abandoned) gives the seat back.
@@ -340,9 +347,9 @@ impl Governor {
         }
         let admitted = inner.admitted.load(Ordering::Relaxed);
         let throttled = inner.throttled.load(Ordering::Relaxed);
-        if admitted + throttled < MIN_SAMPLE {
+        let Some(share) = admitted_share(admitted, throttled) else {
             return; // too few answers in this epoch to measure; more will come
-        }
+        };
         let now_ms = inner.born.elapsed().as_millis() as u64;
         if now_ms < inner.next_cut_ms.load(Ordering::Relaxed) {
             return; // this worker asked less than a cut gap ago
@@ -350,7 +357,6 @@ impl Governor {
         inner
             .next_cut_ms
             .store(now_ms + bucket::CUT_GAP_MS, Ordering::Relaxed);
-        let share = admitted as f64 / (admitted + throttled) as f64;
         let _ = self.call_in(0, true, Some(share), epoch).await;
     }
 
@@ -620,5 +626,280 @@ impl Governor {
                 tracing::info!(failures, lasted = ?lasted, "the Management API answers again");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handle's own bookkeeping against a real redis-server: which answers count toward the budget
+    //! measurement, the share a cut is measured with, the local share cut while Redis is down, and the
+    //! heartbeat's pace. The fleet's behaviour over seconds is in `tests/worker/governor.rs`.
+
+    use super::*;
+    use test_support::RedisServer;
+
+    async fn governor(server: &RedisServer, name: &str, rate: u32) -> (Governor, WorkerMetrics) {
+        let redis = Redis::connect(&server.url()).await.unwrap();
+        let metrics = WorkerMetrics::new();
+        let g = Governor::new(
+            redis,
+            &Keyspace::new("t:"),
+            name,
+            rate,
+            rate,
+            metrics.clone(),
+        );
+        (g, metrics)
+    }
+
+    #[test]
+    fn an_idle_worker_tells_the_bucket_it_is_live_well_within_the_live_window() {
+        assert!(KEEP_ALIVE_EVERY > Duration::ZERO);
+        assert!(KEEP_ALIVE_EVERY * 4 <= Duration::from_millis(bucket::LIVE_MS));
+    }
+
+    #[test]
+    fn a_cut_is_measured_with_the_share_of_admitted_answers_once_they_are_a_sample() {
+        assert_eq!(admitted_share(10, 9), None);
+        assert_eq!(admitted_share(0, MIN_SAMPLE - 1), None);
+        assert_eq!(admitted_share(15, 5), Some(0.75));
+        assert_eq!(admitted_share(0, MIN_SAMPLE), Some(0.0));
+        assert_eq!(admitted_share(MIN_SAMPLE, 0), Some(1.0));
+        assert_eq!(admitted_share(30, 10), Some(0.75));
+    }
+
+    #[tokio::test]
+    async fn only_answers_to_calls_of_the_current_epoch_count_toward_the_measurement() {
+        let server = RedisServer::start();
+        let (g, _) = governor(&server, "answers", 1_000).await;
+        let counts = |g: &Governor| {
+            (
+                g.inner.admitted.load(Ordering::Relaxed),
+                g.inner.throttled.load(Ordering::Relaxed),
+            )
+        };
+        // A call the gateway never saw (no credentials, an unusable endpoint): no answer, no round trip,
+        // and its seat is given back.
+        let ticket = g.acquire().await;
+        let other = Outcome::Retryable(RetryReason::Other);
+        assert_eq!(g.observe(ticket, other, "c").await, None);
+        // A call that timed out: no answer either.
+        let ticket = g.acquire().await;
+        let timeout = Outcome::Retryable(RetryReason::Timeout);
+        assert_eq!(g.observe(ticket, timeout, "c").await, None);
+        assert_eq!(counts(&g), (0, 0));
+        assert_eq!(g.inner.flight.min_rtt(), None);
+        assert_eq!(g.inner.flight.outstanding(), 0);
+        // Answers: an admitted call and a slow client's 429.
+        let ticket = g.acquire().await;
+        assert_eq!(g.observe(ticket, Outcome::Sent, "c").await, None);
+        assert!(g.inner.flight.min_rtt().is_some());
+        let ticket = g.acquire().await;
+        assert_eq!(
+            g.observe(ticket, Outcome::Throttled, "c").await,
+            Some(ThrottleKind::Connection)
+        );
+        assert_eq!(counts(&g), (1, 1));
+        // A call granted before a cut is answered after it: not counted against the new epoch.
+        let early = g.acquire().await;
+        assert!(g.hear("1 900"));
+        assert_eq!(counts(&g), (0, 0));
+        assert_eq!(g.observe(early, Outcome::Sent, "c").await, None);
+        let early = g.acquire().await;
+        assert!(g.hear("2 800"));
+        g.observe(early, Outcome::Throttled, "c").await;
+        assert_eq!(counts(&g), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_account_throttle_drops_the_tokens_in_hand_and_a_slow_clients_does_not() {
+        let server = RedisServer::start();
+        let (g, metrics) = governor(&server, "flush", 10_000).await;
+        let ticket = g.acquire().await;
+        g.observe(ticket, Outcome::Sent, "ok").await;
+        assert_eq!(metrics.governor_calls.get(), 1);
+        // Three slow clients: the tokens in hand (a grant of 400) are still spent.
+        for id in ["a", "b", "c"] {
+            let ticket = g.acquire().await;
+            let kind = g.observe(ticket, Outcome::Throttled, id).await;
+            assert_eq!(kind, Some(ThrottleKind::Connection));
+        }
+        assert_eq!(metrics.governor_calls.get(), 1);
+        // A fourth connection: the account's budget is spent (too few answers yet to ask for a cut), and
+        // the tokens in hand are dropped: the next token is a new grant.
+        let ticket = g.acquire().await;
+        let kind = g.observe(ticket, Outcome::Throttled, "d").await;
+        assert_eq!(kind, Some(ThrottleKind::Account));
+        assert_eq!(metrics.governor_calls.get(), 1);
+        drop(g.acquire().await);
+        assert_eq!(metrics.governor_calls.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_worker_refused_by_a_bucket_a_second_ahead_asks_again_for_a_whole_grant() {
+        let server = RedisServer::start();
+        // 10 a second: this worker's grant is 2 tokens, and the bucket refills one in 100 ms.
+        let (g, metrics) = governor(&server, "ahead", 10).await;
+        let keys = (g.inner.bucket_key.clone(), g.inner.workers_key.clone());
+        // Another worker takes a token at a time until the bucket is a second of the rate ahead and
+        // refuses: less than one token short of refusing 2 to anyone for the next 100 ms.
+        loop {
+            let other = bucket::Call {
+                rate: 10,
+                burst: 10,
+                want: 1,
+                cut: false,
+                admitted: None,
+                epoch: 0,
+                worker: "other",
+                heartbeat: true,
+            };
+            let a = bucket::call(&g.inner.redis, (&keys.0, &keys.1), other)
+                .await
+                .unwrap();
+            if a.granted == 0 {
+                assert!(a.wait_ms > 0, "{a:?}");
+                break;
+            }
+        }
+        // This worker is refused too, waits as told, and asks again: it holds a whole grant, less the
+        // token it spends.
+        drop(g.acquire().await);
+        assert!(metrics.governor_calls.get() >= 2);
+        assert_eq!(g.inner.local.lock().await.tokens, 1);
+    }
+
+    #[tokio::test]
+    async fn a_worker_asks_for_a_cut_at_most_once_per_cut_gap() {
+        let server = RedisServer::start();
+        let (g, metrics) = governor(&server, "ask", 10_000).await;
+        let keys = (g.inner.bucket_key.clone(), g.inner.workers_key.clone());
+        // Another worker has cut the fleet's rate: the bucket is in epoch 1.
+        let other = bucket::Call {
+            rate: 10_000,
+            burst: 10_000,
+            want: 0,
+            cut: true,
+            admitted: Some(1.0),
+            epoch: 0,
+            worker: "other",
+            heartbeat: true,
+        };
+        let a = bucket::call(&g.inner.redis, (&keys.0, &keys.1), other)
+            .await
+            .unwrap();
+        assert_eq!(a.epoch, 1);
+        // This worker's answers in epoch 1 are a sample.
+        for i in 0..MIN_SAMPLE {
+            let ticket = g.acquire().await;
+            g.observe(ticket, Outcome::Sent, &format!("c{i}")).await;
+        }
+        // A 429 to a call of epoch 0 asks (the bucket refuses: that epoch is over); the next 429s within
+        // the cut gap do not ask again.
+        let asked = metrics.governor_calls.get();
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 1);
+        g.cut(0).await;
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 1);
+        // One gap later (real time passing, not a synchronisation) it asks again.
+        tokio::time::sleep(Duration::from_millis(2 * bucket::CUT_GAP_MS)).await;
+        g.cut(0).await;
+        assert_eq!(metrics.governor_calls.get(), asked + 2);
+        assert_eq!(g.inner.epoch.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_tells_the_bucket_it_is_live_once_its_heartbeat_is_stale_and_leaves_when_it_stops()
+     {
+        let server = RedisServer::start();
+        let (g, metrics) = governor(&server, "idle", 1_000).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let alive = tokio::spawn(g.clone().keep_alive(stop.clone()));
+        // At once, then every KEEP_ALIVE_EVERY (its heartbeat is then older than HEARTBEAT_EVERY).
+        let calls = |n: u64| {
+            let metrics = metrics.clone();
+            tokio::time::timeout(KEEP_ALIVE_EVERY * 2, async move {
+                while metrics.governor_calls.get() < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        calls(1).await.expect("a first heartbeat");
+        calls(2).await.expect("a heartbeat one interval later");
+        let live = || {
+            let mut redis = g.inner.redis.clone();
+            let mut zcard = redis::cmd("ZCARD");
+            zcard.arg(&g.inner.workers_key);
+            async move { zcard.query_async::<u32>(&mut redis).await.unwrap() }
+        };
+        assert_eq!(live().await, 1);
+        stop.cancel();
+        alive.await.unwrap();
+        assert_eq!(live().await, 0);
+    }
+
+    #[tokio::test]
+    async fn the_burst_scales_with_the_rate() {
+        let server = RedisServer::start();
+        let (g, _) = governor(&server, "scaled", 1_000).await;
+        assert_eq!(g.burst_at(1_000), 1_000);
+        assert_eq!(g.burst_at(100), 100);
+        assert_eq!(g.burst_at(0), 1);
+        let redis = g.inner.redis.clone();
+        let g = Governor::new(
+            redis,
+            &Keyspace::new("t:"),
+            "half",
+            1_000,
+            500,
+            WorkerMetrics::new(),
+        );
+        assert_eq!(g.burst_at(1_000), 500);
+        assert_eq!(g.burst_at(100), 50);
+    }
+
+    #[tokio::test]
+    async fn without_redis_an_account_throttle_quarters_the_local_share_at_most_once_a_second() {
+        let mut server = RedisServer::start();
+        let (g, _) = governor(&server, "local", 1_000).await;
+        // The bucket reached once: the fleet's rate and its one live worker are known.
+        drop(g.acquire().await);
+        server.stop();
+        // Once the tokens in hand are spent (a grant of 40), the next grant finds Redis gone: the worker
+        // paces itself, in grants of the same size.
+        for _ in 0..40 {
+            drop(g.acquire().await);
+        }
+        assert!(g.is_fallback());
+        let batch = pacing::batch(1_000, 1_000);
+        assert_eq!(g.inner.local.lock().await.tokens, batch - 1);
+        let share = || async { g.inner.local.lock().await.pace.map(|p| p.share()) };
+        assert_eq!(share().await, Some(1_000.0));
+        g.cut(0).await;
+        assert_eq!(share().await, Some(1_000.0 * bucket::CUT_FACTOR));
+        // The next 429s within the second do not cut it again.
+        g.cut(0).await;
+        assert_eq!(share().await, Some(1_000.0 * bucket::CUT_FACTOR));
+    }
+
+    #[tokio::test]
+    async fn a_busy_worker_heartbeats_once_a_second_not_with_every_grant() {
+        let server = RedisServer::start();
+        let (g, _) = governor(&server, "beat", 1_000).await;
+        let seen = || {
+            let mut redis = g.inner.redis.clone();
+            let mut zscore = redis::cmd("ZSCORE");
+            zscore.arg(&g.inner.workers_key).arg(&g.inner.worker_id);
+            async move { zscore.query_async::<f64>(&mut redis).await.unwrap() }
+        };
+        g.call(0, false, None).await.unwrap();
+        let first = seen().await;
+        g.call(0, false, None).await.unwrap();
+        assert_eq!(seen().await, first);
+        // A second on (real time passing, not a synchronisation), the next grant carries a heartbeat.
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+        g.call(0, false, None).await.unwrap();
+        assert!(seen().await > first);
     }
 }

@@ -103,6 +103,11 @@ mod tests {
     }
 
     #[test]
+    fn grants_per_second_of_one_interval_each_make_a_second() {
+        assert_eq!(GRANT_INTERVAL * GRANTS_PER_SEC, Duration::from_secs(1));
+    }
+
+    #[test]
     fn the_local_pace_spends_the_share_and_no_more() {
         let t0 = Instant::now();
         let mut pace = LocalPace::new(100.0, t0);
