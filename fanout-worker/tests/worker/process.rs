@@ -219,6 +219,39 @@ async fn a_finished_job_is_measured_from_its_first_enqueue_and_one_with_leftover
     );
 }
 
+/// Each job is counted on receipt by its lane, and how long it waited for a worker is measured once: at
+/// its first receipt (not when received again, nor for a retry job of leftovers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_wait_is_measured_at_a_jobs_first_receipt_only() {
+    let env = Env::start().await;
+    let ids = env.register("w", 1, "room", "sam").await;
+    let ctx = ctx(&env, env.settings(&[])).await;
+    let target = Target::Connections { ids };
+    let wait = ("lane", "interactive");
+    let send = |attempt: u32| {
+        let mut job = Job::post(
+            target.clone(),
+            payload_of(&serde_json::json!({"a": attempt})),
+        );
+        job.enqueued_at_ms -= 5_000;
+        job.attempt = attempt;
+        job
+    };
+    env.queue.send_batch(&[send(0)]).await.unwrap();
+    handle_next(&ctx, &env, None).await;
+    let (samples, seconds) = histogram(&ctx, "fanout_lane_queue_wait_seconds", wait);
+    assert_eq!(samples, 1);
+    assert!(seconds >= 5.0, "{seconds}");
+    // Received a second time, or a retry job: counted, not measured again.
+    env.queue.send_batch(&[send(0)]).await.unwrap();
+    handle_next(&ctx, &env, Some(2)).await;
+    env.queue.send_batch(&[send(1)]).await.unwrap();
+    handle_next(&ctx, &env, None).await;
+    assert_eq!(histogram(&ctx, "fanout_lane_queue_wait_seconds", wait).0, 1);
+    assert_eq!(counter(&ctx, "fanout_lane_jobs_received_total", wait), 3.0);
+    assert_eq!(env.gateway.calls().len(), 3);
+}
+
 /// A channel small enough for one job is delivered by it: the connection that answers 410 and the id
 /// without a record are taken out of the channel and counted as gone, and the report finishes, measured
 /// as a broadcast.
