@@ -18,7 +18,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts three nodes, joins them into a cluster and waits for `cluster_state:ok` on every node.
     pub fn start() -> Self {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| free_node_port()).collect();
         let dir = std::env::temp_dir().join(format!(
             "fanout-cluster-{}-{}",
             std::process::id(),
@@ -87,6 +87,20 @@ impl Drop for RedisCluster {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port whose cluster bus port (the port + 10,000, which a node also listens on) is free too: an
+/// ephemeral port another process holds there would stop the node from starting.
+fn free_node_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return port;
+        }
     }
 }
 
