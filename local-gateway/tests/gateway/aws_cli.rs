@@ -42,16 +42,12 @@ async fn the_aws_cli_posts_gets_and_deletes() {
     let gw = gateway(&backend, &[]).await;
     let mut client = connect(&gw, &backend).await;
     let endpoint = gw.management_endpoint.clone();
+    // In one argument: an id may start with '-', which the CLI would take for an option.
+    let id_arg = format!("--connection-id={}", client.id);
 
     let out = aws(
         &endpoint,
-        &[
-            "post-to-connection",
-            "--connection-id",
-            &client.id,
-            "--data",
-            "from the cli",
-        ],
+        &["post-to-connection", &id_arg, "--data", "from the cli"],
     )
     .await;
     assert!(
@@ -64,11 +60,7 @@ async fn the_aws_cli_posts_gets_and_deletes() {
         Message::text("from the cli")
     );
 
-    let out = aws(
-        &endpoint,
-        &["get-connection", "--connection-id", &client.id],
-    )
-    .await;
+    let out = aws(&endpoint, &["get-connection", &id_arg]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -99,11 +91,7 @@ async fn the_aws_cli_posts_gets_and_deletes() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = aws(
-        &endpoint,
-        &["delete-connection", "--connection-id", &client.id],
-    )
-    .await;
+    let out = aws(&endpoint, &["delete-connection", &id_arg]).await;
     assert!(
         out.status.success(),
         "{}",
