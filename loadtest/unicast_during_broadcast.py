@@ -20,20 +20,9 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from datetime import datetime, timezone
 
-BATCH = 100_000
-
-
-def call(method, url, body=None, headers=None, timeout=900):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        raw = r.read()
-        return r.status, (json.loads(raw) if raw else None)
+from virtual import call, create
 
 
 class Socket:
@@ -105,14 +94,7 @@ def main():
     auth = {"Authorization": f"Bearer {a.api_key}"}
     channel = f"lt-virtual-{int(time.time())}"
 
-    call("DELETE", f"{mg}/_emulator/virtual")
-    created = 0
-    while created < n:
-        count = min(BATCH, n - created)
-        _, r = call("POST", f"{mg}/_emulator/virtual", {"count": count, "query": f"channel={channel}", "concurrency": 512})
-        if r["created"] != count:
-            sys.exit(f"only {r['created']} of {count} virtual connections were created")
-        created += count
+    create(mg, channel, n)
     print(f"  {n:,} virtual connections in {channel}", flush=True)
 
     _, t = call("POST", f"{api}/v1/tokens", {"subject": "probe", "channels": ["lt-probe"]}, auth)

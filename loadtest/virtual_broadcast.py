@@ -14,17 +14,7 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 
-BATCH = 100_000
-
-
-def call(method, url, body=None, headers=None, timeout=900):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        raw = r.read()
-        return r.status, (json.loads(raw) if raw else None)
+from virtual import call, create
 
 
 def worker_counters(url):
@@ -62,18 +52,7 @@ def main():
     n, mg = a.recipients, a.management.rstrip("/")
     channel = f"lt-virtual-{int(time.time())}"
 
-    call("DELETE", f"{mg}/_emulator/virtual")
-    created, t = 0, time.time()
-    while created < n:
-        count = min(BATCH, n - created)
-        _, r = call("POST", f"{mg}/_emulator/virtual",
-                    {"count": count, "query": f"channel={channel}", "concurrency": a.concurrency})
-        if r["created"] != count:
-            sys.exit(f"only {r['created']} of {count} virtual connections were created: "
-                     f"refused {r['refused_by_status']}, failed {r['failed']}")
-        created += count
-        print(f"  {created:,} virtual connections ({created / (time.time() - t):,.0f} connects/s)", flush=True)
-    create_secs = time.time() - t
+    create_secs = create(mg, channel, n, a.concurrency, progress=True)
 
     rounds = []
     for i in range(a.rounds):
