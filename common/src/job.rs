@@ -111,6 +111,12 @@ pub enum Action {
     Post { payload: Box<RawValue> },
     /// `DeleteConnection`: close the socket (a kick).
     Disconnect,
+    /// Deliver an ordered channel's backlog ([`crate::ordered`]), oldest first, one message (or, with
+    /// `coalesce`, one batch of the messages waiting) at a time. The target is the channel.
+    Drain {
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        coalesce: bool,
+    },
 }
 
 /// The broadcast a chunk job belongs to.
@@ -173,7 +179,7 @@ impl Job {
     pub fn payload(&self) -> Option<&RawValue> {
         match &self.action {
             Action::Post { payload } => Some(payload),
-            Action::Disconnect => None,
+            Action::Disconnect | Action::Drain { .. } => None,
         }
     }
 

@@ -17,6 +17,10 @@
 //! | `{p}pres:{name}` | hash | a presence channel's members (id → user id and client info), in the slot of `chan:{name}` |
 //! | `{p}sweep:{n}` | string | the lease of the sweep of bucket `n` (one ingest replica sweeps it per interval) |
 //! | `{p}hist:{name}` | list | the channel's recent messages, newest first, capped |
+//! | `{p}ordq:{name}` | list | an ordered channel's backlog: encoded jobs in publish order, in the slot of `chan:{name}` |
+//! | `{p}ords:{name}` | string | set while the backlog has a drain job on the queue or a worker draining it |
+//! | `{p}ordl:{name}` | string | the drain that holds the channel (`JOB_ID/TOKEN`), with a TTL |
+//! | `{p}ordb:{name}` | string | the size of the batch being delivered at the backlog's head (`FIRST_ID N`) |
 //! | `{p}tok:{sha256}` | string | a connect token's claims, stored under the hash of the token, with its TTL |
 //! | `{p}rl:{kind}:{who}` | string | a rate-limit counter with the window as TTL |
 //! | `{p}revoked:{id}` | string | a kicked connection's revocation mark: its callbacks are refused until it expires |
@@ -164,6 +168,28 @@ impl Keyspace {
         format!("{}hpos:{{{channel}}}", self.prefix)
     }
 
+    /// An ordered channel's backlog: a list of encoded jobs in publish order, drained by one worker at a
+    /// time; same hash tag as [`Keyspace::channel`], as are the three keys after it.
+    pub fn ordered_backlog(&self, channel: &str) -> String {
+        format!("{}ordq:{{{channel}}}", self.prefix)
+    }
+
+    /// Set while an ordered channel's backlog has a drain job on the queue or a worker draining it.
+    pub fn ordered_scheduled(&self, channel: &str) -> String {
+        format!("{}ords:{{{channel}}}", self.prefix)
+    }
+
+    /// Which receipt of which drain job is draining an ordered channel (`JOB_ID/TOKEN`).
+    pub fn ordered_lock(&self, channel: &str) -> String {
+        format!("{}ordl:{{{channel}}}", self.prefix)
+    }
+
+    /// How many messages the batch being delivered at the head of an ordered channel's backlog holds
+    /// (`FIRST_JOB_ID N`), so a drain that resumes it sends the same batch.
+    pub fn ordered_batch(&self, channel: &str) -> String {
+        format!("{}ordb:{{{channel}}}", self.prefix)
+    }
+
     /// The key of a token, from the token itself: only the hash is ever stored.
     pub fn token(&self, token: &str) -> String {
         format!("{}tok:{{{}}}", self.prefix, token_hash(token))
@@ -278,6 +304,10 @@ mod tests {
             k.revoked("abc="),
             k.token_generation("user-1"),
             k.history_position("general"),
+            k.ordered_backlog("general"),
+            k.ordered_scheduled("general"),
+            k.ordered_lock("general"),
+            k.ordered_batch("general"),
             k.token("t"),
             k.rate_limit("ip", "10.0.0.1"),
             k.report("b1"),
@@ -314,6 +344,13 @@ mod tests {
             (k.sweep_lease(3), "t:sweep:{3}".to_owned()),
             (k.history("general"), "t:hist:{general}".to_owned()),
             (k.history_position("general"), "t:hpos:{general}".to_owned()),
+            (k.ordered_backlog("general"), "t:ordq:{general}".to_owned()),
+            (
+                k.ordered_scheduled("general"),
+                "t:ords:{general}".to_owned(),
+            ),
+            (k.ordered_lock("general"), "t:ordl:{general}".to_owned()),
+            (k.ordered_batch("general"), "t:ordb:{general}".to_owned()),
             (k.token("t"), format!("t:tok:{{{}}}", token_hash("t"))),
             (k.revoked("abc="), "t:revoked:{abc=}".to_owned()),
             (

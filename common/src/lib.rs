@@ -6,6 +6,7 @@
 //! - [`job`]: the versioned job schema that travels on the queue from ingest to the workers.
 //! - [`keys`]: every Redis key the product uses, with hash tags so the same code runs on Redis Cluster.
 //! - [`lua`]: Lua shared by the Redis scripts (the server's clock as `now`).
+//! - [`ordered`]: publishing to an ordered channel: its backlog in Redis and the one drain job per channel.
 //! - [`presence`]: a presence member's stored and shown forms, its events, and the leave script.
 //! - [`store`]: the Redis connection (single node or cluster) behind one type.
 //! - [`queue`]: the queue trait and its two backends, SQS and Redis Streams, chosen by URL.
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod lua;
 pub mod metrics;
 pub mod names;
+pub mod ordered;
 pub mod presence;
 pub mod queue;
 pub mod secret;

@@ -6,6 +6,7 @@
 //! - [`receiver`]: pollers with back-pressure, the visibility heartbeat, and holding jobs through outages.
 //! - [`lease`]: fencing tokens, so that one job never runs twice at once and a stale holder writes nothing.
 //! - [`process`]: one job from receipt to acknowledgement.
+//! - [`ordered`]: an ordered channel's backlog delivered in publish order by one drain at a time.
 //! - [`progress`]: the recipients a job has delivered, so a job received again skips them.
 //! - [`planner`]: channel, subject and everyone targets expanded with `SSCAN`, split into chunk jobs.
 //! - [`recipients`]: connection ids resolved to Management API endpoints from their records.
@@ -34,6 +35,7 @@ pub mod governor;
 pub mod lanes;
 pub mod lease;
 pub mod metrics;
+pub mod ordered;
 pub mod planner;
 pub mod process;
 pub mod progress;

@@ -132,6 +132,9 @@ pub async fn handle(
         return Ok(());
     }
     let lease = Lease::acquire(&ctx.redis, &ctx.keys, &job, RUNNING_TTL, hold.clone()).await?;
+    if let Action::Drain { coalesce } = job.action {
+        return crate::ordered::drain(ctx, &from, &job, &lease, coalesce).await;
+    }
     match &job.target {
         Target::Connections { ids } => {
             let report = job.broadcast.as_ref().map(|b| b.id.clone());
@@ -151,9 +154,9 @@ pub async fn handle(
 }
 
 /// Where a message came from: its lane's queue, which acknowledges, releases or dead-letters it.
-struct Source<'a> {
-    queue: &'a dyn common::queue::Queue,
-    message: &'a Received,
+pub(crate) struct Source<'a> {
+    pub(crate) queue: &'a dyn common::queue::Queue,
+    pub(crate) message: &'a Received,
 }
 
 /// The tracing span of a message's job (its id, target kind, lane and attempt), counting the receipt
@@ -182,7 +185,7 @@ pub fn span(ctx: &Ctx, lane: Lane, message: &Received) -> tracing::Span {
 }
 
 /// Dead-letters a whole message.
-async fn dead_letter(ctx: &Ctx, from: &Source<'_>, reason: &str, label: &'static str) {
+pub(crate) async fn dead_letter(ctx: &Ctx, from: &Source<'_>, reason: &str, label: &'static str) {
     match from.queue.dead_letter(from.message, reason).await {
         Ok(()) => {
             ctx.metrics
@@ -257,28 +260,11 @@ async fn deliver(
     );
     let ids = progress.remaining(ids).await?;
     let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
-    if !resolved.stale.is_empty() {
-        let stale = resolved.stale.len() as u64;
-        let source = match report {
-            Some(id) => ctx.reports.source(id).await.ok().flatten(),
-            None => None,
-        };
-        match gone::drop_stale(&ctx.redis, &ctx.keys, &resolved.stale, source.as_deref()).await {
-            Ok(()) => ctx
-                .metrics
-                .connections_removed
-                .with_label_values(&["stale"])
-                .inc_by(stale),
-            Err(e) => tracing::warn!(error = %e, "could not drop stale connection ids"),
-        }
-        ctx.metrics
-            .deliveries
-            .with_label_values(&["stale"])
-            .inc_by(stale);
-    }
+    forget_stale(ctx, &resolved.stale, report).await;
     let op = match &job.action {
         Action::Post { payload } => Op::Post(Bytes::copy_from_slice(payload.get().as_bytes())),
         Action::Disconnect => Op::Delete,
+        Action::Drain { .. } => unreachable!("drain jobs are handled by `ordered::drain`"),
     };
     let mut tally = ctx
         .dispatcher
@@ -302,25 +288,7 @@ async fn deliver(
             .into_iter()
             .map(|id| (id, Why::Unroutable)),
     );
-    if !tally.gone.is_empty() {
-        match gone::remove(
-            &ctx.redis,
-            &ctx.keys,
-            &ctx.lanes,
-            ctx.settings.bulk_threshold,
-            &tally.gone,
-        )
-        .await
-        {
-            Ok(()) => ctx
-                .metrics
-                .connections_removed
-                .with_label_values(&["gone"])
-                .inc_by(tally.gone.len() as u64),
-            // They answer 410 again next time, and are removed then.
-            Err(e) => tracing::warn!(error = %e, "could not remove gone connections"),
-        }
-    }
+    forget_gone(ctx, &tally.gone).await;
     let forbidden = tally
         .leftovers
         .iter()
@@ -399,7 +367,56 @@ async fn deliver(
     Ok(())
 }
 
-fn since(ms: u64) -> f64 {
+/// Drops ids without a record from the sets that still hold them (counted as `stale` deliveries);
+/// `report` names the broadcast whose target says where they were.
+pub(crate) async fn forget_stale(ctx: &Ctx, stale: &[String], report: Option<&str>) {
+    if stale.is_empty() {
+        return;
+    }
+    let count = stale.len() as u64;
+    let source = match report {
+        Some(id) => ctx.reports.source(id).await.ok().flatten(),
+        None => None,
+    };
+    match gone::drop_stale(&ctx.redis, &ctx.keys, stale, source.as_deref()).await {
+        Ok(()) => ctx
+            .metrics
+            .connections_removed
+            .with_label_values(&["stale"])
+            .inc_by(count),
+        Err(e) => tracing::warn!(error = %e, "could not drop stale connection ids"),
+    }
+    ctx.metrics
+        .deliveries
+        .with_label_values(&["stale"])
+        .inc_by(count);
+}
+
+/// Removes connections that answered 410 from every set (best effort: they answer 410 again next
+/// time, and are removed then).
+pub(crate) async fn forget_gone(ctx: &Ctx, gone: &[crate::recipients::Recipient]) {
+    if gone.is_empty() {
+        return;
+    }
+    match gone::remove(
+        &ctx.redis,
+        &ctx.keys,
+        &ctx.lanes,
+        ctx.settings.bulk_threshold,
+        gone,
+    )
+    .await
+    {
+        Ok(()) => ctx
+            .metrics
+            .connections_removed
+            .with_label_values(&["gone"])
+            .inc_by(gone.len() as u64),
+        Err(e) => tracing::warn!(error = %e, "could not remove gone connections"),
+    }
+}
+
+pub(crate) fn since(ms: u64) -> f64 {
     now_ms().saturating_sub(ms) as f64 / 1000.0
 }
 

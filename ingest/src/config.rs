@@ -129,6 +129,26 @@ pub struct Config {
     )]
     pub presence_channels: Vec<String>,
 
+    /// Ordered channels (names or patterns like `room-*`, or `*`): every connection receives their
+    /// messages in the order they were published, across workers and retries. One worker at a time
+    /// delivers an ordered channel, one message after another. Empty: no channel is ordered.
+    #[arg(
+        long = "ordered-channel",
+        env = "FANOUT_ORDERED_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub ordered_channels: Vec<String>,
+
+    /// Coalescing channels (names or patterns): ordered, and when messages wait for delivery (more offered
+    /// than the send budget carries) a connection gets all those waiting in one post, a JSON array of
+    /// them in publish order (at most 128 KiB). Payloads published to them must be JSON objects.
+    #[arg(
+        long = "coalesced-channel",
+        env = "FANOUT_COALESCED_CHANNELS",
+        value_delimiter = ','
+    )]
+    pub coalesced_channels: Vec<String>,
+
     /// Default lifetime of a connect token, in seconds (1 to 3600).
     #[arg(long, env = "FANOUT_TOKEN_TTL_SECS", default_value_t = 60)]
     pub token_ttl_secs: u64,
@@ -224,6 +244,8 @@ pub struct Settings {
     pub public_channels: Vec<ChannelPattern>,
     pub chat_channels: Vec<ChannelPattern>,
     pub presence_channels: Vec<ChannelPattern>,
+    pub ordered_channels: Vec<ChannelPattern>,
+    pub coalesced_channels: Vec<ChannelPattern>,
     pub token_ttl: Duration,
     pub token_issue_limit_per_minute: u32,
     pub connect_limit_per_minute: u32,
@@ -460,6 +482,8 @@ impl Config {
             public_channels: patterns("FANOUT_PUBLIC_CHANNELS", &self.public_channels)?,
             chat_channels: patterns("FANOUT_CHAT_CHANNELS", &self.chat_channels)?,
             presence_channels: patterns("FANOUT_PRESENCE_CHANNELS", &self.presence_channels)?,
+            ordered_channels: patterns("FANOUT_ORDERED_CHANNELS", &self.ordered_channels)?,
+            coalesced_channels: patterns("FANOUT_COALESCED_CHANNELS", &self.coalesced_channels)?,
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             token_issue_limit_per_minute: self.token_issue_limit_per_minute,
             connect_limit_per_minute: self.connect_limit_per_minute,
@@ -543,6 +567,16 @@ mod tests {
             config(&["--presence-channel", "room-*,bad name"])
                 .unwrap_err()
                 .contains("FANOUT_PRESENCE_CHANNELS")
+        );
+        assert!(
+            config(&["--ordered-channel", "bad name"])
+                .unwrap_err()
+                .contains("FANOUT_ORDERED_CHANNELS")
+        );
+        assert!(
+            config(&["--coalesced-channel", "room-*,bad name"])
+                .unwrap_err()
+                .contains("FANOUT_COALESCED_CHANNELS")
         );
         assert!(
             config(&["--webhook-url", "ftp://x"])

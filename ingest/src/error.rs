@@ -103,6 +103,9 @@ pub enum AppError {
     /// The queue did not confirm the job, and may have taken it: the answer says so, with the job id.
     #[error("Service unavailable")]
     EnqueueUnknown { job_id: String, source: QueueError },
+    /// An ordered channel's backlog is full: its messages are not being delivered as fast as they come.
+    #[error("This channel has too many messages waiting; retry later")]
+    ChannelBacklogFull,
     #[error("A request with this Idempotency-Key is in progress; retry shortly")]
     IdempotencyKeyInUse,
     #[error("This Idempotency-Key was used for a different request")]
@@ -114,7 +117,7 @@ impl AppError {
         use AppError::*;
         match self {
             GatewaySecret | PermissionDenied | ConnectionRevoked => StatusCode::FORBIDDEN,
-            MessageRateLimited => StatusCode::TOO_MANY_REQUESTS,
+            MessageRateLimited | ChannelBacklogFull => StatusCode::TOO_MANY_REQUESTS,
             Headers | ConnectionId | ConnectRateLimited | Origin | Channel | Token | Format
             | UnknownAction | BadRequest(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,6 +161,7 @@ impl AppError {
             Timeout => "request_timeout",
             Redis(_) => "redis_unavailable",
             Queue(_) | EnqueueUnknown { .. } => "queue_unavailable",
+            ChannelBacklogFull => "channel_backlog_full",
             IdempotencyKeyInUse => "idempotency_key_in_use",
             IdempotencyKeyReused => "idempotency_key_reused",
         }

@@ -5,11 +5,16 @@
 //! Every job is given its lane here ([`lane_of`]): connections and users go on the interactive lane,
 //! everyone on the bulk lane, and a channel on the bulk lane from `FANOUT_BULK_THRESHOLD` members
 //! (one `SCARD`), so a reply or a direct message never waits behind a broadcast's chunks.
+//!
+//! A post to an ordered or coalescing channel (`FANOUT_ORDERED_CHANNELS`, `FANOUT_COALESCED_CHANNELS`)
+//! goes into the channel's backlog instead, with one drain job per channel on the queue
+//! ([`common::ordered`]).
 
 use crate::error::AppError;
 use crate::state::AppState;
-use common::job::{Job, Lane, Target};
-use common::names::{ChannelName, ConnectionId};
+use common::job::{Action, Job, Lane, Target};
+use common::names::{ChannelName, ChannelPattern, ConnectionId};
+use common::ordered::PublishError;
 use serde_json::value::RawValue;
 
 /// The lane of a new job: see [`Lane::for_target`]; a channel's members are counted with `SCARD`. If
@@ -37,17 +42,83 @@ pub async fn lane_of(state: &AppState, target: &Target) -> Lane {
     Lane::for_target(target, members, state.settings.bulk_threshold)
 }
 
-/// Gives the job its lane and enqueues it on that lane's queue; returns its id.
+/// How a channel's messages are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    /// Each message is a job of its own, delivered in parallel with the others.
+    Unordered,
+    /// In publish order, one message at a time.
+    Ordered,
+    /// In publish order, the messages waiting sent together.
+    Coalesced,
+}
+
+/// The [`ChannelOrder`] configuration gives `channel`; coalescing includes ordering.
+pub fn ordering_of(state: &AppState, channel: &str) -> ChannelOrder {
+    let settings = &state.settings;
+    let Ok(channel) = ChannelName::parse(channel) else {
+        return ChannelOrder::Unordered;
+    };
+    let channel = &channel;
+    if ChannelPattern::any_matches(&settings.coalesced_channels, channel) {
+        ChannelOrder::Coalesced
+    } else if ChannelPattern::any_matches(&settings.ordered_channels, channel) {
+        ChannelOrder::Ordered
+    } else {
+        ChannelOrder::Unordered
+    }
+}
+
+/// Refuses a payload a coalescing channel cannot carry: its batches are JSON arrays of messages, so a
+/// message must be a JSON object for a client to tell a batch from a message.
+pub fn check_payload(state: &AppState, channel: &str, payload: &RawValue) -> Result<(), AppError> {
+    if ordering_of(state, channel) == ChannelOrder::Coalesced && !payload.get().starts_with('{') {
+        return Err(AppError::BadRequest(
+            "a payload published to a coalescing channel must be a JSON object",
+        ));
+    }
+    Ok(())
+}
+
+/// Gives the job its lane and enqueues it on that lane's queue (or, for a post to an ordered channel,
+/// in the channel's backlog); returns its id.
 pub async fn enqueue(state: &AppState, job: Job) -> Result<String, AppError> {
     let kind = job.target_kind();
     let lane = lane_of(state, &job.target).await;
     let job = job.in_lane(lane);
-    match state
-        .queue
-        .get(lane)
-        .send_batch(std::slice::from_ref(&job))
-        .await
-    {
+    let ordering = match (&job.target, &job.action) {
+        (Target::Channel { channel }, Action::Post { payload }) => {
+            check_payload(state, channel, payload)?;
+            Some((channel, ordering_of(state, channel)))
+        }
+        _ => None,
+    };
+    let sent = match ordering {
+        Some((channel, order @ (ChannelOrder::Ordered | ChannelOrder::Coalesced))) => {
+            let queue = state.queue.get(lane);
+            common::ordered::publish(
+                &state.redis,
+                &state.keys,
+                queue.as_ref(),
+                channel,
+                &job,
+                order == ChannelOrder::Coalesced,
+            )
+            .await
+            .map_err(|e| match e {
+                PublishError::BacklogFull => AppError::ChannelBacklogFull,
+                PublishError::Redis(e) => AppError::Redis(e),
+                PublishError::Queue(e) => AppError::Queue(e),
+            })
+        }
+        _ => state
+            .queue
+            .get(lane)
+            .send_batch(std::slice::from_ref(&job))
+            .await
+            .map_err(AppError::Queue),
+    };
+    match sent {
         Ok(()) => {
             state.metrics.jobs_enqueued.with_label_values(&[kind]).inc();
             state
@@ -58,8 +129,10 @@ pub async fn enqueue(state: &AppState, job: Job) -> Result<String, AppError> {
             Ok(job.id)
         }
         Err(e) => {
-            state.metrics.enqueue_failures.inc();
-            Err(AppError::Queue(e))
+            if matches!(e, AppError::Queue(_)) {
+                state.metrics.enqueue_failures.inc();
+            }
+            Err(e)
         }
     }
 }

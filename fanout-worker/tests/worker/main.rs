@@ -1,4 +1,4 @@
-//! fanout-worker's integration tests against real servers: delivery, dispatch and one job's handling on their own, connections still connecting, faults and leases, the governor, the lanes, signals, and the SQS backend.
+//! fanout-worker's integration tests against real servers: delivery, dispatch and one job's handling on their own, connections still connecting, faults and leases, the governor, the lanes, ordered channels, signals, and the SQS backend.
 //!
 //! One test binary for the crate (each binary links the whole dependency graph); one module per area.
 
@@ -8,6 +8,7 @@ mod fanout;
 mod faults;
 mod governor;
 mod lanes;
+mod ordered;
 mod process;
 mod signals;
 mod sqs;

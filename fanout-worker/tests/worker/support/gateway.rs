@@ -44,6 +44,9 @@ struct Inner {
     delay: Duration,
     verifier: Option<Arc<mgmt_client::Verifier>>,
     signature_refusals: usize,
+    /// Calls being answered now, per connection id, and the most there ever were to one connection.
+    in_flight: HashMap<String, usize>,
+    most_in_flight_to_one: usize,
 }
 
 #[derive(Debug)]
@@ -158,6 +161,11 @@ impl MgmtServer {
         out
     }
 
+    /// The most calls to one connection that were being answered at the same time.
+    pub fn most_in_flight_to_one(&self) -> usize {
+        self.lock().most_in_flight_to_one
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap()
     }
@@ -223,12 +231,22 @@ async fn answer(
         v.verify(&method, &uri, &headers, &body, std::time::SystemTime::now())
             .err()
     });
-    let delay = inner.lock().unwrap().delay;
+    let delay = {
+        let mut inner = inner.lock().unwrap();
+        let now = inner.in_flight.entry(id.clone()).or_default();
+        *now += 1;
+        let now = *now;
+        inner.most_in_flight_to_one = inner.most_in_flight_to_one.max(now);
+        inner.delay
+    };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let status = {
         let mut inner = inner.lock().unwrap();
+        if let Some(n) = inner.in_flight.get_mut(&id) {
+            *n -= 1;
+        }
         let throttled = inner.bucket.as_mut().is_some_and(|b| {
             let now = Instant::now();
             b.tokens = (b.tokens + b.rate * now.duration_since(b.at).as_secs_f64()).min(b.burst);

@@ -188,6 +188,33 @@ impl Env {
         job
     }
 
+    /// Publishes a post to an ordered `channel` the way ingest does ([`common::ordered::publish`]): into
+    /// the channel's backlog, with a drain job on the queue when none is scheduled. Returns the message.
+    pub async fn publish_ordered(
+        &self,
+        channel: &str,
+        payload: serde_json::Value,
+        coalesce: bool,
+    ) -> Job {
+        let job = Job::post(
+            Target::Channel {
+                channel: channel.to_owned(),
+            },
+            payload_of(&payload),
+        );
+        common::ordered::publish(
+            &self.redis,
+            &self.keys,
+            self.queue.as_ref(),
+            channel,
+            &job,
+            coalesce,
+        )
+        .await
+        .unwrap();
+        job
+    }
+
     pub async fn is_member(&self, set: &str, id: &str) -> bool {
         redis::cmd("SISMEMBER")
             .arg(set)

@@ -1,0 +1,151 @@
+//! Ordered channels against real servers: four workers share one channel's drain while the gateway
+//! answers some calls 429 (the account bucket and a connection's own throttle), and every member still
+//! receives the 1,000 messages once each, in publish order, read from what the gateway received; a
+//! coalescing channel gets the same with far fewer posts; and an unordered channel still posts several
+//! messages to one connection at once where an ordered one never does.
+
+use crate::support::{Env, eventually, metric};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(120);
+const MESSAGES: u64 = 1000;
+
+/// The message numbers each connection received, with a coalesced batch (a JSON array) unpacked, and
+/// the number of posts it took.
+fn received(env: &Env, ids: &[String]) -> Vec<(Vec<u64>, usize)> {
+    let delivered = env.gateway.delivered();
+    ids.iter()
+        .map(|id| {
+            let posts = delivered.get(id).cloned().unwrap_or_default();
+            let mut numbers = Vec::new();
+            for body in &posts {
+                let value: Value = serde_json::from_slice(body).unwrap();
+                let messages = match value {
+                    Value::Array(all) => all,
+                    one => vec![one],
+                };
+                numbers.extend(messages.iter().map(|m| m["n"].as_u64().unwrap()));
+            }
+            (numbers, posts.len())
+        })
+        .collect()
+}
+
+/// Four workers, 5 members, some 429s; returns each member's numbers and posts once every member has
+/// had the last message.
+async fn deliver_in_order(
+    coalesce: bool,
+) -> (Env, Vec<(Vec<u64>, usize)>, Vec<fanout_worker::Worker>) {
+    let env = Env::start().await;
+    let ids = env.register("o", 5, "room", "ola").await;
+    // A connection of its own throttled now and then, and the account bucket below what four workers
+    // would send unpaced.
+    for (n, id) in ids.iter().enumerate() {
+        let script: Vec<u16> = (0..400)
+            .map(|i| if (i + n) % 9 == 0 { 429 } else { 200 })
+            .collect();
+        env.gateway.script(id, &script);
+    }
+    env.gateway.throttle(2000.0, 50.0);
+    // Half published before the workers start (a backlog to coalesce), half while they deliver.
+    for n in 0..MESSAGES / 2 {
+        env.publish_ordered("room", json!({ "n": n }), coalesce)
+            .await;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(
+            env.worker(&["--account-rate-per-sec=5000", "--max-in-flight=64"])
+                .await,
+        );
+    }
+    for n in MESSAGES / 2..MESSAGES {
+        env.publish_ordered("room", json!({ "n": n }), coalesce)
+            .await;
+    }
+    eventually(LONG, "every member has the last message", || async {
+        received(&env, &ids)
+            .iter()
+            .all(|(numbers, _)| numbers.last() == Some(&(MESSAGES - 1)))
+    })
+    .await;
+    // The backlog is empty and its mark cleared once the last drain has finished.
+    eventually(LONG, "the drain finished", || async {
+        !env.exists(&env.keys.ordered_scheduled("room")).await
+    })
+    .await;
+    assert!(!env.exists(&env.keys.ordered_backlog("room")).await);
+    assert!(!env.exists(&env.keys.ordered_lock("room")).await);
+    let got = received(&env, &ids);
+    (env, got, workers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ordered_channel_reaches_every_member_in_publish_order_across_four_workers_and_429s() {
+    let (env, got, workers) = deliver_in_order(false).await;
+    let expected: Vec<u64> = (0..MESSAGES).collect();
+    for (numbers, posts) in &got {
+        assert_eq!(numbers, &expected, "every message once, in publish order");
+        assert_eq!(*posts as u64, MESSAGES, "one post per message");
+    }
+    assert!(env.gateway.count(429) > 0, "429s were answered and retried");
+    // The channel was handed from drain job to drain job (a drain lasts half a second).
+    let drains: f64 = workers
+        .iter()
+        .map(|w| metric(w, "fanout_jobs_completed_total", &[("outcome", "acked")]))
+        .sum();
+    assert!(drains >= 2.0, "{drains} drain jobs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coalescing_channel_sends_the_waiting_messages_together_in_order_and_once() {
+    let (env, got, _workers) = deliver_in_order(true).await;
+    let expected: Vec<u64> = (0..MESSAGES).collect();
+    for (numbers, posts) in &got {
+        assert_eq!(numbers, &expected, "every message once, in publish order");
+        // 500 were waiting before the workers started: read 64 at a time, they go in 8 posts.
+        assert!((*posts as u64) < MESSAGES / 2, "{posts} posts");
+    }
+    assert!(env.gateway.count(429) > 0, "429s were answered and retried");
+}
+
+/// 20 messages to 5 members while each call takes 100 ms: the unordered channel posts several to one
+/// connection at once; the ordered channel never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unordered_channel_keeps_its_parallelism_and_an_ordered_one_sends_one_at_a_time() {
+    for ordered in [false, true] {
+        let env = Env::start().await;
+        let ids = env.register("p", 5, "room", "pat").await;
+        env.gateway.delay(Duration::from_millis(100));
+        let _worker = env.worker(&["--max-jobs-in-hand=32"]).await;
+        for n in 0..20 {
+            if ordered {
+                env.publish_ordered("room", json!({ "n": n }), false).await;
+            } else {
+                env.publish(
+                    common::job::Target::Channel {
+                        channel: "room".into(),
+                    },
+                    json!({ "n": n }),
+                )
+                .await;
+            }
+        }
+        eventually(LONG, "every member has all 20", || async {
+            received(&env, &ids)
+                .iter()
+                .all(|(numbers, _)| numbers.len() == 20)
+        })
+        .await;
+        let most = env.gateway.most_in_flight_to_one();
+        if ordered {
+            assert_eq!(most, 1, "an ordered channel posts one message at a time");
+        } else {
+            assert!(
+                most > 1,
+                "the unordered channel posted {most} at once at most"
+            );
+        }
+    }
+}
