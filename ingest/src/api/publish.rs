@@ -49,7 +49,7 @@ enum PublishAnswers {
     Accepted(JobAccepted),
     #[response(
         status = 400,
-        description = "Not JSON, nested deeper than 64, or an invalid name"
+        description = "Not JSON, nested deeper than 64, an invalid name, or not a JSON object for a coalescing channel"
     )]
     BadRequest(ErrorBody),
     #[response(status = 401, description = "No or a wrong API key")]
@@ -74,6 +74,11 @@ enum PublishAnswers {
         description = "This Idempotency-Key was used for a different request"
     )]
     KeyReused(ErrorBody),
+    #[response(
+        status = 429,
+        description = "An ordered channel has 10,000 messages waiting (`channel_backlog_full`)"
+    )]
+    BacklogFull(ErrorBody),
     #[response(
         status = 503,
         description = "Not enqueued; or, with `status: unknown` and `job_id`, maybe enqueued: retry with the same Idempotency-Key"

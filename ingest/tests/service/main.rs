@@ -1,4 +1,4 @@
-//! ingest's integration tests against real servers: gateway callbacks, the application API, lanes, limits, revocation, recovery, presence and the stale-connection sweep, lifecycle webhooks, outages, Redis Cluster and start-up.
+//! ingest's integration tests against real servers: gateway callbacks, the application API, lanes, ordered channels, limits, revocation, recovery, presence and the stale-connection sweep, lifecycle webhooks, outages, Redis Cluster and start-up.
 //!
 //! One test binary for the crate (each binary links the whole dependency graph); one module per area.
 
@@ -14,6 +14,7 @@ mod lifecycle_webhook_settings;
 mod lifecycle_webhooks;
 mod limits;
 mod openapi;
+mod ordered;
 mod outage;
 mod presence;
 mod recovery;
