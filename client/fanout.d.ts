@@ -41,6 +41,12 @@ export interface ClientOptions {
   gapWaitMs?: number;
   /** How long a request (history, presence, channel change, recovery) waits for its answer (10000). */
   requestTimeoutMs?: number;
+  /**
+   * Unpacks a frame that is a JSON array of objects into its messages, in order (true): how a coalescing
+   * channel (`FANOUT_COALESCED_CHANNELS`) sends the messages that waited. Set false if the application
+   * itself publishes arrays of objects as single messages.
+   */
+  batches?: boolean;
 }
 
 export type ClientState = "idle" | "connecting" | "open" | "waiting" | "closed";

@@ -5,7 +5,8 @@
 // jittered exponential backoff and a fresh token each time, keeps the socket under API Gateway's 10-minute
 // idle limit, and tracks each channel's `offset` and `epoch` so that after a reconnect it asks for what it
 // missed (`recover`), delivers it once and in order, and says so when it cannot (`recoveryfailed`).
-// A connection closed by the service (a kick) or a token the application refuses stops it for good.
+// On a coalescing channel, a frame holding several messages (a JSON array of them) is handed over one
+// message at a time. A connection closed by the service (a kick) or a token the application refuses stops it for good.
 
 /** Thrown (or rejected) by a token source to say "never retry": the user is logged out or revoked. */
 export class TokenRefusedError extends Error {
@@ -43,6 +44,12 @@ const DEFAULTS = {
   gapWaitMs: 1000,
   requestTimeoutMs: 10000,
 };
+
+// A JSON array of objects: how a coalescing channel sends several messages in one frame (its messages
+// are always JSON objects).
+function isBatch(m) {
+  return Array.isArray(m) && m.length > 0 && m.every((x) => x !== null && typeof x === "object" && !Array.isArray(x));
+}
 
 // Close code the service uses when it closes a connection itself (DeleteConnection: a kick).
 const KICK_CODE = 1000;
@@ -230,6 +237,15 @@ export class FanoutClient {
   receive(data) {
     let m;
     try { m = JSON.parse(data); } catch { return this.emit("message", data); }
+    // A coalescing channel's batch: the messages that waited, in publish order, each handled as if alone.
+    if (this.options.batches !== false && isBatch(m)) {
+      for (const one of m) this.handle(one);
+      return;
+    }
+    this.handle(m);
+  }
+
+  handle(m) {
     if (m === null || typeof m !== "object" || Array.isArray(m)) return this.emit("message", m);
     switch (m.type) {
       case "recover": return this.recovered(m);

@@ -1,8 +1,8 @@
 // Drives the JS client (client/fanout.js, as ingest serves it at /demo/fanout.js) in headless Chromium
 // against a running local system, one scenario per run, and exits non-zero on the first failed expectation.
 // Usage: node client-browser-test.mjs SCENARIO API_URL API_KEY SETTINGS_JSON
-//   SCENARIO: reconnect | lost | expired-token | kick | presence
-//   SETTINGS_JSON: {"ws_url", "redis_url"?, "history_key"?, "expired_token"?}
+//   SCENARIO: reconnect | lost | expired-token | kick | presence | coalesced
+//   SETTINGS_JSON: {"ws_url", "redis_url"?, "history_key"?, "expired_token"?, "emulator_url"?}
 // The end-to-end suite (e2e, tests/system/client.rs) starts the system and runs this script.
 //
 // The clients run in a page of ingest's origin (so ingest's Origin check passes). The application's token
@@ -282,6 +282,31 @@ const scenarios = {
     expect(presenceEvents(r, "leave", "bob").length === 1 && presenceEvents(r, "join", "bob").length === 1,
       `bob joined and left once each: ${JSON.stringify(r.events)}`);
     expect(presenceEvents(r, "leave", "alice").length === 0, "alice never left");
+  },
+
+  // A coalescing channel (`general` here): messages published while the gateway stalls wait, then arrive
+  // as one frame (a JSON array) that the client hands over one message at a time, in order, once each.
+  async coalesced() {
+    const page = await openPage();
+    const frames = [];
+    page.on("websocket", (ws) => ws.on("framereceived", (f) => frames.push(String(f.payload))));
+    step("connect, then stall the gateway's Management API and publish 20 messages");
+    await startClient(page, "alice", "alice");
+    await waitEvent(page, "alice", "connected");
+    const fault = `${settings.emulator_url}/faults/management`;
+    const stalled = await fetch(fault, { method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ fault: "stall", seconds: 30 }) });
+    expect(stalled.status === 200, `the stall started: ${stalled.status}`);
+    for (let n = 1; n <= 20; n += 1) await publish({ type: "tick", n });
+    step("end the stall: the waiting messages arrive in order, once each, in fewer frames");
+    const ended = await fetch(fault, { method: "DELETE" });
+    expect(ended.status === 200 || ended.status === 204, `the stall ended: ${ended.status}`);
+    await waitMessage(page, "alice", "n", 20);
+    const r = await record(page, "alice");
+    const ticks = r.messages.filter((m) => m.type === "tick").map((m) => m.n);
+    expect(ticks.join() === Array.from({ length: 20 }, (_, i) => i + 1).join(), `1..20 once each, in order: ${ticks.join()}`);
+    const batches = frames.filter((f) => f.startsWith("["));
+    expect(batches.length >= 1, `at least one batch frame among ${frames.length}`);
+    expect(frames.length < 20, `fewer frames than messages: ${frames.length}`);
   },
 };
 

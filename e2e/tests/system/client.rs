@@ -2,7 +2,7 @@
 //! `demo/client-browser-test.mjs`: connect and receive, forced reconnects (the gateway's maximum duration
 //! set to seconds) with no gap and no duplicate, recovery that fails with its reason, a token that expired
 //! before use, a kick that stops the client instead of starting a reconnect loop, and presence (join and
-//! leave events, `presence()`).
+//! leave events, `presence()`), and a coalescing channel's batch unpacked in order.
 
 use e2e::{API_KEY, Backend, System};
 use serde_json::{Value, json};
@@ -106,5 +106,17 @@ async fn a_kicked_client_stops_and_a_refused_token_ends_its_retries() {
 async fn the_client_sees_presence_joins_and_leaves_and_lists_members() {
     let system = System::start(Backend::RedisStreams, &["--presence-channel=general"], &[]).await;
     run_scenario(&system, "presence", json!({})).await;
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_unpacks_a_coalescing_channels_batch_in_order() {
+    let system = System::start(Backend::RedisStreams, &["--coalesced-channel=general"], &[]).await;
+    let gateway = system
+        .management
+        .strip_suffix("/local")
+        .expect("the management endpoint ends in the stage");
+    let settings = json!({ "emulator_url": format!("{gateway}/_emulator") });
+    run_scenario(&system, "coalesced", settings).await;
     system.stop().await;
 }

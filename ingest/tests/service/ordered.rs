@@ -103,7 +103,11 @@ async fn a_coalescing_channel_drains_with_coalescing_and_takes_only_json_objects
             "a payload published to a coalescing channel must be a JSON object"
         );
     }
-    assert_eq!(backlog(&ingest, "live").await.len(), 1, "nothing refused was kept");
+    assert_eq!(
+        backlog(&ingest, "live").await.len(),
+        1,
+        "nothing refused was kept"
+    );
     // An ordered channel that does not coalesce takes any JSON.
     let (status, _) = publish(&ingest, "room-2", json!([1, 2])).await;
     assert_eq!(status, StatusCode::ACCEPTED);
