@@ -111,3 +111,124 @@ pub async fn publish(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real redis-server, with the Redis Streams queue.
+
+    use super::*;
+    use crate::job::payload_of;
+    use crate::queue::QueueOptions;
+    use crate::queue::streams::StreamQueue;
+    use serde_json::json;
+    use std::time::Duration;
+    use test_support::RedisServer;
+
+    fn message(n: u64) -> Job {
+        Job::post(
+            Target::Channel {
+                channel: "room".into(),
+            },
+            payload_of(&json!({ "n": n })),
+        )
+    }
+
+    async fn backlog(redis: &Redis, keys: &Keyspace) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(keys.ordered_backlog("room"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap()
+    }
+
+    async fn scheduled(redis: &Redis, keys: &Keyspace) -> bool {
+        redis::cmd("EXISTS")
+            .arg(keys.ordered_scheduled("room"))
+            .query_async(&mut redis.clone())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_first_publish_schedules_one_drain_and_the_rest_wait_in_order() {
+        let server = RedisServer::start();
+        let redis = Redis::connect(&server.url()).await.unwrap();
+        let keys = Keyspace::default();
+        let queue = StreamQueue::new(redis.clone(), "jobs", QueueOptions::default())
+            .await
+            .unwrap();
+        let sent: Vec<Job> = (0..3)
+            .map(|n| message(n).in_lane(crate::job::Lane::Interactive))
+            .collect();
+        for job in &sent {
+            publish(&redis, &keys, &queue, "room", job, true)
+                .await
+                .unwrap();
+        }
+        let waiting = backlog(&redis, &keys).await;
+        assert_eq!(waiting, sent.iter().map(Job::encode).collect::<Vec<_>>());
+        assert!(scheduled(&redis, &keys).await);
+        let received = queue.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(received.len(), 1, "one drain job for three messages");
+        let drain = received[0].job().unwrap();
+        assert_eq!(
+            drain.target,
+            Target::Channel {
+                channel: "room".into()
+            }
+        );
+        assert!(matches!(drain.action, Action::Drain { coalesce: true }));
+        // The drain job is on the messages' lane.
+        let bulk = message(9).in_lane(crate::job::Lane::Bulk);
+        assert_eq!(drain_job("room", false, &bulk).lane, crate::job::Lane::Bulk);
+    }
+
+    #[tokio::test]
+    async fn a_full_backlog_refuses_and_a_refused_drain_job_takes_the_publish_back() {
+        let server = RedisServer::start();
+        let redis = Redis::connect(&server.url()).await.unwrap();
+        let keys = Keyspace::default();
+        // The queue lives on a Redis of its own, which then goes away.
+        let mut queue_server = RedisServer::start();
+        let queue_redis = Redis::connect(&queue_server.url()).await.unwrap();
+        let queue = StreamQueue::new(queue_redis, "jobs", QueueOptions::default())
+            .await
+            .unwrap();
+        queue_server.stop();
+        let refused = publish(&redis, &keys, &queue, "room", &message(1), false).await;
+        assert!(
+            matches!(refused, Err(PublishError::Queue(_))),
+            "{refused:?}"
+        );
+        assert!(backlog(&redis, &keys).await.is_empty(), "taken back");
+        assert!(
+            !scheduled(&redis, &keys).await,
+            "the next publish schedules"
+        );
+        // With a drain scheduled, a publish needs no queue.
+        redis::cmd("SET")
+            .arg(keys.ordered_scheduled("room"))
+            .arg("1")
+            .query_async::<()>(&mut redis.clone())
+            .await
+            .unwrap();
+        publish(&redis, &keys, &queue, "room", &message(2), false)
+            .await
+            .unwrap();
+        assert_eq!(backlog(&redis, &keys).await.len(), 1);
+        // A full backlog refuses and keeps what it has.
+        let mut pipe = redis::pipe();
+        for _ in 1..BACKLOG_LIMIT {
+            pipe.cmd("RPUSH")
+                .arg(keys.ordered_backlog("room"))
+                .arg("{}")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut redis.clone()).await.unwrap();
+        let full = publish(&redis, &keys, &queue, "room", &message(3), false).await;
+        assert!(matches!(full, Err(PublishError::BacklogFull)), "{full:?}");
+        assert_eq!(backlog(&redis, &keys).await.len() as u64, BACKLOG_LIMIT);
+    }
+}
