@@ -38,7 +38,16 @@ fn received(env: &Env, ids: &[String]) -> Vec<(Vec<u64>, usize)> {
 async fn deliver_in_order(
     coalesce: bool,
 ) -> (Env, Vec<(Vec<u64>, usize)>, Vec<fanout_worker::Worker>) {
-    let env = Env::start().await;
+    deliver_in_order_on(Env::start().await, MESSAGES, 4, coalesce).await
+}
+
+/// `messages` to 5 members with `workers` workers on `env`'s queue, as above.
+async fn deliver_in_order_on(
+    env: Env,
+    messages: u64,
+    workers: usize,
+    coalesce: bool,
+) -> (Env, Vec<(Vec<u64>, usize)>, Vec<fanout_worker::Worker>) {
     let ids = env.register("o", 5, "room", "ola").await;
     // A connection of its own throttled now and then, and the account bucket below what four workers
     // would send unpaced.
@@ -50,25 +59,25 @@ async fn deliver_in_order(
     }
     env.gateway.throttle(2000.0, 50.0);
     // Half published before the workers start (a backlog to coalesce), half while they deliver.
-    for n in 0..MESSAGES / 2 {
+    for n in 0..messages / 2 {
         env.publish_ordered("room", json!({ "n": n }), coalesce)
             .await;
     }
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        workers.push(
+    let mut running = Vec::new();
+    for _ in 0..workers {
+        running.push(
             env.worker(&["--account-rate-per-sec=5000", "--max-in-flight=64"])
                 .await,
         );
     }
-    for n in MESSAGES / 2..MESSAGES {
+    for n in messages / 2..messages {
         env.publish_ordered("room", json!({ "n": n }), coalesce)
             .await;
     }
     eventually(LONG, "every member has the last message", || async {
         received(&env, &ids)
             .iter()
-            .all(|(numbers, _)| numbers.last() == Some(&(MESSAGES - 1)))
+            .all(|(numbers, _)| numbers.last() == Some(&(messages - 1)))
     })
     .await;
     // The backlog is empty and its mark cleared once the last drain has finished.
@@ -79,7 +88,7 @@ async fn deliver_in_order(
     assert!(!env.exists(&env.keys.ordered_backlog("room")).await);
     assert!(!env.exists(&env.keys.ordered_lock("room")).await);
     let got = received(&env, &ids);
-    (env, got, workers)
+    (env, got, running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,6 +116,19 @@ async fn a_coalescing_channel_sends_the_waiting_messages_together_in_order_and_o
         assert_eq!(numbers, &expected, "every message once, in publish order");
         // 500 were waiting before the workers started: read 64 at a time, they go in 8 posts.
         assert!((*posts as u64) < MESSAGES / 2, "{posts} posts");
+    }
+    assert!(env.gateway.count(429) > 0, "429s were answered and retried");
+}
+
+/// The same on SQS (the drain jobs and their hand-overs on an SQS queue), smaller: 200 messages, two
+/// workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ordered_channel_keeps_its_order_on_sqs() {
+    let (env, _dlq) = crate::sqs::sqs_env(Duration::from_secs(10)).await;
+    let (env, got, _workers) = deliver_in_order_on(env, 200, 2, false).await;
+    let expected: Vec<u64> = (0..200).collect();
+    for (numbers, _) in &got {
+        assert_eq!(numbers, &expected, "every message once, in publish order");
     }
     assert!(env.gateway.count(429) > 0, "429s were answered and retried");
 }

@@ -18,7 +18,7 @@ use test_support::{RedisServer, create_sqs_queue};
 
 const LONG: Duration = Duration::from_secs(60);
 
-async fn sqs_env(visibility: Duration) -> (Env, String) {
+pub(crate) async fn sqs_env(visibility: Duration) -> (Env, String) {
     let sqs = create_sqs_queue("worker", visibility, true).await;
     let dlq = sqs.dead_letter_url.clone().unwrap();
     let queue = common::queue::open(
