@@ -555,18 +555,14 @@ mod tests {
 
     #[test]
     fn a_batch_fits_the_payload_limit() {
-        // Two messages of 64 KiB each do not fit one post with the array's brackets and comma.
-        let half = "x".repeat(MAX_PAYLOAD_BYTES / 2 - 12);
-        let entries = [
-            entry("a", json!({"m": half})),
-            entry("b", json!({"m": half})),
-        ];
-        let first = Batch::of(&entries, None, true);
-        assert_eq!(first.count, 1);
-        // Smaller ones do, right up to the limit.
-        let m = "y".repeat(MAX_PAYLOAD_BYTES / 2 - 16);
-        let entries = [entry("a", json!({"m": m})), entry("b", json!({"m": m}))];
-        let both = Batch::of(&entries, None, true);
+        // Two messages `{"m":"…"}` of `len + 8` bytes each make `[a,b]` of `2 × len + 19` bytes: at the
+        // limit they fit, one byte over they go in two posts.
+        let fits = (MAX_PAYLOAD_BYTES - 19) / 2;
+        let at = |len: usize| {
+            let m = "x".repeat(len);
+            [entry("a", json!({ "m": m })), entry("b", json!({ "m": m }))]
+        };
+        let both = Batch::of(&at(fits), None, true);
         assert_eq!(both.count, 2);
         assert!(
             both.payload.len() <= MAX_PAYLOAD_BYTES,
@@ -574,10 +570,12 @@ mod tests {
             both.payload.len()
         );
         assert!(
-            both.payload.len() > MAX_PAYLOAD_BYTES - 8,
+            both.payload.len() >= MAX_PAYLOAD_BYTES - 1,
             "{}",
             both.payload.len()
         );
+        let over = Batch::of(&at(fits + 1), None, true);
+        assert_eq!(over.count, 1);
     }
 
     #[test]
