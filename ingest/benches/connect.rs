@@ -3,7 +3,8 @@
 //!
 //! Absolute numbers move with the machine's load, so it also measures two baselines in the same run and
 //! prints ratios: the same HTTP client against `/healthz` (HTTP cost with no Redis work), and the same
-//! Redis commands a connect issues, sent directly by a Redis client (Redis cost with no HTTP).
+//! Redis commands a connect issues, sent through the same library calls the handler makes (Redis cost
+//! with no HTTP), so the baseline follows any change to what a connect asks of Redis.
 //! Each figure is requests per second with the latency of one request at the median and the 99th
 //! percentile. Settings: `BENCH_CONNECTS` (default 20000) and `BENCH_CONCURRENCY` (default 64).
 
@@ -51,6 +52,55 @@ where
     }
 }
 
+/// `n` tokens for the bench's subject, minted through the library as the API would.
+async fn mint(state: &ingest::state::AppState, n: usize) -> Vec<String> {
+    let subject = common::names::Subject::parse(SUBJECT).unwrap();
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        tokens.push(
+            ingest::tokens::issue(state, &subject, None, 0, Duration::from_secs(600))
+                .await
+                .unwrap(),
+        );
+    }
+    tokens
+}
+
+const SUBJECT: &str = "bench-user";
+
+/// A `$connect`'s Redis work for connection `id` with `token`, without HTTP: the calls the handler makes,
+/// with the arguments it would pass.
+async fn redis_work(state: &ingest::state::AppState, token: &str, id: &str) -> bool {
+    let limit = state.settings.connect_limit_per_minute;
+    let Ok((true, Some(claims))) =
+        ingest::tokens::consume_within_limit(state, Some(support::SOURCE_IP), limit, Some(token))
+            .await
+    else {
+        return false;
+    };
+    let api = state.settings.gateways.get(support::API_ID).unwrap();
+    let conn = ingest::membership::Connection {
+        id: common::names::ConnectionId::parse(id).unwrap(),
+        channel: common::names::ChannelName::parse("general").unwrap(),
+        subject: Some(common::names::Subject::parse(&claims.sub).unwrap()),
+        allowed: claims.channel_patterns(),
+        api_id: api.api_id.clone(),
+        stage: api.stage.clone(),
+        connected_at_ms: common::job::now_ms(),
+        source_ip: support::SOURCE_IP.to_owned(),
+        token_hash: Some(common::keys::record_token_hash(token)),
+        info: None,
+    };
+    let check = ingest::membership::SubjectCheck {
+        limit,
+        generation: claims.generation,
+    };
+    matches!(
+        ingest::membership::admit(state, &conn, Some(check), true).await,
+        Ok(ingest::membership::Admitted::Joined(_))
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let n = env_or("BENCH_CONNECTS", 20_000);
@@ -63,15 +113,7 @@ async fn main() {
         .unwrap();
 
     // Tokens are minted up front (through the library, as the API would), so only connects are timed.
-    let subject = common::names::Subject::parse("bench-user").unwrap();
-    let mut tokens = Vec::with_capacity(n);
-    for _ in 0..n {
-        tokens.push(
-            ingest::tokens::issue(&state, &subject, None, 0, Duration::from_secs(600))
-                .await
-                .unwrap(),
-        );
-    }
+    let tokens = mint(&state, n).await;
 
     // Warm-up, then interleave rounds so drift in machine load hits every measurement alike.
     timed(2_000, concurrency, |_| async {
@@ -81,9 +123,8 @@ async fn main() {
             .is_ok_and(|r| r.status().is_success())
     })
     .await;
-    let client = redis::Client::open(redis.url()).unwrap();
-    let direct = common::store::Redis::connect(&redis.url()).await.unwrap();
-    let keys = common::keys::Keyspace::new("bench:");
+    let direct_tokens = mint(&state, n).await;
+    let direct_slice = |round: usize| &direct_tokens[round * (n / 2)..(round + 1) * (n / 2)];
     let mut rates = (Vec::new(), Vec::new(), Vec::new());
     let per_round = n / 2;
     for round in 0..2 {
@@ -109,57 +150,15 @@ async fn main() {
         );
         rates.2.push(
             timed(per_round, concurrency, |i| {
-                // What one connect asks of Redis: two rate-limit increments, the token GETDEL, the registration.
-                let (keys, direct) = (&keys, direct.clone());
-                let mut conn = direct.clone();
-                let id = format!("direct{round}x{i}=");
-                async move {
-                    let incr = |key: String| redis::cmd("INCR").arg(key).to_owned();
-                    let ok = incr(keys.rate_limit("ip", "203.0.113.9"))
-                        .query_async::<u64>(&mut conn)
-                        .await
-                        .is_ok()
-                        && redis::cmd("GETDEL")
-                            .arg(keys.token(&id))
-                            .query_async::<Option<String>>(&mut conn)
-                            .await
-                            .is_ok()
-                        && incr(keys.rate_limit("sub", "bench-user"))
-                            .query_async::<u64>(&mut conn)
-                            .await
-                            .is_ok();
-                    let cmds = vec![
-                        redis::cmd("HSET")
-                            .arg(keys.connection(&id))
-                            .arg("channel")
-                            .arg("general")
-                            .arg("subject")
-                            .arg("bench-user")
-                            .to_owned(),
-                        redis::cmd("PEXPIRE")
-                            .arg(keys.connection(&id))
-                            .arg(7_500_000)
-                            .to_owned(),
-                        redis::cmd("SADD")
-                            .arg(keys.channel("general"))
-                            .arg(&id)
-                            .to_owned(),
-                        redis::cmd("SADD")
-                            .arg(keys.subject("bench-user"))
-                            .arg(&id)
-                            .to_owned(),
-                        redis::cmd("SADD")
-                            .arg(keys.all_bucket_of(&id))
-                            .arg(&id)
-                            .to_owned(),
-                    ];
-                    ok && direct.batch(cmds).await.is_ok()
-                }
+                // What one connect asks of Redis, through the same library calls `$connect` makes: the
+                // IP's limit with the token's `GETDEL` (one script), then the subject's limit, the token's
+                // generation and the registration (one script).
+                let (state, token) = (&state, &direct_slice(round)[i]);
+                async move { redis_work(state, token, &format!("direct{round}x{i}=")).await }
             })
             .await,
         );
     }
-    drop(client);
     // The round with the best rate, with its own latencies.
     let best = |v: &Vec<Round>| *v.iter().max_by(|a, b| a.rate.total_cmp(&b.rate)).unwrap();
     let (connect, healthz, redis_only) = (best(&rates.0), best(&rates.1), best(&rates.2));
