@@ -45,20 +45,22 @@ impl Connection {
         self.subject.as_ref().map_or("Anonymous", |s| s.as_str())
     }
 
-    fn fields(&self) -> Vec<(&'static str, String)> {
+    /// The record's fields and values, under the short names or, with `legacy`, the earlier ones.
+    fn fields(&self, legacy: bool) -> Vec<(&'static str, String)> {
+        let name = |short: &'static str| name_of(short, legacy);
         let mut fields = vec![
-            (f::CHANNEL, self.channel.as_str().to_owned()),
-            (f::API_ID, self.api_id.clone()),
-            (f::STAGE, self.stage.clone()),
-            (f::CONNECTED_AT_MS, self.connected_at_ms.to_string()),
-            (f::SOURCE_IP, self.source_ip.clone()),
+            (name(f::CHANNEL), self.channel.as_str().to_owned()),
+            (name(f::API_ID), self.api_id.clone()),
+            (name(f::STAGE), self.stage.clone()),
+            (name(f::CONNECTED_AT_MS), self.connected_at_ms.to_string()),
+            (name(f::SOURCE_IP), self.source_ip.clone()),
         ];
         if let Some(s) = &self.subject {
-            fields.push((f::SUBJECT, s.as_str().to_owned()));
+            fields.push((name(f::SUBJECT), s.as_str().to_owned()));
         }
         if let Some(allowed) = &self.allowed {
             fields.push((
-                f::ALLOWED,
+                name(f::ALLOWED),
                 allowed
                     .iter()
                     .map(ChannelPattern::as_str)
@@ -67,10 +69,10 @@ impl Connection {
             ));
         }
         if let Some(t) = &self.token_hash {
-            fields.push((f::TOKEN_HASH, t.clone()));
+            fields.push((name(f::TOKEN_HASH), t.clone()));
         }
         if let Some(info) = &self.info {
-            fields.push((f::INFO, info.clone()));
+            fields.push((name(f::INFO), info.clone()));
         }
         fields
     }
@@ -104,6 +106,22 @@ impl Connection {
             info: take(f::INFO, f::legacy::INFO),
         })
     }
+}
+
+/// The record field `short` under the name this replica writes: itself, or with `legacy` the earlier name.
+fn name_of(short: &'static str, legacy: bool) -> &'static str {
+    if !legacy {
+        return short;
+    }
+    f::WITH_LEGACY
+        .iter()
+        .find(|(new, _)| *new == short)
+        .map_or(short, |(_, old)| old)
+}
+
+/// The other name of record field `short` (the one this replica does not write).
+fn other_name_of(short: &'static str, legacy: bool) -> &'static str {
+    name_of(short, !legacy)
 }
 
 /// A location hash entry: `channel` and, after a newline (which neither may contain), the subject.
@@ -288,7 +306,7 @@ pub async fn admit(
         None => call.arg("").arg(0).arg(0),
     };
     call.arg(if may_join { "1" } else { "" });
-    for (field, value) in conn.fields() {
+    for (field, value) in conn.fields(state.settings.legacy_record_fields) {
         call.arg(field).arg(value);
     }
     let reply: Vec<i64> = call.invoke_async(&mut state.conn()).await?;
@@ -345,7 +363,7 @@ async fn register_in_steps(
     let key = state.keys.connection(id);
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
-    for (field, value) in conn.fields() {
+    for (field, value) in conn.fields(state.settings.legacy_record_fields) {
         hset.arg(field).arg(value);
     }
     let record = vec![
@@ -575,10 +593,11 @@ pub async fn move_to(
     channel: ChannelName,
 ) -> Result<(Left, Joined), redis::RedisError> {
     let id = conn.id.as_str();
-    let cmds = vec![
+    let legacy = state.settings.legacy_record_fields;
+    let mut cmds = vec![
         redis::cmd("HSET")
             .arg(state.keys.connection(id))
-            .arg(f::CHANNEL)
+            .arg(name_of(f::CHANNEL, legacy))
             .arg(channel.as_str())
             .to_owned(),
         join_channel(state, conn, &channel),
@@ -589,6 +608,14 @@ pub async fn move_to(
             .arg(location(&channel, conn.subject.as_ref()))
             .to_owned(),
     ];
+    // The channel under the other name too (a record written by a replica of the other shape), or the
+    // old channel would win when the record is read back.
+    cmds.push(
+        redis::cmd("HDEL")
+            .arg(state.keys.connection(id))
+            .arg(other_name_of(f::CHANNEL, legacy))
+            .to_owned(),
+    );
     let mut answers = state.redis.batch(cmds).await?.into_iter().skip(1);
     let joined = joined_from(answers.next())?;
     let left = left_from(answers.next())?;

@@ -65,7 +65,11 @@ pub async fn handle(
                 (
                     Some(subject),
                     claims.channel_patterns(),
-                    Some(common::keys::record_token_hash(token)),
+                    Some(if settings.legacy_record_fields {
+                        common::keys::token_hash(token)
+                    } else {
+                        common::keys::record_token_hash(token)
+                    }),
                     claims.generation,
                     claims
                         .info

@@ -938,6 +938,14 @@ async fn a_record_with_the_older_field_names_still_works() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ingest.smembers(&K().channel("support")).await, [id]);
     assert!(ingest.smembers(&K().channel("general")).await.is_empty());
+    let channel: [Option<String>; 2] = redis::cmd("HMGET")
+        .arg(K().connection(id))
+        .arg(f::CHANNEL)
+        .arg(f::legacy::CHANNEL)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(channel, [Some("support".to_owned()), None]);
     let (status, _) = ingest
         .message(id, json!({"action": "change_channel", "channel": "random"}))
         .await;
@@ -956,4 +964,47 @@ async fn a_record_with_the_older_field_names_still_works() {
             json!({"type": "channel_changed", "channel": "random"}),
         ]
     );
+}
+
+/// With `FANOUT_LEGACY_RECORD_FIELDS` (the first step of an upgrade, while replicas that read only the
+/// earlier names still run) records are written under those names with the full token hash, and a move
+/// keeps them there.
+#[tokio::test]
+async fn legacy_record_fields_are_written_under_the_earlier_names() {
+    let ingest = Ingest::start(&["--legacy-record-fields"]).await;
+    let token = ingest.token("ada", None).await;
+    let id = "Leg1=";
+    let query = format!("channel=general&ws_token={token}");
+    assert_eq!(ingest.connect(id, &query).await, StatusCode::OK);
+    let record = || async {
+        let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(K().connection(id))
+            .query_async(&mut ingest.redis().await)
+            .await
+            .unwrap();
+        hash
+    };
+    let hash = record().await;
+    for (short, _) in f::WITH_LEGACY {
+        assert!(!hash.contains_key(short), "{short} in {hash:?}");
+    }
+    assert_eq!(hash[f::legacy::CHANNEL], "general");
+    assert_eq!(hash[f::legacy::SUBJECT], "ada");
+    assert_eq!(hash[f::legacy::API_ID], crate::support::API_ID);
+    assert_eq!(
+        hash[f::legacy::TOKEN_HASH],
+        common::keys::token_hash(&token)
+    );
+    assert_eq!(ingest.connect(id, &query).await, StatusCode::OK, "again");
+    let (status, _) = ingest
+        .message(
+            id,
+            json!({"action": "change_channel", "channel": "support"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let hash = record().await;
+    assert_eq!(hash[f::legacy::CHANNEL], "support");
+    assert!(!hash.contains_key(f::CHANNEL), "{hash:?}");
+    assert_eq!(ingest.smembers(&K().channel("support")).await, [id]);
 }
