@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 pub const ALL_BUCKETS: u32 = 16;
 
 /// Field names of the connection hash: one or two characters each, since every byte of a record is kept
-/// once per live connection (a record is a small `listpack` hash; see README, "Memory").
+/// once per live connection (a record is a small `listpack` hash; see README, "Memory per connection").
 pub mod conn_field {
     pub const CHANNEL: &str = "c";
     /// The subject (user id); absent for an anonymous connection.

@@ -12,22 +12,30 @@ mod support;
 
 use futures::StreamExt;
 use std::time::{Duration, Instant};
-use test_support::bench::env_or;
+use test_support::bench::{cpu_time, cpu_time_of, env_or};
 
-/// One round: requests per second, and the latency of each request at the median and the 99th
-/// percentile.
+/// One round: requests per second, the latency of each request at the median and the 99th percentile,
+/// and the CPU time per request of this process (the HTTP client and ingest, or the Redis client) and of
+/// redis-server, from their process CPU clocks.
 #[derive(Debug, Clone, Copy)]
 struct Round {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    cpu: Duration,
+    redis_cpu: Duration,
 }
+
+/// The redis-server the bench runs against, for its CPU clock.
+static REDIS_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 async fn timed<F, Fut>(n: usize, concurrency: usize, f: F) -> Round
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let redis_pid = *REDIS_PID.get().expect("the redis-server's pid");
+    let (cpu0, redis0) = (cpu_time(), cpu_time_of(redis_pid));
     let started = Instant::now();
     let mut latencies: Vec<Duration> = futures::stream::iter(0..n)
         .map(|i| {
@@ -43,12 +51,15 @@ where
         .collect()
         .await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    let (cpu, redis_cpu) = (cpu_time() - cpu0, cpu_time_of(redis_pid) - redis0);
     assert_eq!(latencies.len(), n, "every request must succeed");
     latencies.sort();
     Round {
         rate,
         p50: latencies[n / 2],
         p99: latencies[n * 99 / 100],
+        cpu: cpu / n as u32,
+        redis_cpu: redis_cpu / n as u32,
     }
 }
 
@@ -106,6 +117,9 @@ async fn main() {
     let n = env_or("BENCH_CONNECTS", 20_000);
     let concurrency = env_or("BENCH_CONCURRENCY", 64);
     let redis = test_support::RedisServer::start();
+    REDIS_PID
+        .set(redis.pid().expect("redis-server runs"))
+        .unwrap();
     let (state, base) = support::start_ingest(&redis, &[]).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -182,5 +196,26 @@ async fn main() {
         ms(redis_only.p50),
         ms(redis_only.p99),
         connect.rate / redis_only.rate
+    );
+    // CPU per request is steadier than rates on a shared machine: the least of the rounds.
+    let least = |v: &Vec<Round>| {
+        (
+            v.iter().map(|r| r.cpu).min().unwrap(),
+            v.iter().map(|r| r.redis_cpu).min().unwrap(),
+        )
+    };
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (c, cr) = least(&rates.0);
+    let (h, hr) = least(&rates.1);
+    let (d, dr) = least(&rates.2);
+    println!(
+        "CPU per request (least of the rounds), this process + redis-server: $connect {:.1} + {:.1} us, /healthz {:.1} + {:.1} us, redis-only {:.1} + {:.1} us; $connect minus /healthz = {:.1} us",
+        us(c),
+        us(cr),
+        us(h),
+        us(hr),
+        us(d),
+        us(dr),
+        us(c + cr) - us(h + hr)
     );
 }
