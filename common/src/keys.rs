@@ -9,7 +9,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `{p}conn:{id}` | hash | one connection: channel, subject, allowed channels, api id, stage, connected-at, source ip |
+//! | `{p}conn:{id}` | hash | one connection: channel, subject, allowed channels, api id, stage, connected-at, source ip, token hash, client info (short field names: [`conn_field`]), with a TTL |
 //! | `{p}chan:{name}` | set | connection ids in a channel |
 //! | `{p}user:{subject}` | set | connection ids of a subject |
 //! | `{p}all:{n}` | set | every connection id, split into [`ALL_BUCKETS`] buckets by a hash of the id |
@@ -39,20 +39,52 @@ use sha2::{Digest, Sha256};
 /// parallel and keeps any one set (and its cluster slot) from holding millions of members.
 pub const ALL_BUCKETS: u32 = 16;
 
-/// Field names of the connection hash.
+/// Field names of the connection hash: one or two characters each, since every byte of a record is kept
+/// once per live connection (a record is a small `listpack` hash; see README, "Memory per connection").
 pub mod conn_field {
-    pub const CHANNEL: &str = "channel";
-    pub const SUBJECT: &str = "subject";
+    pub const CHANNEL: &str = "c";
+    /// The subject (user id); absent for an anonymous connection.
+    pub const SUBJECT: &str = "u";
     /// Comma-separated channel patterns the connection may join; absent means any channel.
-    pub const ALLOWED: &str = "allowed";
-    pub const API_ID: &str = "api_id";
-    pub const STAGE: &str = "stage";
-    pub const CONNECTED_AT_MS: &str = "connected_at_ms";
-    pub const SOURCE_IP: &str = "source_ip";
-    /// SHA-256 of the token the connection was opened with: lets a repeated `$connect` be recognised.
-    pub const TOKEN_HASH: &str = "token_hash";
+    pub const ALLOWED: &str = "p";
+    pub const API_ID: &str = "a";
+    pub const STAGE: &str = "s";
+    /// When ingest accepted the `$connect`, ms since the epoch.
+    pub const CONNECTED_AT_MS: &str = "t";
+    pub const SOURCE_IP: &str = "ip";
+    /// The first 128 bits (32 hex characters) of the SHA-256 of the token the connection was opened
+    /// with: lets a repeated `$connect` be recognised (see [`super::record_token_hash`]).
+    pub const TOKEN_HASH: &str = "h";
     /// The client info from the connect token's claims (a small JSON object), shown in presence.
-    pub const INFO: &str = "info";
+    pub const INFO: &str = "i";
+
+    /// The names records had before they were shortened, still read (never written) so that records
+    /// registered before an upgrade keep working until they expire.
+    pub mod legacy {
+        pub const CHANNEL: &str = "channel";
+        pub const SUBJECT: &str = "subject";
+        pub const ALLOWED: &str = "allowed";
+        pub const API_ID: &str = "api_id";
+        pub const STAGE: &str = "stage";
+        pub const CONNECTED_AT_MS: &str = "connected_at_ms";
+        pub const SOURCE_IP: &str = "source_ip";
+        /// The full 64-character hash.
+        pub const TOKEN_HASH: &str = "token_hash";
+        pub const INFO: &str = "info";
+    }
+
+    /// Every field with the name it had before, new name first.
+    pub const WITH_LEGACY: [(&str, &str); 9] = [
+        (CHANNEL, legacy::CHANNEL),
+        (SUBJECT, legacy::SUBJECT),
+        (ALLOWED, legacy::ALLOWED),
+        (API_ID, legacy::API_ID),
+        (STAGE, legacy::STAGE),
+        (CONNECTED_AT_MS, legacy::CONNECTED_AT_MS),
+        (SOURCE_IP, legacy::SOURCE_IP),
+        (TOKEN_HASH, legacy::TOKEN_HASH),
+        (INFO, legacy::INFO),
+    ];
 }
 
 /// Field names of a broadcast's delivery report hash (`bcast:{id}`), written by the workers and read by
@@ -283,6 +315,21 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The token hash a connection record keeps: the first 128 bits of [`token_hash`], enough to recognise
+/// the token again (finding another token with the same 128 bits is out of reach) at half the bytes.
+pub fn record_token_hash(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..16])
+}
+
+/// Whether `stored`, a record's token hash (the 128-bit form, or the full hash of an older record), is
+/// the hash of `token`.
+pub fn token_hash_matches(stored: &str, token: &str) -> bool {
+    match stored.len() {
+        32 => stored == record_token_hash(token),
+        _ => stored == token_hash(token),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +484,28 @@ mod tests {
         let key = Keyspace::default().token("secret-token");
         assert!(!key.contains("secret-token"));
         assert_eq!(key.len(), "fo:tok:{}".len() + 64);
+    }
+
+    #[test]
+    fn a_record_keeps_half_the_token_hash_and_old_records_still_match() {
+        let short = record_token_hash("t1");
+        assert_eq!(short.len(), 32);
+        assert!(token_hash("t1").starts_with(&short));
+        assert!(token_hash_matches(&short, "t1"));
+        assert!(token_hash_matches(&token_hash("t1"), "t1"), "a full hash");
+        assert!(!token_hash_matches(&short, "t2"));
+        assert!(!token_hash_matches(&token_hash("t1")[..40], "t1"));
+    }
+
+    /// Record field names are short, distinct, and distinct from every older name.
+    #[test]
+    fn record_fields_are_short_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for (new, old) in conn_field::WITH_LEGACY {
+            assert!(new.len() <= 2, "{new}");
+            assert!(seen.insert(new), "{new}");
+            assert!(seen.insert(old), "{old}");
+        }
     }
 
     #[test]

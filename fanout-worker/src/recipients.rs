@@ -1,6 +1,7 @@
 //! Recipients: turns connection ids into the Management API endpoint to call, from each connection's
 //! record (`conn:{id}` hash: api id, stage, channel, subject, when it connected), read with one pipelined
-//! round of `HMGET`s.
+//! round of `HMGET`s. Records written before the field names were shortened are read too (each field is
+//! asked for under both names).
 //!
 //! An id without a record is stale (the hash expired, or a `$disconnect` removed it while a set still
 //! named it): it is not called, and [`crate::gone::drop_stale`] takes it out of the sets it can name. An
@@ -126,6 +127,21 @@ pub async fn read_many(
     pipe.query_async(&mut conn).await
 }
 
+/// The record fields a delivery needs, under their names and then under the longer names of records
+/// written before those (read until the last such record has expired).
+const FIELDS: [&str; 10] = [
+    f::API_ID,
+    f::STAGE,
+    f::CHANNEL,
+    f::SUBJECT,
+    f::CONNECTED_AT_MS,
+    f::legacy::API_ID,
+    f::legacy::STAGE,
+    f::legacy::CHANNEL,
+    f::legacy::SUBJECT,
+    f::legacy::CONNECTED_AT_MS,
+];
+
 /// Reads the records of `ids`.
 pub async fn resolve(
     redis: &Redis,
@@ -138,19 +154,30 @@ pub async fn resolve(
         .map(|id| {
             redis::cmd("HMGET")
                 .arg(keys.connection(id))
-                .arg(f::API_ID)
-                .arg(f::STAGE)
-                .arg(f::CHANNEL)
-                .arg(f::SUBJECT)
-                .arg(f::CONNECTED_AT_MS)
+                .arg(&FIELDS)
                 .to_owned()
         })
         .collect();
     let values = read_many(redis, commands).await?;
     let mut out = Resolved::default();
     for (id, value) in ids.iter().zip(values) {
-        let [api_id, stage, channel, subject, connected_at_ms]: [Option<String>; 5] =
+        let [api_id, stage, channel, subject, connected_at_ms, old @ ..]: [Option<String>; 10] =
             redis::from_redis_value(value)?;
+        // A record written before the field names were shortened has only the older names.
+        let [
+            old_api_id,
+            old_stage,
+            old_channel,
+            old_subject,
+            old_connected_at_ms,
+        ] = old;
+        let (api_id, stage, channel, subject, connected_at_ms) = (
+            api_id.or(old_api_id),
+            stage.or(old_stage),
+            channel.or(old_channel),
+            subject.or(old_subject),
+            connected_at_ms.or(old_connected_at_ms),
+        );
         let Some(api_id) = api_id else {
             out.stale.push(id.clone());
             continue;
@@ -200,6 +227,90 @@ mod tests {
         assert_eq!(&*e.url, "http://127.0.0.1:4000/local");
         assert_eq!(&*e.region, "us-east-1");
         assert!(routes.endpoint("nope", "prod").is_none());
+    }
+
+    /// A record written before the field names were shortened resolves like a new one.
+    #[tokio::test]
+    async fn records_with_the_older_field_names_still_resolve() {
+        let server = test_support::RedisServer::start();
+        let redis = Redis::connect(&server.url()).await.unwrap();
+        let keys = Keyspace::default();
+        let routes = Routes::new(
+            Gateways::parse(&["api1=http://127.0.0.1:9/test".to_owned()], "us-east-1").unwrap(),
+            "us-east-1",
+        );
+        let write = |id: &str, names: [&str; 5], channel: &str, at: &str| {
+            redis::cmd("HSET")
+                .arg(keys.connection(id))
+                .arg(names[0])
+                .arg("api1")
+                .arg(names[1])
+                .arg("test")
+                .arg(names[2])
+                .arg(channel)
+                .arg(names[3])
+                .arg("ada")
+                .arg(names[4])
+                .arg(at)
+                .to_owned()
+        };
+        let new = [
+            f::API_ID,
+            f::STAGE,
+            f::CHANNEL,
+            f::SUBJECT,
+            f::CONNECTED_AT_MS,
+        ];
+        let old = [
+            f::legacy::API_ID,
+            f::legacy::STAGE,
+            f::legacy::CHANNEL,
+            f::legacy::SUBJECT,
+            f::legacy::CONNECTED_AT_MS,
+        ];
+        redis
+            .batch(vec![
+                write("n1", new, "room-new", "1000"),
+                write("o1", old, "room-old", "2000"),
+            ])
+            .await
+            .unwrap();
+        let ids = ["n1", "o1", "gone1"].map(String::from);
+        let resolved = resolve(&redis, &keys, &routes, &ids).await.unwrap();
+        assert_eq!(resolved.stale, ["gone1"]);
+        assert!(resolved.unroutable.is_empty());
+        let got: Vec<_> = resolved
+            .recipients
+            .iter()
+            .map(|r| {
+                (
+                    r.id.as_str(),
+                    r.channel.as_deref(),
+                    r.subject.as_deref(),
+                    r.connected_at_ms,
+                    &*r.endpoint.url,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "n1",
+                    Some("room-new"),
+                    Some("ada"),
+                    Some(1000),
+                    "http://127.0.0.1:9/test"
+                ),
+                (
+                    "o1",
+                    Some("room-old"),
+                    Some("ada"),
+                    Some(2000),
+                    "http://127.0.0.1:9/test"
+                ),
+            ]
+        );
     }
 
     #[test]

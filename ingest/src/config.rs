@@ -213,6 +213,13 @@ pub struct Config {
     #[arg(long, env = "FANOUT_SWEEP_BATCH", default_value_t = 500)]
     pub sweep_batch: u32,
 
+    /// Write connection records under the longer field names of earlier versions (`channel`, `api_id`,
+    /// ...) with the full token hash: for an upgrade from such a version, while its ingest replicas and
+    /// workers still run (they read only those names). Records of either shape are always read. Default
+    /// off: the short names (about 100 bytes less per connection).
+    #[arg(long, env = "FANOUT_LEGACY_RECORD_FIELDS", default_value_t = false)]
+    pub legacy_record_fields: bool,
+
     /// LOCAL DEMO ONLY: the WebSocket URL of the local gateway. When set, ingest serves the chat page at
     /// /demo/ and lets anyone mint tokens at POST /demo/token. Never set it in production.
     #[arg(long, env = "FANOUT_DEMO_WS_URL")]
@@ -262,6 +269,8 @@ pub struct Settings {
     /// Stale-connection sweep: how often, and how many connections per round trip.
     pub sweep_interval: Duration,
     pub sweep_batch: u32,
+    /// Connection records written under the earlier, longer field names (an upgrade's first step).
+    pub legacy_record_fields: bool,
     /// Set only in the local demo: enables the `/demo/` routes.
     pub demo_ws_url: Option<url::Url>,
     pub log_format: LogFormat,
@@ -501,6 +510,7 @@ impl Config {
             connection_ttl: Duration::from_secs(self.connection_ttl_secs),
             sweep_interval: Duration::from_millis(self.sweep_interval_ms),
             sweep_batch: self.sweep_batch,
+            legacy_record_fields: self.legacy_record_fields,
             demo_ws_url,
             log_format: shared.log_format,
         })

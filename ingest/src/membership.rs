@@ -32,7 +32,8 @@ pub struct Connection {
     pub stage: String,
     pub connected_at_ms: u64,
     pub source_ip: String,
-    /// SHA-256 of the token used on `$connect`, to recognise a repeated `$connect`.
+    /// The token used on `$connect`, hashed ([`common::keys::record_token_hash`]), to recognise a
+    /// repeated `$connect`.
     pub token_hash: Option<String>,
     /// Client info from the token (a JSON object as compact text), shown in presence.
     pub info: Option<String>,
@@ -44,20 +45,22 @@ impl Connection {
         self.subject.as_ref().map_or("Anonymous", |s| s.as_str())
     }
 
-    fn fields(&self) -> Vec<(&'static str, String)> {
+    /// The record's fields and values, under the short names or, with `legacy`, the earlier ones.
+    fn fields(&self, legacy: bool) -> Vec<(&'static str, String)> {
+        let name = |short: &'static str| name_of(short, legacy);
         let mut fields = vec![
-            (f::CHANNEL, self.channel.as_str().to_owned()),
-            (f::API_ID, self.api_id.clone()),
-            (f::STAGE, self.stage.clone()),
-            (f::CONNECTED_AT_MS, self.connected_at_ms.to_string()),
-            (f::SOURCE_IP, self.source_ip.clone()),
+            (name(f::CHANNEL), self.channel.as_str().to_owned()),
+            (name(f::API_ID), self.api_id.clone()),
+            (name(f::STAGE), self.stage.clone()),
+            (name(f::CONNECTED_AT_MS), self.connected_at_ms.to_string()),
+            (name(f::SOURCE_IP), self.source_ip.clone()),
         ];
         if let Some(s) = &self.subject {
-            fields.push((f::SUBJECT, s.as_str().to_owned()));
+            fields.push((name(f::SUBJECT), s.as_str().to_owned()));
         }
         if let Some(allowed) = &self.allowed {
             fields.push((
-                f::ALLOWED,
+                name(f::ALLOWED),
                 allowed
                     .iter()
                     .map(ChannelPattern::as_str)
@@ -66,10 +69,10 @@ impl Connection {
             ));
         }
         if let Some(t) = &self.token_hash {
-            fields.push((f::TOKEN_HASH, t.clone()));
+            fields.push((name(f::TOKEN_HASH), t.clone()));
         }
         if let Some(info) = &self.info {
-            fields.push((f::INFO, info.clone()));
+            fields.push((name(f::INFO), info.clone()));
         }
         fields
     }
@@ -79,29 +82,46 @@ impl Connection {
         location(&self.channel, self.subject.as_ref())
     }
 
+    /// Reads a record back, under its field names or the longer ones of records written before them.
     fn from_fields(id: &ConnectionId, mut map: HashMap<String, String>) -> Option<Self> {
-        let channel = ChannelName::parse(map.get(f::CHANNEL)?).ok()?;
+        let mut take = |name: &str, legacy: &str| map.remove(name).or_else(|| map.remove(legacy));
+        let channel = ChannelName::parse(&take(f::CHANNEL, f::legacy::CHANNEL)?).ok()?;
         Some(Self {
             id: id.clone(),
             channel,
-            subject: map.get(f::SUBJECT).and_then(|s| Subject::parse(s).ok()),
-            allowed: map.get(f::ALLOWED).map(|a| {
+            subject: take(f::SUBJECT, f::legacy::SUBJECT).and_then(|s| Subject::parse(&s).ok()),
+            allowed: take(f::ALLOWED, f::legacy::ALLOWED).map(|a| {
                 a.split(',')
                     .filter(|p| !p.is_empty())
                     .filter_map(|p| ChannelPattern::parse(p).ok())
                     .collect()
             }),
-            api_id: map.remove(f::API_ID).unwrap_or_default(),
-            stage: map.remove(f::STAGE).unwrap_or_default(),
-            connected_at_ms: map
-                .get(f::CONNECTED_AT_MS)
+            api_id: take(f::API_ID, f::legacy::API_ID).unwrap_or_default(),
+            stage: take(f::STAGE, f::legacy::STAGE).unwrap_or_default(),
+            connected_at_ms: take(f::CONNECTED_AT_MS, f::legacy::CONNECTED_AT_MS)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
-            source_ip: map.remove(f::SOURCE_IP).unwrap_or_default(),
-            token_hash: map.remove(f::TOKEN_HASH),
-            info: map.remove(f::INFO),
+            source_ip: take(f::SOURCE_IP, f::legacy::SOURCE_IP).unwrap_or_default(),
+            token_hash: take(f::TOKEN_HASH, f::legacy::TOKEN_HASH),
+            info: take(f::INFO, f::legacy::INFO),
         })
     }
+}
+
+/// The record field `short` under the name this replica writes: itself, or with `legacy` the earlier name.
+fn name_of(short: &'static str, legacy: bool) -> &'static str {
+    if !legacy {
+        return short;
+    }
+    f::WITH_LEGACY
+        .iter()
+        .find(|(new, _)| *new == short)
+        .map_or(short, |(_, old)| old)
+}
+
+/// The other name of record field `short` (the one this replica does not write).
+fn other_name_of(short: &'static str, legacy: bool) -> &'static str {
+    name_of(short, !legacy)
 }
 
 /// A location hash entry: `channel` and, after a newline (which neither may contain), the subject.
@@ -134,16 +154,23 @@ pub struct Joined {
 
 pub use common::presence::Left;
 
+/// Lua: `join(set, presence, id, member)` adds connection `id` to channel set `set` (and, when `member` is
+/// not empty, to presence hash `presence`); answers `{added, occupied, presence_added}`.
+const JOIN_FN: &str = r"
+local function join(set, presence, id, member)
+  local added = redis.call('SADD', set, id)
+  local present = 0
+  if member ~= '' then present = redis.call('HSET', presence, id, member) end
+  local occupied = 0
+  if added == 1 and redis.call('SCARD', set) == 1 then occupied = 1 end
+  return {added, occupied, present}
+end
+";
+
 /// Adds a connection to a channel (and to its presence when `member` is given); answers
 /// `{added, occupied, presence_added}`.
-const JOIN_CHANNEL: &str = r"
-local added = redis.call('SADD', KEYS[1], ARGV[1])
-local presence = 0
-if ARGV[2] ~= '' then presence = redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
-local occupied = 0
-if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then occupied = 1 end
-return {added, occupied, presence}
-";
+static JOIN_CHANNEL: LazyLock<String> =
+    LazyLock::new(|| format!("{JOIN_FN}\nreturn join(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"));
 
 /// The script call that joins `conn` to `channel` (a command, so it can be part of a batch).
 fn join_channel(state: &AppState, conn: &Connection, channel: &ChannelName) -> redis::Cmd {
@@ -153,7 +180,7 @@ fn join_channel(state: &AppState, conn: &Connection, channel: &ChannelName) -> r
         String::new()
     };
     redis::cmd("EVAL")
-        .arg(JOIN_CHANNEL)
+        .arg(JOIN_CHANNEL.as_str())
         .arg(2)
         .arg(state.keys.channel(channel.as_str()))
         .arg(state.keys.presence(channel.as_str()))
@@ -188,11 +215,155 @@ pub(crate) fn left_from(value: Option<redis::Value>) -> Result<Left, redis::Redi
 /// and bucket sets and its location. Idempotent: registering the same connection again changes nothing
 /// (and answers `added: false`).
 pub async fn register(state: &AppState, conn: &Connection) -> Result<Joined, redis::RedisError> {
+    match admit(state, conn, None, true).await? {
+        Admitted::Joined(joined) => Ok(joined),
+        // Without a subject check only `Joined` can come back.
+        _ => Ok(Joined::default()),
+    }
+}
+
+/// The per-subject `$connect` limit and the token's generation, checked by [`admit`].
+#[derive(Debug, Clone, Copy)]
+pub struct SubjectCheck {
+    /// Connects per [`crate::limits::WINDOW`] allowed for the subject.
+    pub limit: u32,
+    /// The generation the token was minted in; older than the subject's current one means revoked.
+    pub generation: u64,
+}
+
+/// What [`admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Registered; what joining the channel did.
+    Joined(Joined),
+    /// The subject is over its connect limit.
+    RateLimited,
+    /// The token was minted before the subject was revoked.
+    Revoked,
+    /// Checks passed but the connection may not join its channel: nothing written.
+    Denied,
+}
+
+/// Registers `conn` after its subject's checks: the per-subject connect limit (counted even when the
+/// connect is refused later) and the token's generation, then, when `may_join`, the record and every set
+/// (see [`register`]). On a single node this is one script, one round trip; on a cluster the keys are in
+/// different slots, so the checks are one script on the subject's slot and the writes follow in order.
+pub async fn admit(
+    state: &AppState,
+    conn: &Connection,
+    check: Option<SubjectCheck>,
+    may_join: bool,
+) -> Result<Admitted, redis::RedisError> {
+    let check = check.and_then(|c| conn.subject.as_ref().map(|s| (c, s)));
+    if state.redis.is_cluster() {
+        if let Some((check, subject)) = check {
+            let (allowed, current) =
+                crate::limits::allow_subject(state, "sub", subject.as_str(), check.limit, false)
+                    .await?;
+            if !allowed {
+                return Ok(Admitted::RateLimited);
+            }
+            if check.generation < current {
+                return Ok(Admitted::Revoked);
+            }
+        }
+        if !may_join {
+            return Ok(Admitted::Denied);
+        }
+        return register_in_steps(state, conn).await.map(Admitted::Joined);
+    }
+    let id = conn.id.as_str();
+    let channel = conn.channel.as_str();
+    let mut call = ADMIT.prepare_invoke();
+    call.key(state.keys.connection(id))
+        .key(state.keys.channel(channel))
+        .key(state.keys.presence(channel))
+        .key(state.keys.all_bucket_of(id))
+        .key(state.keys.location_of(id));
+    let subject = conn.subject.as_ref().map(Subject::as_str);
+    if let Some(subject) = subject {
+        call.key(state.keys.subject(subject));
+    }
+    if let Some((_, subject)) = check {
+        call.key(state.keys.rate_limit("sub", subject.as_str()))
+            .key(state.keys.token_generation(subject.as_str()));
+    }
+    let member = if crate::presence::enabled(state, &conn.channel) {
+        crate::presence::stored(conn)
+    } else {
+        String::new()
+    };
+    call.arg(id)
+        .arg(state.settings.connection_ttl.as_millis() as u64)
+        .arg(member)
+        .arg(conn.location())
+        .arg(if subject.is_some() { "1" } else { "" });
+    match check {
+        Some((check, _)) => call
+            .arg(crate::limits::WINDOW.as_millis() as u64)
+            .arg(check.limit)
+            .arg(check.generation),
+        None => call.arg("").arg(0).arg(0),
+    };
+    call.arg(if may_join { "1" } else { "" });
+    for (field, value) in conn.fields(state.settings.legacy_record_fields) {
+        call.arg(field).arg(value);
+    }
+    let reply: Vec<i64> = call.invoke_async(&mut state.conn()).await?;
+    Ok(match reply.as_slice() {
+        [1, ..] => Admitted::RateLimited,
+        [2, ..] => Admitted::Revoked,
+        [3, ..] => Admitted::Denied,
+        [_, added, occupied, presence] => Admitted::Joined(Joined {
+            added: *added == 1,
+            occupied: *occupied == 1,
+            presence: *presence == 1,
+        }),
+        _ => Admitted::Joined(Joined::default()),
+    })
+}
+
+/// `$connect`'s writes on a single node, after the subject's checks, in one script.
+/// KEYS: record, channel set, presence hash, `all:{n}` bucket, location hash, then the subject's set
+/// when ARGV[5] is `1`, then (with a limit) the subject's rate-limit counter and token generation.
+/// ARGV: id, record TTL ms, presence member or '', location, `1` if there is a subject, limit window ms
+/// ('' for no check), limit, token generation, `1` to register once the checks pass, then the record's
+/// fields and values. Answers `{1}` over the limit, `{2}` revoked, `{3}` not registered, or
+/// `{0, added, occupied, presence_added}`.
+static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        r"{JOIN_FN}
+local checks = 6
+if ARGV[5] == '1' then checks = 7 end
+if ARGV[6] ~= '' then
+  local n = redis.call('INCR', KEYS[checks])
+  if n == 1 then redis.call('PEXPIRE', KEYS[checks], ARGV[6]) end
+  if n > tonumber(ARGV[7]) then return {{1}} end
+  local g = tonumber(redis.call('GET', KEYS[checks + 1]) or '0')
+  if tonumber(ARGV[8]) < g then return {{2}} end
+end
+if ARGV[9] ~= '1' then return {{3}} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local joined = join(KEYS[2], KEYS[3], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+if ARGV[5] == '1' then redis.call('SADD', KEYS[6], ARGV[1]) end
+return {{0, joined[1], joined[2], joined[3]}}
+"
+    ))
+});
+
+/// [`register`] on a cluster: the record first, then the sets, each step acknowledged before the next.
+async fn register_in_steps(
+    state: &AppState,
+    conn: &Connection,
+) -> Result<Joined, redis::RedisError> {
     let id = conn.id.as_str();
     let key = state.keys.connection(id);
     let mut hset = redis::cmd("HSET");
     hset.arg(&key);
-    for (field, value) in conn.fields() {
+    for (field, value) in conn.fields(state.settings.legacy_record_fields) {
         hset.arg(field).arg(value);
     }
     let record = vec![
@@ -422,10 +593,11 @@ pub async fn move_to(
     channel: ChannelName,
 ) -> Result<(Left, Joined), redis::RedisError> {
     let id = conn.id.as_str();
-    let cmds = vec![
+    let legacy = state.settings.legacy_record_fields;
+    let mut cmds = vec![
         redis::cmd("HSET")
             .arg(state.keys.connection(id))
-            .arg(f::CHANNEL)
+            .arg(name_of(f::CHANNEL, legacy))
             .arg(channel.as_str())
             .to_owned(),
         join_channel(state, conn, &channel),
@@ -436,6 +608,14 @@ pub async fn move_to(
             .arg(location(&channel, conn.subject.as_ref()))
             .to_owned(),
     ];
+    // The channel under the other name too (a record written by a replica of the other shape), or the
+    // old channel would win when the record is read back.
+    cmds.push(
+        redis::cmd("HDEL")
+            .arg(state.keys.connection(id))
+            .arg(other_name_of(f::CHANNEL, legacy))
+            .to_owned(),
+    );
     let mut answers = state.redis.batch(cmds).await?.into_iter().skip(1);
     let joined = joined_from(answers.next())?;
     let left = left_from(answers.next())?;
@@ -479,14 +659,17 @@ pub async fn channel_stats(
         let cmds = ids
             .iter()
             .map(|id| {
-                redis::cmd("HGET")
+                redis::cmd("HMGET")
                     .arg(state.keys.connection(id))
                     .arg(f::SUBJECT)
+                    .arg(f::legacy::SUBJECT)
                     .to_owned()
             })
             .collect();
         for value in state.redis.batch(cmds).await? {
-            if let Ok(Some(s)) = redis::from_redis_value::<Option<String>>(value) {
+            if let Ok([new, old]) = redis::from_redis_value::<[Option<String>; 2]>(value)
+                && let Some(s) = new.or(old)
+            {
                 subjects.insert(s);
             }
         }

@@ -10,9 +10,14 @@ use common::queue::Lanes;
 use common::store::Redis;
 use std::sync::Arc;
 
-/// Shared state, cheap to clone.
+/// Shared state: one pointer, so the clone every request makes (the handler's and each middleware's
+/// `State`) is one reference count, not one per metric handle.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points to; its fields are read through `Deref` (`state.settings`).
+#[derive(Debug)]
+pub struct Shared {
     pub settings: Arc<Settings>,
     pub redis: Redis,
     /// The interactive and bulk lanes' queues; [`crate::outbox`] picks one per job.
@@ -22,6 +27,14 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Lifecycle webhook events go here (disabled unless configured).
     pub lifecycle_hooks: Emitter,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -34,7 +47,7 @@ impl AppState {
             Some(lifecycle) => Emitter::start(lifecycle, http.clone(), metrics.clone()),
             None => Emitter::disabled(),
         };
-        Self {
+        Self(Arc::new(Shared {
             keys: Keyspace::new(settings.key_prefix.clone()),
             settings: Arc::new(settings),
             redis,
@@ -42,7 +55,7 @@ impl AppState {
             metrics,
             http,
             lifecycle_hooks,
-        }
+        }))
     }
 
     /// A Redis connection handle for one request.

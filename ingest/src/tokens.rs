@@ -122,6 +122,60 @@ pub async fn consume(state: &AppState, token: &str) -> Result<Option<Claims>, re
     Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
 }
 
+/// A token presented on `$connect` and the per-IP connect limit before it: counts one attempt by the
+/// client IP (`ip`, or `None` when the address is exempt) and, only if that attempt is within `limit` and
+/// `token` is given, consumes the token. Answers whether the attempt was within the limit, and the token's
+/// claims as [`consume`] does (`None` also when no token was given). On a single node this is one script
+/// (the counter first, so an over-limit attempt never spends a token); on a cluster the two keys are in
+/// different slots, so it is the same two steps in the same order.
+pub async fn consume_within_limit(
+    state: &AppState,
+    ip: Option<&str>,
+    limit: u32,
+    token: Option<&str>,
+) -> Result<(bool, Option<Claims>), redis::RedisError> {
+    let token = token.filter(|t| !t.is_empty() && t.len() <= 256);
+    if state.redis.is_cluster() || ip.is_none() {
+        if let Some(ip) = ip
+            && !crate::limits::allow(state, "ip", ip, limit).await?
+        {
+            return Ok((false, None));
+        }
+        return match token {
+            Some(token) => consume(state, token).await.map(|c| (true, c)),
+            None => Ok((true, None)),
+        };
+    }
+    let ip = ip.unwrap_or_default();
+    let token_key = token.map_or_else(|| state.keys.token("none"), |t| state.keys.token(t));
+    let (within, value): (i64, Option<String>) = LIMIT_THEN_CONSUME
+        .key(state.keys.rate_limit("ip", ip))
+        .key(token_key)
+        .arg(crate::limits::WINDOW.as_millis() as u64)
+        .arg(limit)
+        .arg(if token.is_some() { "1" } else { "" })
+        .invoke_async(&mut state.conn())
+        .await?;
+    Ok((
+        within == 1,
+        value.and_then(|v| serde_json::from_str(&v).ok()),
+    ))
+}
+
+/// Counts one attempt in window counter `KEYS[1]` (window `ARGV[1]` ms, limit `ARGV[2]`) and, within the
+/// limit and when `ARGV[3]` is `1`, takes token `KEYS[2]` (`GETDEL`). Answers `{within, claims or nil}`.
+static LIMIT_THEN_CONSUME: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local n = redis.call('INCR', KEYS[1])
+        if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+        if n > tonumber(ARGV[2]) then return {0, false} end
+        if ARGV[3] ~= '1' then return {1, false} end
+        return {1, redis.call('GETDEL', KEYS[2])}
+        ",
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

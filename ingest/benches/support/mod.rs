@@ -4,6 +4,12 @@
 use clap::Parser;
 use std::time::Duration;
 
+/// The API id the benchmarks' callbacks carry (configured in [`start_ingest`]).
+pub const API_ID: &str = "benchapi";
+
+/// The client address the benchmarks' callbacks carry.
+pub const SOURCE_IP: &str = "203.0.113.9";
+
 /// The gateway secret the benchmarks' callbacks carry.
 pub const SECRET: &str = "bench-secret-0123456789-0123456789-abc";
 
@@ -53,9 +59,9 @@ pub async fn connect(
         "{base}/ws/connect?channel={channel}&ws_token={token}"
     ))
     .header("connectionId", connection_id)
-    .header("X-Amzn-Apigateway-Api-Id", "benchapi")
+    .header("X-Amzn-Apigateway-Api-Id", API_ID)
     .header("X-Ws-Gateway-Secret", SECRET)
-    .header("X-Ws-Source-Ip", "203.0.113.9")
+    .header("X-Ws-Source-Ip", SOURCE_IP)
     .send()
     .await
     .is_ok_and(|r| r.status().is_success())

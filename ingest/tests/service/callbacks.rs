@@ -5,7 +5,7 @@
 
 use crate::support::{Ingest, payload};
 use common::job::Target;
-use common::keys::Keyspace;
+use common::keys::{Keyspace, conn_field as f};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -112,11 +112,17 @@ async fn connect_registers_the_connection_everywhere() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(hash["channel"], "general");
-    assert_eq!(hash["subject"], "alice");
-    assert_eq!(hash["api_id"], crate::support::API_ID);
-    assert_eq!(hash["stage"], "test");
-    assert_eq!(hash["source_ip"], "203.0.113.7");
+    assert_eq!(hash[f::CHANNEL], "general");
+    assert_eq!(hash[f::SUBJECT], "alice");
+    assert_eq!(hash[f::API_ID], crate::support::API_ID);
+    assert_eq!(hash[f::STAGE], "test");
+    assert_eq!(hash[f::SOURCE_IP], "203.0.113.7");
+    assert_eq!(hash[f::TOKEN_HASH], common::keys::record_token_hash(&token));
+    assert!(hash[f::CONNECTED_AT_MS].parse::<u64>().is_ok());
+    // Only the short field names are written.
+    for (_, legacy) in f::WITH_LEGACY {
+        assert!(!hash.contains_key(legacy), "{legacy} in {hash:?}");
+    }
     let ttl: i64 = redis::cmd("TTL")
         .arg(K().connection("Abc123="))
         .query_async(&mut redis)
@@ -724,7 +730,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(statuses[3..], [StatusCode::BAD_REQUEST; 2]);
     let source: Option<String> = redis::cmd("HGET")
         .arg(K().connection("x0"))
-        .arg("source_ip")
+        .arg(f::SOURCE_IP)
         .query_async(&mut ingest.redis().await)
         .await
         .unwrap();
@@ -743,7 +749,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(r.status(), StatusCode::OK);
     let source: Option<String> = redis::cmd("HGET")
         .arg(K().connection("y1"))
-        .arg("source_ip")
+        .arg(f::SOURCE_IP)
         .query_async(&mut ingest.redis().await)
         .await
         .unwrap();
@@ -862,4 +868,143 @@ async fn callbacks_are_counted_by_route_kind_and_outcome() {
     ] {
         assert!(text.contains(series), "{series} in {text}");
     }
+}
+
+/// A record registered before the field names were shortened (a rolling upgrade) keeps working: a
+/// repeated `$connect` recognises its full token hash, its messages pass the gate, and moving it writes
+/// the new channel under the short name, which wins over the old one.
+#[tokio::test]
+async fn a_record_with_the_older_field_names_still_works() {
+    let ingest = Ingest::start(&[]).await;
+    let token = ingest.token("ada", None).await;
+    let id = "Old1=";
+    let mut redis = ingest.redis().await;
+    let _: () = redis::cmd("DEL")
+        .arg(K().token(&token))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(K().connection(id))
+        .arg(f::legacy::CHANNEL)
+        .arg("general")
+        .arg(f::legacy::SUBJECT)
+        .arg("ada")
+        .arg(f::legacy::API_ID)
+        .arg(crate::support::API_ID)
+        .arg(f::legacy::STAGE)
+        .arg("test")
+        .arg(f::legacy::CONNECTED_AT_MS)
+        .arg(1_000)
+        .arg(f::legacy::SOURCE_IP)
+        .arg("203.0.113.7")
+        .arg(f::legacy::TOKEN_HASH)
+        .arg(common::keys::token_hash(&token))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for set in [
+        K().channel("general"),
+        K().subject("ada"),
+        K().all_bucket_of(id),
+    ] {
+        let _: () = redis::cmd("SADD")
+            .arg(set)
+            .arg(id)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+    // The token is spent; the record's full hash recognises the same $connect again.
+    assert_eq!(
+        ingest
+            .connect(id, &format!("channel=general&ws_token={token}"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        ingest
+            .connect(id, &format!("channel=general&ws_token={token}x"))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "another token is refused"
+    );
+    let (status, _) = ingest
+        .message(
+            id,
+            json!({"action": "change_channel", "channel": "support"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ingest.smembers(&K().channel("support")).await, [id]);
+    assert!(ingest.smembers(&K().channel("general")).await.is_empty());
+    let channel: [Option<String>; 2] = redis::cmd("HMGET")
+        .arg(K().connection(id))
+        .arg(f::CHANNEL)
+        .arg(f::legacy::CHANNEL)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(channel, [Some("support".to_owned()), None]);
+    let (status, _) = ingest
+        .message(id, json!({"action": "change_channel", "channel": "random"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "moved from the short name's channel"
+    );
+    assert!(ingest.smembers(&K().channel("support")).await.is_empty());
+    assert_eq!(ingest.smembers(&K().channel("random")).await, [id]);
+    let payloads: Vec<Value> = ingest.jobs().await.iter().map(payload).collect();
+    assert_eq!(
+        payloads,
+        [
+            json!({"type": "channel_changed", "channel": "support"}),
+            json!({"type": "channel_changed", "channel": "random"}),
+        ]
+    );
+}
+
+/// With `FANOUT_LEGACY_RECORD_FIELDS` (the first step of an upgrade, while replicas that read only the
+/// earlier names still run) records are written under those names with the full token hash, and a move
+/// keeps them there.
+#[tokio::test]
+async fn legacy_record_fields_are_written_under_the_earlier_names() {
+    let ingest = Ingest::start(&["--legacy-record-fields"]).await;
+    let token = ingest.token("ada", None).await;
+    let id = "Leg1=";
+    let query = format!("channel=general&ws_token={token}");
+    assert_eq!(ingest.connect(id, &query).await, StatusCode::OK);
+    let record = || async {
+        let hash: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(K().connection(id))
+            .query_async(&mut ingest.redis().await)
+            .await
+            .unwrap();
+        hash
+    };
+    let hash = record().await;
+    for (short, _) in f::WITH_LEGACY {
+        assert!(!hash.contains_key(short), "{short} in {hash:?}");
+    }
+    assert_eq!(hash[f::legacy::CHANNEL], "general");
+    assert_eq!(hash[f::legacy::SUBJECT], "ada");
+    assert_eq!(hash[f::legacy::API_ID], crate::support::API_ID);
+    assert_eq!(
+        hash[f::legacy::TOKEN_HASH],
+        common::keys::token_hash(&token)
+    );
+    assert_eq!(ingest.connect(id, &query).await, StatusCode::OK, "again");
+    let (status, _) = ingest
+        .message(
+            id,
+            json!({"action": "change_channel", "channel": "support"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let hash = record().await;
+    assert_eq!(hash[f::legacy::CHANNEL], "support");
+    assert!(!hash.contains_key(f::CHANNEL), "{hash:?}");
+    assert_eq!(ingest.smembers(&K().channel("support")).await, [id]);
 }
