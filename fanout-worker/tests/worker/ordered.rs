@@ -3,7 +3,8 @@
 //! receives the 1,000 messages once each, in publish order, read from what the gateway received; a
 //! coalescing channel gets the same with far fewer posts; and an unordered channel still posts several
 //! messages to one connection at once where an ordered one never does. A kill -9 of the worker process
-//! draining a channel loses nothing and breaks no order.
+//! draining a channel loses nothing and breaks no order; a drain retrying in place whose channel a later
+//! receipt took over stops.
 
 use crate::support::{Env, eventually, metric};
 use serde_json::{Value, json};
@@ -217,4 +218,56 @@ async fn kill_9_of_the_draining_worker_keeps_the_order_and_loses_nothing() {
     );
     crate::support::sigterm(&survivor);
     assert_eq!(survivor.wait().unwrap().code(), Some(0));
+}
+
+/// A drain retrying a member in place (every call answered 500) whose channel a later receipt of its
+/// job took over meanwhile stops at its next renewal, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_retrying_in_place_stops_when_a_later_receipt_took_the_channel() {
+    let env = Env::start().await;
+    let ids = env.register("t", 1, "room", "tess").await;
+    env.gateway.always(&ids[0], 500);
+    let worker = env
+        .worker(&["--requeue-delay-ms=100", "--max-attempts=100"])
+        .await;
+    env.publish_ordered("room", json!({ "n": 0 }), false).await;
+    eventually(LONG, "the drain is retrying", || async {
+        env.gateway.count(500) >= 2
+    })
+    .await;
+    let lock = env.keys.ordered_lock("room");
+    let mut redis = env.redis.clone();
+    let holder: String = redis::cmd("GET")
+        .arg(&lock)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (job, token) = holder.rsplit_once('/').unwrap();
+    let later = format!("{job}/{}", token.parse::<u64>().unwrap() + 1000);
+    redis::cmd("SET")
+        .arg(&lock)
+        .arg(&later)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the drain stopped: its lease lost",
+        || async {
+            metric(
+                &worker,
+                "fanout_leases_lost_total",
+                &[("reason", "taken_over")],
+            ) >= 1.0
+        },
+    )
+    .await;
+    // The later holder's lock is untouched and the message still waits at the head.
+    let now: String = redis::cmd("GET")
+        .arg(&lock)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(now, later);
+    assert!(env.exists(&env.keys.ordered_backlog("room")).await);
 }
