@@ -8,7 +8,10 @@
 //!    the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
 //!    with 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
-//!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it.
+//!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it. For a profiler,
+//!    `BENCH_ONLY=plain|path|lean|sdk` measures that one client alone (`BENCH_ROUNDS` times, its CPU per
+//!    call each round, no ratios), `BENCH_THREADS=1` or `2` one runtime, `BENCH_TRANSPORT=http` or
+//!    `https` one transport.
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
 //!    Redis Streams, `fanout-worker` processes) against a sink enforcing API Gateway's default account
 //!    throttle (a 10,000/s token bucket with a 5,000 burst), with 1 and with 4 worker processes, against
@@ -72,7 +75,13 @@ fn main() {
     };
     let (http_port, https_port) = (ok_sink.http_port, ok_sink.https_port);
     let paths = std::env::var_os("BENCH_SKIP_PATHS").is_none();
-    for threads in [1, 2].into_iter().filter(|_| paths) {
+    let only_threads: Option<usize> = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for threads in [1, 2]
+        .into_iter()
+        .filter(|t| paths && only_threads.is_none_or(|o| o == *t))
+    {
         // One thread is a current-thread runtime: every side of the comparison really on one thread.
         let runtime = if threads == 1 {
             tokio::runtime::Builder::new_current_thread()
@@ -144,6 +153,17 @@ enum Kind {
 
 impl Kind {
     const ALL: [Kind; 4] = [Kind::Plain, Kind::PlainPath, Kind::Lean, Kind::Sdk];
+    /// The kind `BENCH_ONLY` names.
+    fn only() -> Option<Kind> {
+        let only = std::env::var("BENCH_ONLY").ok()?;
+        Some(match only.as_str() {
+            "plain" => Kind::Plain,
+            "path" => Kind::PlainPath,
+            "lean" => Kind::Lean,
+            "sdk" => Kind::Sdk,
+            other => panic!("BENCH_ONLY={other}: plain, path, lean or sdk"),
+        })
+    }
     fn name(self) -> &'static str {
         match self {
             Kind::Plain => "plain unsigned hyper POST",
@@ -353,11 +373,26 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
     );
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
+    let only_transport = std::env::var("BENCH_TRANSPORT").ok();
     for (transport, base) in [
         ("http", format!("http://localhost:{}", sink.0)),
         ("https", format!("https://localhost:{}", sink.1)),
     ] {
+        if only_transport.as_deref().is_some_and(|t| t != transport) {
+            continue;
+        }
         let paths = Paths::new(&base, &redis, &tls.roots, &tls.pem).await;
+        if let Some(kind) = Kind::only() {
+            paths.measure(kind, 500, 99).await;
+            for round in 0..rounds {
+                let (rate, cpu, _) = paths.measure(kind, calls, round).await;
+                println!(
+                    "  {transport:<6} {:<42} {rate:>9.0} {cpu:>12.1}",
+                    kind.name()
+                );
+            }
+            continue;
+        }
         for kind in Kind::ALL {
             paths.measure(kind, 500, 99).await; // warm-up: connections, keys, allocator
         }

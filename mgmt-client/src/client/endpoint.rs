@@ -1,6 +1,6 @@
 //! [`Endpoint`]: one Management API base URL (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`,
 //! a custom domain with its base path, or the local emulator over plain http) with everything a call
-//! needs precomputed: scheme and authority with any default port dropped (so the `Host` hyper sends,
+//! needs precomputed: scheme and authority with any default port dropped (so the `Host` sent,
 //! or HTTP/2's `:authority`, is exactly the host that was signed), the base path without a trailing
 //! slash, the signing region, and the semaphore that bounds calls in flight to it.
 
@@ -36,6 +36,9 @@ pub(crate) struct EndpointInner {
     pub(crate) authority: Authority,
     /// The authority as signed (and as hyper sends it): no default port.
     pub(crate) host: String,
+    /// `host` as the `Host` header sent with every request (HTTP/1.1; the same as HTTP/2's
+    /// `:authority`), made once rather than formatted by hyper-util for each request.
+    pub(crate) host_header: http::HeaderValue,
     /// Empty, or `/stage` (no trailing slash).
     pub(crate) base_path: String,
     pub(crate) region: String,
@@ -90,12 +93,15 @@ impl Endpoint {
             .parse()
             .map_err(|_| EndpointError::NotAbsolute(url.to_owned()))?;
         let base_path = uri.path().trim_end_matches('/').to_owned();
+        let host_header = http::HeaderValue::from_str(&host)
+            .map_err(|_| EndpointError::NotAbsolute(url.to_owned()))?;
         Ok(Endpoint {
             inner: Arc::new(EndpointInner {
                 url: format!("{scheme}://{host}{base_path}"),
                 scheme: scheme.clone(),
                 authority,
                 host,
+                host_header,
                 base_path,
                 region: region.to_owned(),
                 permits: Semaphore::new(max_in_flight.max(1)),
