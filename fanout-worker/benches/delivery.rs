@@ -4,8 +4,8 @@
 //!    of `BENCH_ROUNDS`, default 5, interleaved rounds, with the spread of the rounds' ratios) against a bare-hyper sink in a child process
 //!    answering 200 at once (`test_support::bench::OkSink`), over plain HTTP and over TLS (HTTP/1.1):
 //!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
-//!    classification) with an unsigned POST client (the path's own cost), with the lean client, and with
-//!    the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
+//!    classification; in a spawned task, as the worker runs each job) with an unsigned POST client (the
+//!    path's own cost), with the lean client, and with the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
 //!    with 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
 //!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it. For a profiler,
@@ -218,14 +218,14 @@ type PlainClient = hyper_util::client::legacy::Client<
 struct Paths {
     base: String,
     plain: PlainClient,
-    plain_path: Dispatcher,
-    lean: Dispatcher,
-    sdk: Dispatcher,
+    plain_path: Arc<Dispatcher>,
+    lean: Arc<Dispatcher>,
+    sdk: Arc<Dispatcher>,
 }
 
-fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) -> Dispatcher {
+fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) -> Arc<Dispatcher> {
     let metrics = WorkerMetrics::new();
-    Dispatcher {
+    Arc::new(Dispatcher {
         deliver,
         governor: Arc::new(Governor::new(
             redis,
@@ -244,7 +244,7 @@ fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) 
             max_delay: Duration::from_millis(1),
         },
         metrics,
-    }
+    })
 }
 
 impl Paths {
@@ -268,6 +268,8 @@ impl Paths {
             mgmt_client::ClientOptions {
                 call_timeout: Duration::from_secs(5),
                 max_in_flight_per_endpoint: IN_FLIGHT,
+                // As `LeanDeliver::new` does: the dispatcher's in-flight slots bound the calls.
+                caller_bounds_in_flight: true,
                 tls_roots: mgmt_client::TlsRoots::Custom(roots.clone()),
                 ..mgmt_client::ClientOptions::default()
             },
@@ -346,9 +348,15 @@ impl Paths {
         match dispatcher {
             None => plain(&self.plain, &self.base, calls, &payload).await,
             Some(d) => {
-                let tally = d
-                    .run(recipients, Op::Post(payload), &CancellationToken::new())
-                    .await;
+                // In a task of its own, as the worker runs each job (on a worker thread of the
+                // runtime, not on the thread that blocks on the runtime).
+                let d = d.clone();
+                let tally = tokio::spawn(async move {
+                    d.run(recipients, Op::Post(payload), &CancellationToken::new())
+                        .await
+                })
+                .await
+                .unwrap();
                 assert_eq!(tally.sent as usize, calls, "every call answered 200");
             }
         }

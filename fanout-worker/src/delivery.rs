@@ -236,7 +236,8 @@ pub struct LeanDeliver {
 
 impl LeanDeliver {
     /// A client signing with `credentials`; calls limited to `timeout` (slot, exchange and response),
-    /// at most `max_in_flight` per endpoint.
+    /// at most `max_in_flight` in all: the dispatcher's in-flight slots bound them, so the client takes
+    /// no permit of its own per call.
     pub fn new(
         credentials: mgmt_client::CredentialsSource,
         timeout: Duration,
@@ -246,6 +247,8 @@ impl LeanDeliver {
             mgmt_client::ClientOptions {
                 call_timeout: timeout,
                 max_in_flight_per_endpoint: max_in_flight,
+                // Every call goes through the dispatcher's in-flight slots (as many as `max_in_flight`).
+                caller_bounds_in_flight: true,
                 ..mgmt_client::ClientOptions::default()
             },
             credentials,

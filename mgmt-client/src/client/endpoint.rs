@@ -2,7 +2,8 @@
 //! a custom domain with its base path, or the local emulator over plain http) with everything a call
 //! needs precomputed: scheme and authority with any default port dropped (so the `Host` sent,
 //! or HTTP/2's `:authority`, is exactly the host that was signed), the base path without a trailing
-//! slash, the signing region, and the semaphore that bounds calls in flight to it.
+//! slash, the signing region, and the semaphore that bounds calls in flight to it (unless the caller
+//! bounds them itself: [`crate::ClientOptions::caller_bounds_in_flight`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -42,7 +43,8 @@ pub(crate) struct EndpointInner {
     /// Empty, or `/stage` (no trailing slash).
     pub(crate) base_path: String,
     pub(crate) region: String,
-    pub(crate) permits: Semaphore,
+    /// Bounds the calls in flight, unless the caller bounds them itself.
+    pub(crate) permits: Option<Semaphore>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -67,7 +69,7 @@ impl Endpoint {
     pub(crate) fn parse(
         url: &str,
         region: &str,
-        max_in_flight: usize,
+        max_in_flight: Option<usize>,
     ) -> Result<Self, EndpointError> {
         if !is_valid_region(region) {
             return Err(EndpointError::Region(region.to_owned()));
@@ -104,7 +106,7 @@ impl Endpoint {
                 host_header,
                 base_path,
                 region: region.to_owned(),
-                permits: Semaphore::new(max_in_flight.max(1)),
+                permits: max_in_flight.map(|n| Semaphore::new(n.max(1))),
             }),
         })
     }

@@ -50,6 +50,10 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// Calls in flight per endpoint (and so HTTP/1.1 connections per endpoint). Default 64.
     pub max_in_flight_per_endpoint: usize,
+    /// The caller already keeps its calls in flight within `max_in_flight_per_endpoint` (in all, so per
+    /// endpoint too), as the fanout worker's in-flight slots do: then no permit is taken per call.
+    /// Default false.
+    pub caller_bounds_in_flight: bool,
     /// How long an idle pooled connection is kept. Default 60 s.
     pub pool_idle_timeout: Duration,
     /// TCP connect timeout. Default 3 s.
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
         ClientOptions {
             call_timeout: Duration::from_secs(10),
             max_in_flight_per_endpoint: 64,
+            caller_bounds_in_flight: false,
             pool_idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
             tls_roots: TlsRoots::Native,
@@ -132,6 +137,7 @@ struct Inner {
     credentials: CredentialsSource,
     call_timeout: Duration,
     max_in_flight: usize,
+    caller_bounds_in_flight: bool,
     user_agent: HeaderValue,
     endpoints: Mutex<HashMap<(String, String), Endpoint>>,
 }
@@ -199,6 +205,7 @@ impl MgmtClient {
                 credentials,
                 call_timeout: options.call_timeout,
                 max_in_flight: options.max_in_flight_per_endpoint,
+                caller_bounds_in_flight: options.caller_bounds_in_flight,
                 user_agent: HeaderValue::from_static(options.user_agent),
                 endpoints: Mutex::new(HashMap::new()),
             }),
@@ -217,7 +224,8 @@ impl MgmtClient {
         if let Some(endpoint) = endpoints.get(&key) {
             return Ok(endpoint.clone());
         }
-        let endpoint = Endpoint::parse(url, region, self.inner.max_in_flight)?;
+        let bound = (!self.inner.caller_bounds_in_flight).then_some(self.inner.max_in_flight);
+        let endpoint = Endpoint::parse(url, region, bound)?;
         endpoints.insert(key, endpoint.clone());
         Ok(endpoint)
     }
@@ -324,11 +332,15 @@ impl MgmtClient {
         headers.insert(USER_AGENT, self.inner.user_agent.clone());
 
         let exchange = async {
-            let _permit = ep
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| MgmtError::Transport("endpoint closed".into()))?;
+            let _permit = match &ep.permits {
+                Some(permits) => Some(
+                    permits
+                        .acquire()
+                        .await
+                        .map_err(|_| MgmtError::Transport("endpoint closed".into()))?,
+                ),
+                None => None,
+            };
             let response = self
                 .inner
                 .http
@@ -413,5 +425,34 @@ mod tests {
         let copy = Bytes::copy_from_slice(&first);
         assert_eq!(body_hash(&copy), payload_hash(&first));
         assert_eq!(body_hash(&Bytes::new()), payload_hash(b""));
+    }
+
+    /// An endpoint bounds its calls in flight with permits, unless the caller says it bounds them.
+    #[test]
+    fn permits_are_taken_unless_the_caller_bounds_the_calls() {
+        let client = |caller_bounds_in_flight| {
+            MgmtClient::new(
+                ClientOptions {
+                    max_in_flight_per_endpoint: 3,
+                    caller_bounds_in_flight,
+                    tls_roots: TlsRoots::Custom(rustls::RootCertStore::empty()),
+                    ..ClientOptions::default()
+                },
+                CredentialsSource::fixed(
+                    crate::SigningCredentials::new("AKID", "secret", None).unwrap(),
+                ),
+            )
+            .unwrap()
+        };
+        let bounded = client(false).endpoint("http://127.0.0.1:9/prod", "us-east-1");
+        let permits = bounded
+            .unwrap()
+            .inner
+            .permits
+            .as_ref()
+            .map(|p| p.available_permits());
+        assert_eq!(permits, Some(3));
+        let unbounded = client(true).endpoint("http://127.0.0.1:9/prod", "us-east-1");
+        assert!(unbounded.unwrap().inner.permits.is_none());
     }
 }
