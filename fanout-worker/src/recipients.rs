@@ -136,14 +136,15 @@ pub async fn resolve(
     let commands = ids
         .iter()
         .map(|id| {
-            redis::cmd("HMGET")
-                .arg(keys.connection(id))
+            // Built in place (`.to_owned()` on the builder's `&mut` would copy every command).
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(keys.connection(id))
                 .arg(f::API_ID)
                 .arg(f::STAGE)
                 .arg(f::CHANNEL)
                 .arg(f::SUBJECT)
-                .arg(f::CONNECTED_AT_MS)
-                .to_owned()
+                .arg(f::CONNECTED_AT_MS);
+            cmd
         })
         .collect();
     let values = read_many(redis, commands).await?;
