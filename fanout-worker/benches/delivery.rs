@@ -11,7 +11,7 @@
 //!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it. For a profiler,
 //!    `BENCH_ONLY=plain|path|lean|sdk` measures that one client alone (`BENCH_ROUNDS` times, its CPU per
 //!    call each round, no ratios), `BENCH_THREADS=1` or `2` one runtime, `BENCH_TRANSPORT=http` or
-//!    `https` one transport.
+//!    `https` one transport. `BENCH_SKIP_SDK=1` leaves the AWS SDK out (longer runs of the others).
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
 //!    Redis Streams, `fanout-worker` processes) against a sink enforcing API Gateway's default account
 //!    throttle (a 10,000/s token bucket with a 5,000 burst), with 1 and with 4 worker processes, against
@@ -401,12 +401,17 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
             }
             continue;
         }
-        for kind in Kind::ALL {
+        // Plain first and the plain-client path second: the ratios are to them.
+        let kinds: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Sdk || std::env::var_os("BENCH_SKIP_SDK").is_none())
+            .collect();
+        for &kind in &kinds {
             paths.measure(kind, 500, 99).await; // warm-up: connections, keys, allocator
         }
-        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); Kind::ALL.len()];
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
         for round in 0..rounds {
-            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            for (i, &kind) in kinds.iter().enumerate() {
                 results[i].push(paths.measure(kind, calls, round).await);
             }
         }
@@ -417,7 +422,7 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
         };
         let plain_cpu = median(&results[0], |r| r.1);
         let path_cpu = median(&results[1], |r| r.1);
-        for (kind, r) in Kind::ALL.into_iter().zip(&results) {
+        for (&kind, r) in kinds.iter().zip(&results) {
             let cpu = median(r, |r| r.1);
             // Each round's ratio to the plain POST of the same round: their spread.
             let ratios: Vec<f64> = r.iter().zip(&results[0]).map(|(x, p)| x.1 / p.1).collect();

@@ -297,11 +297,15 @@ impl Governor {
             Outcome::Retryable(RetryReason::Other) => return None,
             _ => true,
         };
-        self.watch_stall(answered);
+        // One clock read for the stall watch and the round trip.
+        let now = Instant::now();
+        self.watch_stall(answered, now);
         if !answered {
             return None;
         }
-        inner.flight.record(ticket.sent.elapsed());
+        inner
+            .flight
+            .record_at(now.saturating_duration_since(ticket.sent), now);
         drop(ticket);
         if outcome != Outcome::Throttled {
             if current {
@@ -609,9 +613,8 @@ impl Governor {
         }
     }
 
-    fn watch_stall(&self, answered: bool) {
+    fn watch_stall(&self, answered: bool, now: Instant) {
         let inner = &self.inner;
-        let now = Instant::now();
         let event = {
             let mut watch = inner.stall.lock().unwrap_or_else(PoisonError::into_inner);
             if answered {
