@@ -4,11 +4,14 @@
 //!    of `BENCH_ROUNDS`, default 5, interleaved rounds, with the spread of the rounds' ratios) against a bare-hyper sink in a child process
 //!    answering 200 at once (`test_support::bench::OkSink`), over plain HTTP and over TLS (HTTP/1.1):
 //!    plain unsigned hyper POSTs, the worker's dispatch path (governor, in-flight limit, outcome
-//!    classification) with an unsigned POST client (the path's own cost), with the lean client, and with
-//!    the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
+//!    classification; in a spawned task, as the worker runs each job) with an unsigned POST client (the
+//!    path's own cost), with the lean client, and with the AWS SDK client; on a current-thread tokio runtime (every side on one thread), then a runtime
 //!    with 2 worker threads. Prints calls/s, this process's CPU per call (process CPU clock), the
 //!    ratio to the plain POST, and the peak RSS during the measurement (VmHWM, reset before each).
-//!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it.
+//!    `BENCH_SKIP_BROADCAST=1` stops after this part; `BENCH_SKIP_PATHS=1` skips it. For a profiler,
+//!    `BENCH_ONLY=plain|path|lean|sdk` measures that one client alone (`BENCH_ROUNDS` times, its CPU per
+//!    call each round, no ratios), `BENCH_THREADS=1` or `2` one runtime, `BENCH_TRANSPORT=http` or
+//!    `https` one transport. `BENCH_SKIP_SDK=1` leaves the AWS SDK out (longer runs of the others).
 //! 2. **A 100,000-connection broadcast through the full path** (Redis membership, planner, chunk jobs on
 //!    Redis Streams, `fanout-worker` processes) against a sink enforcing API Gateway's default account
 //!    throttle (a 10,000/s token bucket with a 5,000 burst), with 1 and with 4 worker processes, against
@@ -72,7 +75,13 @@ fn main() {
     };
     let (http_port, https_port) = (ok_sink.http_port, ok_sink.https_port);
     let paths = std::env::var_os("BENCH_SKIP_PATHS").is_none();
-    for threads in [1, 2].into_iter().filter(|_| paths) {
+    let only_threads: Option<usize> = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    for threads in [1, 2]
+        .into_iter()
+        .filter(|t| paths && only_threads.is_none_or(|o| o == *t))
+    {
         // One thread is a current-thread runtime: every side of the comparison really on one thread.
         let runtime = if threads == 1 {
             tokio::runtime::Builder::new_current_thread()
@@ -144,6 +153,17 @@ enum Kind {
 
 impl Kind {
     const ALL: [Kind; 4] = [Kind::Plain, Kind::PlainPath, Kind::Lean, Kind::Sdk];
+    /// The kind `BENCH_ONLY` names.
+    fn only() -> Option<Kind> {
+        let only = std::env::var("BENCH_ONLY").ok()?;
+        Some(match only.as_str() {
+            "plain" => Kind::Plain,
+            "path" => Kind::PlainPath,
+            "lean" => Kind::Lean,
+            "sdk" => Kind::Sdk,
+            other => panic!("BENCH_ONLY={other}: plain, path, lean or sdk"),
+        })
+    }
     fn name(self) -> &'static str {
         match self {
             Kind::Plain => "plain unsigned hyper POST",
@@ -198,14 +218,14 @@ type PlainClient = hyper_util::client::legacy::Client<
 struct Paths {
     base: String,
     plain: PlainClient,
-    plain_path: Dispatcher,
-    lean: Dispatcher,
-    sdk: Dispatcher,
+    plain_path: Arc<Dispatcher>,
+    lean: Arc<Dispatcher>,
+    sdk: Arc<Dispatcher>,
 }
 
-fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) -> Dispatcher {
+fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) -> Arc<Dispatcher> {
     let metrics = WorkerMetrics::new();
-    Dispatcher {
+    Arc::new(Dispatcher {
         deliver,
         governor: Arc::new(Governor::new(
             redis,
@@ -224,7 +244,7 @@ fn dispatcher(redis: Redis, deliver: Arc<dyn fanout_worker::delivery::Deliver>) 
             max_delay: Duration::from_millis(1),
         },
         metrics,
-    }
+    })
 }
 
 impl Paths {
@@ -248,6 +268,8 @@ impl Paths {
             mgmt_client::ClientOptions {
                 call_timeout: Duration::from_secs(5),
                 max_in_flight_per_endpoint: IN_FLIGHT,
+                // As `LeanDeliver::new` does: the dispatcher's in-flight slots bound the calls.
+                caller_bounds_in_flight: true,
                 tls_roots: mgmt_client::TlsRoots::Custom(roots.clone()),
                 ..mgmt_client::ClientOptions::default()
             },
@@ -326,9 +348,15 @@ impl Paths {
         match dispatcher {
             None => plain(&self.plain, &self.base, calls, &payload).await,
             Some(d) => {
-                let tally = d
-                    .run(recipients, Op::Post(payload), &CancellationToken::new())
-                    .await;
+                // In a task of its own, as the worker runs each job (on a worker thread of the
+                // runtime, not on the thread that blocks on the runtime).
+                let d = d.clone();
+                let tally = tokio::spawn(async move {
+                    d.run(recipients, Op::Post(payload), &CancellationToken::new())
+                        .await
+                })
+                .await
+                .unwrap();
                 assert_eq!(tally.sent as usize, calls, "every call answered 200");
             }
         }
@@ -353,17 +381,37 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
     );
     let redis_server = RedisServer::start();
     let redis = Redis::connect(&redis_server.url()).await.unwrap();
+    let only_transport = std::env::var("BENCH_TRANSPORT").ok();
     for (transport, base) in [
         ("http", format!("http://localhost:{}", sink.0)),
         ("https", format!("https://localhost:{}", sink.1)),
     ] {
+        if only_transport.as_deref().is_some_and(|t| t != transport) {
+            continue;
+        }
         let paths = Paths::new(&base, &redis, &tls.roots, &tls.pem).await;
-        for kind in Kind::ALL {
+        if let Some(kind) = Kind::only() {
+            paths.measure(kind, 500, 99).await;
+            for round in 0..rounds {
+                let (rate, cpu, _) = paths.measure(kind, calls, round).await;
+                println!(
+                    "  {transport:<6} {:<42} {rate:>9.0} {cpu:>12.1}",
+                    kind.name()
+                );
+            }
+            continue;
+        }
+        // Plain first and the plain-client path second: the ratios are to them.
+        let kinds: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| *k != Kind::Sdk || std::env::var_os("BENCH_SKIP_SDK").is_none())
+            .collect();
+        for &kind in &kinds {
             paths.measure(kind, 500, 99).await; // warm-up: connections, keys, allocator
         }
-        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); Kind::ALL.len()];
+        let mut results: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); kinds.len()];
         for round in 0..rounds {
-            for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            for (i, &kind) in kinds.iter().enumerate() {
                 results[i].push(paths.measure(kind, calls, round).await);
             }
         }
@@ -374,7 +422,7 @@ async fn delivery_paths(calls: usize, rounds: usize, threads: usize, sink: (u16,
         };
         let plain_cpu = median(&results[0], |r| r.1);
         let path_cpu = median(&results[1], |r| r.1);
-        for (kind, r) in Kind::ALL.into_iter().zip(&results) {
+        for (&kind, r) in kinds.iter().zip(&results) {
             let cpu = median(r, |r| r.1);
             // Each round's ratio to the plain POST of the same round: their spread.
             let ratios: Vec<f64> = r.iter().zip(&results[0]).map(|(x, p)| x.1 / p.1).collect();

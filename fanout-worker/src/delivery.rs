@@ -225,7 +225,10 @@ fn classify_transport<E>(e: &SdkError<E, HttpResponse>) -> Outcome {
 #[derive(Debug)]
 pub struct LeanDeliver {
     client: mgmt_client::MgmtClient,
-    endpoints: RwLock<HashMap<Endpoint, mgmt_client::Endpoint>>,
+    /// The client's endpoint for each endpoint seen: a handful (one per API and stage), so a list
+    /// searched by comparing `Arc`s (the recipients of a job share theirs, so the pointers match first)
+    /// costs less than hashing the URL on every call.
+    endpoints: RwLock<Vec<(Endpoint, mgmt_client::Endpoint)>>,
     credentials_failures: prometheus::IntCounter,
     /// Unix second of the last credentials ERROR log, so a broken provider logs once a second.
     last_credentials_log: AtomicU64,
@@ -233,7 +236,8 @@ pub struct LeanDeliver {
 
 impl LeanDeliver {
     /// A client signing with `credentials`; calls limited to `timeout` (slot, exchange and response),
-    /// at most `max_in_flight` per endpoint.
+    /// at most `max_in_flight` in all: the dispatcher's in-flight slots bound them, so the client takes
+    /// no permit of its own per call.
     pub fn new(
         credentials: mgmt_client::CredentialsSource,
         timeout: Duration,
@@ -243,6 +247,8 @@ impl LeanDeliver {
             mgmt_client::ClientOptions {
                 call_timeout: timeout,
                 max_in_flight_per_endpoint: max_in_flight,
+                // Every call goes through the dispatcher's in-flight slots (as many as `max_in_flight`).
+                caller_bounds_in_flight: true,
                 ..mgmt_client::ClientOptions::default()
             },
             credentials,
@@ -256,7 +262,7 @@ impl LeanDeliver {
     ) -> Result<Self, mgmt_client::client::ClientError> {
         Ok(Self {
             client: mgmt_client::MgmtClient::new(options, credentials)?,
-            endpoints: RwLock::new(HashMap::new()),
+            endpoints: RwLock::new(Vec::new()),
             credentials_failures: prometheus::IntCounter::new(
                 CREDENTIALS_FAILURES_TOTAL,
                 "Management API calls that failed for want of usable AWS credentials (retried).",
@@ -282,20 +288,28 @@ impl LeanDeliver {
     }
 
     fn endpoint(&self, endpoint: &Endpoint) -> Result<mgmt_client::Endpoint, Outcome> {
-        if let Some(e) = self
-            .endpoints
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(endpoint)
-        {
-            return Ok(e.clone());
+        let known = |list: &[(Endpoint, mgmt_client::Endpoint)]| {
+            list.iter()
+                .find(|(k, _)| k == endpoint)
+                .map(|(_, e)| e.clone())
+        };
+        if let Some(e) = known(
+            &self
+                .endpoints
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Ok(e);
         }
         match self.client.endpoint(&endpoint.url, &endpoint.region) {
             Ok(e) => {
-                self.endpoints
+                let mut list = self
+                    .endpoints
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(endpoint.clone(), e.clone());
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if known(&list).is_none() {
+                    list.push((endpoint.clone(), e.clone()));
+                }
                 Ok(e)
             }
             Err(error) => {

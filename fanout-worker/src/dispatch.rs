@@ -1,12 +1,14 @@
 //! Dispatch: runs one job's recipients through the governor, the worker's in-flight limit, the
 //! [`Deliver`] client and the retry schedule, and gives back a final outcome per recipient.
 //!
-//! Each recipient is its own small state machine (one future per recipient, all polled by the job's task):
-//! take an in-flight slot for the job's lane, then a token from the governor through the lanes' gate
-//! (interactive calls first; see [`crate::lanes`]) (so a token is spent the moment it is taken),
-//! call, give the slot back, then either finish or wait out its own backoff. A connection waiting to
-//! retry holds neither a token nor a slot, so a slow client that keeps answering 429 delays nobody else. When retries run out, or the worker must stop,
-//! the recipient becomes a leftover with its reason, for [`crate::requeue`].
+//! Each recipient is a small state machine, polled by the job's task: take an in-flight slot for the
+//! job's lane, then a token from the governor through the lanes' gate (interactive calls first; see
+//! [`crate::lanes`]) (so a token is spent the moment it is taken), call, give the slot back, then either
+//! finish or rest for its own backoff. A connection resting before a retry holds neither a token nor a
+//! slot, so a slow client that keeps answering 429 delays nobody else. When retries run out, or the
+//! worker must stop, the recipient becomes a leftover with its reason, for [`crate::requeue`]. Only as
+//! many recipients as the worker has call slots are in play at once (plus those resting); the others wait
+//! in the job's list, so a job of 100,000 costs no more per recipient than one of 100.
 //!
 //! A 410 means gone, except from a connection that connected less than the connect grace ago: API Gateway
 //! answers 410 to a connection whose `$connect` integration has not returned yet (ingest has recorded
@@ -17,7 +19,8 @@
 //!
 //! With a [`Progress`], outcomes are written to the job's progress set as they come, every
 //! [`crate::progress::FLUSH_EVERY`] of them; what is left unwritten at the end is handed back in
-//! [`Tally::unflushed`] for the caller's last write.
+//! [`Tally::unflushed`] for the caller's last write. The `fanout_deliveries_total` counters are added to at
+//! the same pace, and per-call metrics are resolved once per job.
 
 use crate::delivery::{Deliver, Outcome, RetryReason};
 use crate::governor::Governor;
@@ -132,17 +135,51 @@ impl Dispatcher {
     ) -> Tally {
         let mut tally = Tally::default();
         let mut batch = Batch::default();
-        let mut calls: FuturesUnordered<_> = recipients
-            .into_iter()
-            .map(|r| {
-                let op = op.clone();
-                async move {
-                    let (fin, tries) = self.one(&r, &op, lane, stop).await;
-                    (r, fin, tries)
+        // Resolved once per job, not once per call.
+        let hot = Hot {
+            duration: self
+                .metrics
+                .delivery_duration
+                .with_label_values(&[match op {
+                    Op::Post(_) => "post",
+                    Op::Delete => "delete",
+                }]),
+        };
+        let sent_total = self.metrics.deliveries.with_label_values(&["sent"]);
+        let gone_total = self.metrics.deliveries.with_label_values(&["gone"]);
+        // Outcomes (sent, gone) not yet added to the counters: they are added every `FLUSH_EVERY`.
+        let mut uncounted = (0u64, 0u64);
+        // Only as many recipients as there are calls in flight at once wait for a slot; the rest wait
+        // in the list, so a big job costs no more per recipient than a small one.
+        let window = self.in_flight.total().max(1);
+        let mut waiting = recipients.into_iter();
+        let mut active = FuturesUnordered::new();
+        let mut resting = FuturesUnordered::new();
+        loop {
+            while active.len() < window
+                && let Some(r) = waiting.next()
+            {
+                active.push(self.attempt(r, Tries::default(), &op, lane, stop, &hot));
+            }
+            let step = tokio::select! {
+                biased;
+                Some((r, tries, rested)) = resting.next(), if !resting.is_empty() => {
+                    if rested {
+                        active.push(self.attempt(r, tries, &op, lane, stop, &hot));
+                        continue;
+                    }
+                    Step::Done(r, Final::Left(Why::Shutdown), tries)
                 }
-            })
-            .collect();
-        while let Some((r, fin, tries)) = calls.next().await {
+                Some(step) = active.next(), if !active.is_empty() => step,
+                else => break,
+            };
+            let (r, fin, tries) = match step {
+                Step::Rest(r, tries, delay) => {
+                    resting.push(rest(r, tries, delay, stop));
+                    continue;
+                }
+                Step::Done(r, fin, tries) => (r, fin, tries),
+            };
             tally.throttled += tries.throttled;
             tally.retries += tries.retries;
             batch.throttled += tries.throttled;
@@ -150,15 +187,18 @@ impl Dispatcher {
             match fin {
                 Final::Sent => {
                     tally.sent += 1;
-                    self.metrics.deliveries.with_label_values(&["sent"]).inc();
+                    uncounted.0 += 1;
                     batch.sent.push(r.id);
                 }
                 Final::Gone => {
-                    self.metrics.deliveries.with_label_values(&["gone"]).inc();
+                    uncounted.1 += 1;
                     batch.gone.push(r.id.clone());
                     tally.gone.push(r);
                 }
                 Final::Left(why) => tally.leftovers.push((r.id, why)),
+            }
+            if uncounted.0 + uncounted.1 >= FLUSH_EVERY as u64 {
+                count(&sent_total, &gone_total, std::mem::take(&mut uncounted));
             }
             if let Some(progress) = progress.as_deref_mut()
                 && batch.len() >= FLUSH_EVERY
@@ -172,117 +212,161 @@ impl Dispatcher {
                 }
             }
         }
+        count(&sent_total, &gone_total, uncounted);
         tally.unflushed = batch;
         tally
     }
 
-    /// One recipient, to a final outcome. Returns it and the 429s and retries seen on the way.
-    async fn one(
+    /// One call to `r` (after taking a slot and a token): its final outcome, or how long to rest before
+    /// the next call. `tries` carries the 429s and retries seen so far, and the retry schedule.
+    async fn attempt(
         &self,
-        r: &Recipient,
+        r: Recipient,
+        mut tries: Tries,
         op: &Op,
         lane: Lane,
         stop: &CancellationToken,
-    ) -> (Final, Tries) {
-        let mut schedule = self.retry.schedule();
-        let mut tries = Tries::default();
-        loop {
-            if stop.is_cancelled() {
-                return (Final::Left(Why::Shutdown), tries);
-            }
-            let (ticket, outcome) = {
-                // Waiting for a slot can take long when many recipients are queued: a stop while waiting
-                // (shutdown, or a lost lease) must not let the call go out.
-                let _slot = tokio::select! {
-                    slot = self.in_flight.acquire(lane) => slot,
-                    _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-                };
-                // The token is taken once the call can go out at once: a token taken earlier, while a
-                // slot was awaited, would be spent even after an account-wide 429 (or a cut elsewhere in
-                // the fleet) said the gateway is full.
-                // One caller at a time asks the governor, interactive ones first (or from the gate's
-                // reserve).
-                let ticket = tokio::select! {
-                    ticket = self.gate.ticket(lane, &self.governor) => ticket,
-                    _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-                };
-                self.metrics.deliveries_in_flight.inc();
-                let started = std::time::Instant::now();
-                let (outcome, operation) = match op {
-                    Op::Post(payload) => (
-                        self.deliver.post(&r.endpoint, &r.id, payload.clone()).await,
-                        "post",
-                    ),
-                    Op::Delete => (self.deliver.delete(&r.endpoint, &r.id).await, "delete"),
-                };
-                self.metrics
-                    .delivery_duration
-                    .with_label_values(&[operation])
-                    .observe(started.elapsed().as_secs_f64());
-                self.metrics.deliveries_in_flight.dec();
-                (ticket, outcome)
-            };
-            // Counts the answer toward the budget measurement; classifies a 429 and cuts the fleet's
-            // rate for an account-wide one.
-            self.governor.observe(ticket, outcome, &r.id).await;
-            let why = match outcome {
-                Outcome::Sent => return (Final::Sent, tries),
-                Outcome::Gone => {
-                    match r.connecting_for(self.connect_grace, common::job::now_ms()) {
-                        Some(left) => {
-                            let delay = schedule.next().unwrap_or(self.retry.max_delay).min(left);
-                            tries.retries += 1;
-                            self.metrics
-                                .delivery_retries
-                                .with_label_values(&["connecting"])
-                                .inc();
-                            tracing::debug!(connection_id = %r.id, ?delay, "410 while connecting: retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => continue,
-                                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-                            }
-                        }
-                        None => return (Final::Gone, tries),
-                    }
-                }
-                Outcome::Forbidden => {
-                    // Logged once per job, loudly, by `process`.
-                    tracing::debug!(connection_id = %r.id, endpoint = %r.endpoint.url, "403 ForbiddenException");
-                    return (Final::Left(Why::Forbidden), tries);
-                }
-                Outcome::PayloadTooLarge => return (Final::Left(Why::PayloadTooLarge), tries),
-                Outcome::Throttled => {
-                    tries.throttled += 1;
-                    Why::Throttled
-                }
-                Outcome::Retryable(reason) => Why::Failed(reason),
-            };
-            let Some(delay) = schedule.next() else {
-                return (Final::Left(why), tries);
-            };
-            tries.retries += 1;
-            let label = match why {
-                Why::Failed(reason) => reason.label(),
-                other => other.label(),
-            };
-            self.metrics
-                .delivery_retries
-                .with_label_values(&[label])
-                .inc();
-            tracing::debug!(connection_id = %r.id, reason = label, ?delay, "retrying");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.cancelled() => return (Final::Left(Why::Shutdown), tries),
-            }
+        hot: &Hot,
+    ) -> Step {
+        if stop.is_cancelled() {
+            return Step::Done(r, Final::Left(Why::Shutdown), tries);
         }
+        let (ticket, outcome) = {
+            // Waiting for a slot can take long when many recipients are queued: a stop while waiting
+            // (shutdown, or a lost lease) must not let the call go out. (`biased`: the slot, usually
+            // free, is tried first, and a stop that came meanwhile is checked below.)
+            let _slot = tokio::select! {
+                biased;
+                slot = self.in_flight.acquire(lane) => slot,
+                _ = stop.cancelled() => return Step::Done(r, Final::Left(Why::Shutdown), tries),
+            };
+            // The token is taken once the call can go out at once: a token taken earlier, while a
+            // slot was awaited, would be spent even after an account-wide 429 (or a cut elsewhere in
+            // the fleet) said the gateway is full.
+            // One caller at a time asks the governor, interactive ones first (or from the gate's
+            // reserve).
+            let ticket = tokio::select! {
+                biased;
+                ticket = self.gate.ticket(lane, &self.governor) => ticket,
+                _ = stop.cancelled() => return Step::Done(r, Final::Left(Why::Shutdown), tries),
+            };
+            if stop.is_cancelled() {
+                return Step::Done(r, Final::Left(Why::Shutdown), tries);
+            }
+            self.metrics.deliveries_in_flight.inc();
+            let started = std::time::Instant::now();
+            let outcome = match op {
+                Op::Post(payload) => self.deliver.post(&r.endpoint, &r.id, payload.clone()).await,
+                Op::Delete => self.deliver.delete(&r.endpoint, &r.id).await,
+            };
+            hot.duration.observe(started.elapsed().as_secs_f64());
+            self.metrics.deliveries_in_flight.dec();
+            (ticket, outcome)
+        };
+        // Counts the answer toward the budget measurement; classifies a 429 and cuts the fleet's
+        // rate for an account-wide one.
+        self.governor.observe(ticket, outcome, &r.id).await;
+        let why = match outcome {
+            Outcome::Sent => return Step::Done(r, Final::Sent, tries),
+            Outcome::Gone => match r.connecting_for(self.connect_grace, common::job::now_ms()) {
+                Some(left) => {
+                    let delay = tries
+                        .next_delay(&self.retry)
+                        .unwrap_or(self.retry.max_delay)
+                        .min(left);
+                    tries.retries += 1;
+                    self.metrics
+                        .delivery_retries
+                        .with_label_values(&["connecting"])
+                        .inc();
+                    tracing::debug!(connection_id = %r.id, ?delay, "410 while connecting: retrying");
+                    return Step::Rest(r, tries, delay);
+                }
+                None => return Step::Done(r, Final::Gone, tries),
+            },
+            Outcome::Forbidden => {
+                // Logged once per job, loudly, by `process`.
+                tracing::debug!(connection_id = %r.id, endpoint = %r.endpoint.url, "403 ForbiddenException");
+                return Step::Done(r, Final::Left(Why::Forbidden), tries);
+            }
+            Outcome::PayloadTooLarge => {
+                return Step::Done(r, Final::Left(Why::PayloadTooLarge), tries);
+            }
+            Outcome::Throttled => {
+                tries.throttled += 1;
+                Why::Throttled
+            }
+            Outcome::Retryable(reason) => Why::Failed(reason),
+        };
+        let Some(delay) = tries.next_delay(&self.retry) else {
+            return Step::Done(r, Final::Left(why), tries);
+        };
+        tries.retries += 1;
+        let label = match why {
+            Why::Failed(reason) => reason.label(),
+            other => other.label(),
+        };
+        self.metrics
+            .delivery_retries
+            .with_label_values(&[label])
+            .inc();
+        tracing::debug!(connection_id = %r.id, reason = label, ?delay, "retrying");
+        Step::Rest(r, tries, delay)
     }
 }
 
-/// What one recipient's calls met on the way to its outcome.
-#[derive(Debug, Default, Clone, Copy)]
+/// Waits out a recipient's backoff, holding neither a slot nor a token; `false` when `stop` fired first.
+async fn rest(
+    r: Recipient,
+    tries: Tries,
+    delay: Duration,
+    stop: &CancellationToken,
+) -> (Recipient, Tries, bool) {
+    let rested = tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.cancelled() => false,
+    };
+    (r, tries, rested)
+}
+
+/// Adds `(sent, gone)` outcomes to the delivery counters.
+fn count(sent: &prometheus::IntCounter, gone: &prometheus::IntCounter, (s, g): (u64, u64)) {
+    if s > 0 {
+        sent.inc_by(s);
+    }
+    if g > 0 {
+        gone.inc_by(g);
+    }
+}
+
+/// The metrics every call touches, resolved once per job.
+struct Hot {
+    duration: prometheus::Histogram,
+}
+
+/// Where one call left a recipient.
+enum Step {
+    Done(Recipient, Final, Tries),
+    /// Call again after this rest.
+    Rest(Recipient, Tries, Duration),
+}
+
+/// What one recipient's calls met on the way to its outcome, and its retry schedule (made at its first
+/// retry: most recipients never need one).
+#[derive(Default)]
 struct Tries {
     throttled: u64,
     retries: u64,
+    schedule: Option<Box<dyn Iterator<Item = Duration> + Send>>,
+}
+
+impl Tries {
+    /// The next backoff of the schedule, `None` once the retries are spent.
+    fn next_delay(&mut self, policy: &RetryPolicy) -> Option<Duration> {
+        self.schedule
+            .get_or_insert_with(|| Box::new(policy.schedule()))
+            .next()
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub const RESERVE_MAX_AGE: Duration = Duration::from_secs(1);
 /// A pool with a part reserved for the interactive lane.
 #[derive(Debug, Clone)]
 pub struct Shares {
+    /// How many places there are.
+    total: usize,
     /// Every place.
     all: Arc<Semaphore>,
     /// The places the bulk lane may take (`total - reserved`); a bulk holder takes one here and one in
@@ -53,6 +55,7 @@ impl Shares {
     pub fn new(total: usize, reserved: usize) -> Self {
         let reserved = reserved.min(total.saturating_sub(1));
         Self {
+            total,
             all: Arc::new(Semaphore::new(total)),
             bulk: Arc::new(Semaphore::new(total - reserved)),
         }
@@ -95,6 +98,11 @@ impl Shares {
         })
     }
 
+    /// How many places there are, taken or not.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
     /// Places free now, for either lane: `(interactive, bulk)`.
     pub fn available(&self) -> (usize, usize) {
         let all = self.all.available_permits();
@@ -113,8 +121,8 @@ pub struct TokenGate {
 #[derive(Debug, Default)]
 struct Reserve {
     held: VecDeque<(Instant, Ticket)>,
-    /// Replacements being taken.
-    pending: usize,
+    /// A task is taking replacements.
+    filling: bool,
 }
 
 #[derive(Debug, Default)]
@@ -239,26 +247,31 @@ impl TokenGate {
         None
     }
 
-    /// Starts taking tokens until the reserve holds [`RESERVE`].
+    /// Starts taking tokens until the reserve holds [`RESERVE`]: one task at a time, which takes them
+    /// one after the other (not a task per token, which would be a spawn per interactive call).
     fn top_up(self: &Arc<Self>, governor: &Arc<Governor>) {
-        let missing = {
+        {
             let mut reserve = self.reserve.lock().unwrap_or_else(PoisonError::into_inner);
-            let missing = RESERVE.saturating_sub(reserve.held.len() + reserve.pending);
-            reserve.pending += missing;
-            missing
-        };
-        for _ in 0..missing {
-            let (gate, governor) = (self.clone(), governor.clone());
-            tokio::spawn(async move {
+            if reserve.filling || reserve.held.len() >= RESERVE {
+                return;
+            }
+            reserve.filling = true;
+        }
+        let (gate, governor) = (self.clone(), governor.clone());
+        tokio::spawn(async move {
+            loop {
                 let ticket = {
                     let _turn = gate.turn(Lane::Interactive).await;
                     governor.acquire().await
                 };
                 let mut reserve = gate.reserve.lock().unwrap_or_else(PoisonError::into_inner);
-                reserve.pending -= 1;
                 reserve.held.push_back((Instant::now(), ticket));
-            });
-        }
+                if reserve.held.len() >= RESERVE {
+                    reserve.filling = false;
+                    return;
+                }
+            }
+        });
     }
 
     /// Tokens in the reserve now.

@@ -53,28 +53,28 @@ pub struct Resolved {
 pub struct Routes {
     gateways: Gateways,
     default_region: Arc<str>,
-    known: HashMap<(String, String), Endpoint>,
+    /// API id → stage → endpoint, for the configured stages (looked up by `&str`, without allocating, for
+    /// every recipient).
+    known: HashMap<String, HashMap<String, Endpoint>>,
 }
 
 impl Routes {
     pub fn new(gateways: Gateways, default_region: &str) -> Self {
         let default_region: Arc<str> = Arc::from(default_region);
-        let known = gateways
-            .iter()
-            .map(|api| {
-                let region = api
-                    .region
-                    .as_deref()
-                    .map_or_else(|| default_region.clone(), Arc::from);
-                (
-                    (api.api_id.clone(), api.stage.clone()),
-                    Endpoint {
-                        url: Arc::from(api.endpoint.as_str()),
-                        region,
-                    },
-                )
-            })
-            .collect();
+        let mut known: HashMap<String, HashMap<String, Endpoint>> = HashMap::new();
+        for api in gateways.iter() {
+            let region = api
+                .region
+                .as_deref()
+                .map_or_else(|| default_region.clone(), Arc::from);
+            known.entry(api.api_id.clone()).or_default().insert(
+                api.stage.clone(),
+                Endpoint {
+                    url: Arc::from(api.endpoint.as_str()),
+                    region,
+                },
+            );
+        }
         Self {
             gateways,
             default_region,
@@ -85,7 +85,7 @@ impl Routes {
     /// The endpoint for a connection of `api_id` on `stage`. An explicit endpoint URL is used as it is; an
     /// AWS endpoint follows the connection's stage when it differs from the configured one.
     pub fn endpoint(&self, api_id: &str, stage: &str) -> Option<Endpoint> {
-        if let Some(e) = self.known.get(&(api_id.to_owned(), stage.to_owned())) {
+        if let Some(e) = self.known.get(api_id).and_then(|stages| stages.get(stage)) {
             return Some(e.clone());
         }
         let api = self.gateways.get(api_id)?;
@@ -152,10 +152,10 @@ pub async fn resolve(
     let commands = ids
         .iter()
         .map(|id| {
-            redis::cmd("HMGET")
-                .arg(keys.connection(id))
-                .arg(&FIELDS)
-                .to_owned()
+            // Built in place (`.to_owned()` on the builder's `&mut` would copy every command).
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(keys.connection(id)).arg(&FIELDS);
+            cmd
         })
         .collect();
     let values = read_many(redis, commands).await?;

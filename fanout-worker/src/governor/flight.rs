@@ -122,10 +122,15 @@ impl Flight {
 
     /// Takes in a call's round trip.
     pub fn record(&self, rtt: Duration) {
+        self.record_at(rtt, Instant::now());
+    }
+
+    /// Takes in a call's round trip, answered at `now`.
+    pub fn record_at(&self, rtt: Duration, now: Instant) {
         self.rtt
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .record(rtt, Instant::now());
+            .record(rtt, now);
     }
 
     /// The least round trip seen lately.

@@ -208,6 +208,15 @@ impl Governor {
             local.tokens -= 1;
             return epoch;
         }
+        // Boxed: the wait for a grant (a bucket call, a sleep) is a large future, needed once per grant,
+        // and every caller's future would otherwise be as large.
+        Box::pin(self.refill(&mut local, flushes)).await
+    }
+
+    /// Asks for a grant (or paces locally while the breaker is open) when the tokens in hand are spent;
+    /// returns the epoch of the token taken from it.
+    async fn refill(&self, local: &mut Local, flushes: u64) -> u64 {
+        let inner = &self.inner;
         // Tokens granted before an account-wide 429, or in an epoch that ended in a cut, are not spent:
         // the gateway just said it is full (and the next grant tells this worker about any cut).
         local.tokens = 0;
@@ -288,11 +297,15 @@ impl Governor {
             Outcome::Retryable(RetryReason::Other) => return None,
             _ => true,
         };
-        self.watch_stall(answered);
+        // One clock read for the stall watch and the round trip.
+        let now = Instant::now();
+        self.watch_stall(answered, now);
         if !answered {
             return None;
         }
-        inner.flight.record(ticket.sent.elapsed());
+        inner
+            .flight
+            .record_at(now.saturating_duration_since(ticket.sent), now);
         drop(ticket);
         if outcome != Outcome::Throttled {
             if current {
@@ -313,7 +326,8 @@ impl Governor {
             .with_label_values(&[kind.label()])
             .inc();
         if kind == ThrottleKind::Account && current {
-            self.cut(epoch).await;
+            // Boxed: a rare, large future that every call's future would otherwise carry.
+            Box::pin(self.cut(epoch)).await;
         }
         Some(kind)
     }
@@ -599,9 +613,8 @@ impl Governor {
         }
     }
 
-    fn watch_stall(&self, answered: bool) {
+    fn watch_stall(&self, answered: bool, now: Instant) {
         let inner = &self.inner;
-        let now = Instant::now();
         let event = {
             let mut watch = inner.stall.lock().unwrap_or_else(PoisonError::into_inner);
             if answered {

@@ -1,8 +1,9 @@
 //! [`Endpoint`]: one Management API base URL (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`,
 //! a custom domain with its base path, or the local emulator over plain http) with everything a call
-//! needs precomputed: scheme and authority with any default port dropped (so the `Host` hyper sends,
+//! needs precomputed: scheme and authority with any default port dropped (so the `Host` sent,
 //! or HTTP/2's `:authority`, is exactly the host that was signed), the base path without a trailing
-//! slash, the signing region, and the semaphore that bounds calls in flight to it.
+//! slash, the signing region, and the semaphore that bounds calls in flight to it (unless the caller
+//! bounds them itself: [`crate::ClientOptions::caller_bounds_in_flight`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,10 +37,14 @@ pub(crate) struct EndpointInner {
     pub(crate) authority: Authority,
     /// The authority as signed (and as hyper sends it): no default port.
     pub(crate) host: String,
+    /// `host` as the `Host` header sent with every request (HTTP/1.1; the same as HTTP/2's
+    /// `:authority`), made once rather than formatted by hyper-util for each request.
+    pub(crate) host_header: http::HeaderValue,
     /// Empty, or `/stage` (no trailing slash).
     pub(crate) base_path: String,
     pub(crate) region: String,
-    pub(crate) permits: Semaphore,
+    /// Bounds the calls in flight, unless the caller bounds them itself.
+    pub(crate) permits: Option<Semaphore>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -64,7 +69,7 @@ impl Endpoint {
     pub(crate) fn parse(
         url: &str,
         region: &str,
-        max_in_flight: usize,
+        max_in_flight: Option<usize>,
     ) -> Result<Self, EndpointError> {
         if !is_valid_region(region) {
             return Err(EndpointError::Region(region.to_owned()));
@@ -90,15 +95,18 @@ impl Endpoint {
             .parse()
             .map_err(|_| EndpointError::NotAbsolute(url.to_owned()))?;
         let base_path = uri.path().trim_end_matches('/').to_owned();
+        let host_header = http::HeaderValue::from_str(&host)
+            .map_err(|_| EndpointError::NotAbsolute(url.to_owned()))?;
         Ok(Endpoint {
             inner: Arc::new(EndpointInner {
                 url: format!("{scheme}://{host}{base_path}"),
                 scheme: scheme.clone(),
                 authority,
                 host,
+                host_header,
                 base_path,
                 region: region.to_owned(),
-                permits: Semaphore::new(max_in_flight.max(1)),
+                permits: max_in_flight.map(|n| Semaphore::new(n.max(1))),
             }),
         })
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, USER_AGENT};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, USER_AGENT};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -26,7 +26,7 @@ pub use endpoint::{Endpoint, EndpointError};
 
 use crate::credentials::CredentialsSource;
 use crate::error::{MgmtError, classify};
-use crate::signer::{Signer, SigningRequest, encode_label};
+use crate::signer::{Signer, SigningRequest, encode_label, payload_hash};
 
 const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 const X_AMZ_SECURITY_TOKEN: HeaderName = HeaderName::from_static("x-amz-security-token");
@@ -50,6 +50,10 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// Calls in flight per endpoint (and so HTTP/1.1 connections per endpoint). Default 64.
     pub max_in_flight_per_endpoint: usize,
+    /// The caller already keeps its calls in flight within `max_in_flight_per_endpoint` (in all, so per
+    /// endpoint too), as the fanout worker's in-flight slots do: then no permit is taken per call.
+    /// Default false.
+    pub caller_bounds_in_flight: bool,
     /// How long an idle pooled connection is kept. Default 60 s.
     pub pool_idle_timeout: Duration,
     /// TCP connect timeout. Default 3 s.
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
         ClientOptions {
             call_timeout: Duration::from_secs(10),
             max_in_flight_per_endpoint: 64,
+            caller_bounds_in_flight: false,
             pool_idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(3),
             tls_roots: TlsRoots::Native,
@@ -132,6 +137,7 @@ struct Inner {
     credentials: CredentialsSource,
     call_timeout: Duration,
     max_in_flight: usize,
+    caller_bounds_in_flight: bool,
     user_agent: HeaderValue,
     endpoints: Mutex<HashMap<(String, String), Endpoint>>,
 }
@@ -199,6 +205,7 @@ impl MgmtClient {
                 credentials,
                 call_timeout: options.call_timeout,
                 max_in_flight: options.max_in_flight_per_endpoint,
+                caller_bounds_in_flight: options.caller_bounds_in_flight,
                 user_agent: HeaderValue::from_static(options.user_agent),
                 endpoints: Mutex::new(HashMap::new()),
             }),
@@ -217,7 +224,8 @@ impl MgmtClient {
         if let Some(endpoint) = endpoints.get(&key) {
             return Ok(endpoint.clone());
         }
-        let endpoint = Endpoint::parse(url, region, self.inner.max_in_flight)?;
+        let bound = (!self.inner.caller_bounds_in_flight).then_some(self.inner.max_in_flight);
+        let endpoint = Endpoint::parse(url, region, bound)?;
         endpoints.insert(key, endpoint.clone());
         Ok(endpoint)
     }
@@ -283,7 +291,8 @@ impl MgmtClient {
         encode_label(&mut path, connection_id);
 
         let content_type = (method == Method::POST).then_some(OCTET_STREAM);
-        let signature = self.inner.signer.sign(
+        let body_hash = body_hash(&body);
+        let signature = self.inner.signer.sign_hashed(
             &credentials,
             &ep.region,
             &SigningRequest {
@@ -293,6 +302,7 @@ impl MgmtClient {
                 content_type,
                 body: &body,
             },
+            &body_hash,
             SystemTime::now(),
         );
         let uri = Uri::builder()
@@ -307,7 +317,9 @@ impl MgmtClient {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
-        headers.reserve(7);
+        headers.reserve(8);
+        // The host that was signed; hyper-util would otherwise format it from the URI on every call.
+        headers.insert(HOST, ep.host_header.clone());
         if content_type.is_some() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM));
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
@@ -320,11 +332,15 @@ impl MgmtClient {
         headers.insert(USER_AGENT, self.inner.user_agent.clone());
 
         let exchange = async {
-            let _permit = ep
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| MgmtError::Transport("endpoint closed".into()))?;
+            let _permit = match &ep.permits {
+                Some(permits) => Some(
+                    permits
+                        .acquire()
+                        .await
+                        .map_err(|_| MgmtError::Transport("endpoint closed".into()))?,
+                ),
+                None => None,
+            };
             let response = self
                 .inner
                 .http
@@ -350,6 +366,35 @@ impl MgmtClient {
     }
 }
 
+thread_local! {
+    /// The last body hashed on this thread, and its hash: a job posts the same payload (clones of one
+    /// `Bytes`) to each of its recipients, so it is hashed once per job and thread, not once per call.
+    static LAST_BODY: std::cell::RefCell<Option<(Bytes, [u8; 64])>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The hex SHA-256 of `body`, from [`LAST_BODY`] when `body` is the same bytes. The same pointer and
+/// length mean the same contents: the entry holds a clone of the `Bytes`, so the memory it points at can
+/// neither change nor be reused while it is there.
+fn body_hash(body: &Bytes) -> [u8; 64] {
+    if body.is_empty() {
+        return payload_hash(body);
+    }
+    LAST_BODY.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return payload_hash(body);
+        };
+        if let Some((seen, hash)) = last.as_ref()
+            && seen.as_ptr() == body.as_ptr()
+            && seen.len() == body.len()
+        {
+            return *hash;
+        }
+        let hash = payload_hash(body);
+        *last = Some((body.clone(), hash));
+        hash
+    })
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -359,4 +404,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body's cached hash is only used for the same bytes: another body of the same length, a slice
+    /// of the first, or an equal copy each get their own (right) hash.
+    #[test]
+    fn a_cached_body_hash_is_only_used_for_the_same_bytes() {
+        let first = Bytes::from(b"{\"n\":1}".to_vec());
+        assert_eq!(body_hash(&first), payload_hash(&first));
+        assert_eq!(body_hash(&first.clone()), payload_hash(&first));
+        let other = Bytes::from(b"{\"n\":2}".to_vec());
+        assert_eq!(body_hash(&other), payload_hash(&other));
+        assert_ne!(body_hash(&other), body_hash(&first));
+        let head = first.slice(0..3);
+        assert_eq!(body_hash(&head), payload_hash(b"{\"n"));
+        let copy = Bytes::copy_from_slice(&first);
+        assert_eq!(body_hash(&copy), payload_hash(&first));
+        assert_eq!(body_hash(&Bytes::new()), payload_hash(b""));
+    }
+
+    /// An endpoint bounds its calls in flight with permits, unless the caller says it bounds them.
+    #[test]
+    fn permits_are_taken_unless_the_caller_bounds_the_calls() {
+        let client = |caller_bounds_in_flight| {
+            MgmtClient::new(
+                ClientOptions {
+                    max_in_flight_per_endpoint: 3,
+                    caller_bounds_in_flight,
+                    tls_roots: TlsRoots::Custom(rustls::RootCertStore::empty()),
+                    ..ClientOptions::default()
+                },
+                CredentialsSource::fixed(
+                    crate::SigningCredentials::new("AKID", "secret", None).unwrap(),
+                ),
+            )
+            .unwrap()
+        };
+        let bounded = client(false).endpoint("http://127.0.0.1:9/prod", "us-east-1");
+        let permits = bounded
+            .unwrap()
+            .inner
+            .permits
+            .as_ref()
+            .map(|p| p.available_permits());
+        assert_eq!(permits, Some(3));
+        let unbounded = client(true).endpoint("http://127.0.0.1:9/prod", "us-east-1");
+        assert!(unbounded.unwrap().inner.permits.is_none());
+    }
 }

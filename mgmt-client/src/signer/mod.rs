@@ -107,10 +107,22 @@ impl Signer {
         request: &SigningRequest<'_>,
         time: SystemTime,
     ) -> SignatureHeaders {
+        let payload_hash = payload_hash(request.body);
+        self.sign_hashed(credentials, region, request, &payload_hash, time)
+    }
+
+    /// [`Signer::sign`] with the body's hash already known ([`payload_hash`] of `request.body`).
+    pub(crate) fn sign_hashed(
+        &self,
+        credentials: &SigningCredentials,
+        region: &str,
+        request: &SigningRequest<'_>,
+        payload_hash: &[u8; 64],
+        time: SystemTime,
+    ) -> SignatureHeaders {
         let date = AmzDate::from_system_time(time);
         let token = credentials.session_token();
         let signed_headers = signed_header_list(request.content_type.is_some(), token.is_some());
-        let payload_hash = hex32(digest::digest(&digest::SHA256, request.body).as_ref());
 
         let signature = SCRATCH.with(|scratch| {
             let mut guard = scratch.try_borrow_mut();
@@ -148,7 +160,7 @@ impl Signer {
             buf.push(b'\n');
             buf.extend_from_slice(signed_headers.as_bytes());
             buf.push(b'\n');
-            buf.extend_from_slice(&payload_hash);
+            buf.extend_from_slice(payload_hash);
             let creq_hash = hex32(digest::digest(&digest::SHA256, buf).as_ref());
 
             // The string to sign.
@@ -188,6 +200,11 @@ impl Signer {
             security_token: token.cloned(),
         }
     }
+}
+
+/// The hex SHA-256 of a body, as the canonical request ends.
+pub(crate) fn payload_hash(body: &[u8]) -> [u8; 64] {
+    hex32(digest::digest(&digest::SHA256, body).as_ref())
 }
 
 /// `AWS4-HMAC-SHA256\n{datetime}\n{date}/{region}/execute-api/aws4_request\n{hex(sha256(creq))}`.
