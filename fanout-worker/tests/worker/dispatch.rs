@@ -2,7 +2,7 @@
 //! ends with the outcome its answers call for (sent, gone, or left over with its reason), 429s and
 //! retries are counted on the way, a connection still connecting is retried past its 410s, a stop
 //! leaves everyone over without a call, and outcomes reach the job's progress set every
-//! [`FLUSH_EVERY`] while the rest is handed back.
+//! [`FLUSH_EVERY`] while the rest is handed back, as the delivery counters are.
 
 use crate::support::{Env, STAGE, test_deliver};
 use bytes::Bytes;
@@ -223,4 +223,50 @@ async fn outcomes_are_written_every_flush_and_the_rest_handed_back() {
         .collect();
     assert_eq!(written.len(), 2 * FLUSH_EVERY);
     assert!(tally.unflushed.sent.iter().all(|id| !written.contains(id)));
+}
+
+/// `fanout_deliveries_total{sent,gone}` moves in steps of [`FLUSH_EVERY`] outcomes while a job runs (read
+/// by a watcher during the job) and holds every outcome once the job is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_counted_every_flush_while_a_job_runs_and_in_full_at_its_end() {
+    let env = Env::start().await;
+    // 16 calls at a time, 40 ms each: the job lasts long enough to be watched.
+    env.gateway.delay(Duration::from_millis(40));
+    let n = 2 * FLUSH_EVERY + 7;
+    let mut recipients: Vec<Recipient> = (0..n)
+        .map(|i| recipient(&env, &format!("s-{i}"), None))
+        .collect();
+    for i in 0..3 {
+        let id = format!("g-{i}");
+        env.gateway.always(&id, 410);
+        recipients.push(recipient(&env, &id, None));
+    }
+    let d = dispatcher(&env, Duration::ZERO);
+    let sent = d.metrics.deliveries.with_label_values(&["sent"]);
+    let gone = d.metrics.deliveries.with_label_values(&["gone"]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let mut seen = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            seen.push(sent.get() + gone.get());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        seen
+    };
+    let run = async {
+        let tally = d.run(recipients, post(), &CancellationToken::new()).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        tally
+    };
+    let (seen, tally) = tokio::join!(watch, run);
+    assert_eq!((tally.sent, tally.gone.len()), (n as u64, 3));
+    assert!(
+        seen.iter().all(|v| v % FLUSH_EVERY as u64 == 0),
+        "counted in steps of {FLUSH_EVERY}: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|v| *v >= FLUSH_EVERY as u64),
+        "counted while the job ran: {seen:?}"
+    );
+    assert_eq!((sent.get(), gone.get()), (n as u64, 3));
 }
