@@ -21,7 +21,9 @@
 
 use crate::dispatch::{Op, Why};
 use crate::lease::{Lease, Lost, RUNNING_TTL};
-use crate::process::{Ctx, JobError, Source, dead_letter, forget_gone, forget_stale, since};
+use crate::process::{
+    Ctx, JobError, Source, count_dead, dead_letter, forget_gone, forget_stale, since,
+};
 use crate::progress::Progress;
 use crate::recipients::resolve;
 use crate::requeue::{self, Settlement};
@@ -360,17 +362,7 @@ async fn acknowledge(
 ) -> Result<(), JobError> {
     let settlement = letter.map(|l| *l).unwrap_or_default();
     requeue::finish(from.queue, from.message, &settlement).await?;
-    if let Some((_, reason, label)) = &settlement.dead {
-        ctx.metrics
-            .jobs_dead_lettered
-            .with_label_values(&[label])
-            .inc();
-        ctx.metrics
-            .deliveries
-            .with_label_values(&["failed"])
-            .inc_by(settlement.dead_count() as u64);
-        tracing::error!(reason = %reason, "undelivered recipients of an ordered channel moved to the dead-letter queue");
-    }
+    count_dead(ctx, &settlement);
     ctx.metrics
         .jobs_completed
         .with_label_values(&["acked"])

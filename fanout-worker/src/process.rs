@@ -348,6 +348,17 @@ async fn deliver(
     }
     requeue::finish(from.queue, from.message, &settlement).await?;
     progress.finished().await;
+    count_dead(ctx, &settlement);
+    let outcome = if handed_on > 0 { "requeued" } else { "acked" };
+    ctx.metrics
+        .jobs_completed
+        .with_label_values(&[outcome])
+        .inc();
+    Ok(())
+}
+
+/// Counts and logs the recipients `settlement` moved to the dead-letter queue, if any.
+pub(crate) fn count_dead(ctx: &Ctx, settlement: &requeue::Settlement) {
     if let Some((_, reason, label)) = &settlement.dead {
         ctx.metrics
             .jobs_dead_lettered
@@ -359,12 +370,6 @@ async fn deliver(
             .inc_by(settlement.dead_count() as u64);
         tracing::error!(reason = %reason, "undelivered recipients moved to the dead-letter queue");
     }
-    let outcome = if handed_on > 0 { "requeued" } else { "acked" };
-    ctx.metrics
-        .jobs_completed
-        .with_label_values(&[outcome])
-        .inc();
-    Ok(())
 }
 
 /// Drops ids without a record from the sets that still hold them (counted as `stale` deliveries);

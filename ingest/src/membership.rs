@@ -1,7 +1,8 @@
 //! Who is connected and where: the connection record (`conn:{id}` hash) and the sets that index it
 //! (`chan:{name}`, `user:{subject}`, the `all:{n}` buckets), the location hash (`loc:{n}`, where each
 //! connection is, so the stale-connection sweep can clean up after an expired record) and, on presence
-//! channels, the channel's presence hash (`pres:{name}`).
+//! channels, the channel's presence hash (`pres:{name}`). Long because these writes share their scripts
+//! and read both generations of the record's field names.
 //!
 //! Joining and leaving a channel is one script on the channel's slot (the channel set and its presence
 //! hash share a hash tag): it says whether the connection was really added or removed (so presence
