@@ -22,7 +22,7 @@
 use crate::dispatch::{Op, Why};
 use crate::lease::{Lease, Lost, RUNNING_TTL};
 use crate::process::{
-    Ctx, JobError, Source, count_dead, dead_letter, forget_gone, forget_stale, since,
+    Ctx, JobError, Source, count_dead, dead_letter, forget_gone, forget_stale, release, since,
 };
 use crate::progress::Progress;
 use crate::recipients::resolve;
@@ -324,15 +324,7 @@ pub(crate) async fn drain(
                 Settled::Done(letter) => letter,
                 Settled::Interrupted => {
                     backlog.unlock().await?;
-                    if let Some(lost) = lease.hold.lost() {
-                        return Err(lost.into());
-                    }
-                    from.queue.release(&from.message.receipt).await?;
-                    ctx.metrics
-                        .jobs_completed
-                        .with_label_values(&["released"])
-                        .inc();
-                    return Ok(());
+                    return release(ctx, from, lease).await;
                 }
             }
         };

@@ -224,17 +224,7 @@ async fn broadcast(ctx: &Ctx, from: &Source<'_>, job: &Job, lease: &Lease) -> Re
                 .inc();
             Ok(())
         }
-        Plan::Interrupted => {
-            if let Some(lost) = lease.hold.lost() {
-                return Err(lost.into());
-            }
-            from.queue.release(&from.message.receipt).await?;
-            ctx.metrics
-                .jobs_completed
-                .with_label_values(&["released"])
-                .inc();
-            Ok(())
-        }
+        Plan::Interrupted => release(ctx, from, lease).await,
     }
 }
 
@@ -353,6 +343,20 @@ async fn deliver(
     ctx.metrics
         .jobs_completed
         .with_label_values(&[outcome])
+        .inc();
+    Ok(())
+}
+
+/// Gives an interrupted job back to the queue at once for the next receipt, unless its lease was lost (the
+/// receipt that took it over finishes it).
+pub(crate) async fn release(ctx: &Ctx, from: &Source<'_>, lease: &Lease) -> Result<(), JobError> {
+    if let Some(lost) = lease.hold.lost() {
+        return Err(lost.into());
+    }
+    from.queue.release(&from.message.receipt).await?;
+    ctx.metrics
+        .jobs_completed
+        .with_label_values(&["released"])
         .inc();
     Ok(())
 }
