@@ -25,6 +25,10 @@
 mod gateway;
 mod support;
 
+/// The allocator the `fanout-worker` binary uses (both sides of every ratio run on it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use common::job::{Job, Target, payload_of};
 use common::keys::Keyspace;

@@ -5,6 +5,11 @@
 use clap::Parser;
 use fanout_worker::config::Config;
 
+/// mimalloc rather than the system allocator: every post allocates small, short-lived buffers (the signed
+/// request, the answer, Redis replies).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -10,6 +10,10 @@
 
 mod support;
 
+/// The allocator the `ingest` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use test_support::bench::{cpu_time, cpu_time_of, env_or};

@@ -73,7 +73,9 @@ async fn main() {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
 
-    // Tokens first (they are deleted as they are used), then the empty baseline.
+    // The empty baseline, then the tokens: each is deleted as its connect uses it, so the memory they
+    // held must be in `before` (measured before they exist), or the delta would hide it.
+    let before = used_memory(&mut conn).await;
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
         let subject = common::names::Subject::parse(&format!("user-{}", i % users)).unwrap();
@@ -83,7 +85,6 @@ async fn main() {
                 .unwrap(),
         );
     }
-    let before = used_memory(&mut conn).await;
     let refused = futures::stream::iter(0..n)
         .map(|i| {
             let (http, base, token) = (&http, &base, &tokens[i]);

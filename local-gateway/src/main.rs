@@ -6,6 +6,11 @@
 use clap::Parser;
 use local_gateway::Config;
 
+/// mimalloc rather than the system allocator, as the product's own services use: the emulator carries
+/// every frame of a load test, and should not be the first process to saturate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
