@@ -64,16 +64,17 @@ return 1
 });
 
 /// Removes the delivered batch (`ARGV[3]` entries) if the lock is still ours (-1 otherwise) and the
-/// head is still the batch's first entry (-2 otherwise); renews the lock; answers the entries left.
+/// head is still the batch's first entry (-2 otherwise); renews the lock; answers 0 and the next head
+/// (up to `ARGV[5]` entries), so the next batch costs no read of its own.
 static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[2] then return -2 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1, {}} end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[2] then return {-2, {}} end
 redis.call('LTRIM', KEYS[1], tonumber(ARGV[3]), -1)
 redis.call('DEL', KEYS[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return redis.call('LLEN', KEYS[1])
+return {0, redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)}
 ",
     )
 });
@@ -170,9 +171,10 @@ impl<'a> Backlog<'a> {
             .await
     }
 
-    /// Removes a delivered batch from the head.
-    async fn advance(&self, batch: &Batch) -> Result<(), JobError> {
-        let left: i64 = ADVANCE
+    /// Removes a delivered batch from the head; answers the next head (up to `max` entries; no batch of
+    /// it is recorded yet).
+    async fn advance(&self, batch: &Batch, max: usize) -> Result<Vec<String>, JobError> {
+        let (status, next): (i64, Vec<String>) = ADVANCE
             .key(&self.list)
             .key(&self.lock)
             .key(&self.batch)
@@ -180,13 +182,14 @@ impl<'a> Backlog<'a> {
             .arg(&batch.head)
             .arg(batch.count)
             .arg(LOCK_TTL.as_millis() as u64)
+            .arg(max)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        if left < 0 {
+        if status < 0 {
             self.lease.hold.lose(Lost::TakenOver);
             return Err(Lost::TakenOver.into());
         }
-        Ok(())
+        Ok(next)
     }
 
     /// Ends the drain if nothing is left.
@@ -276,7 +279,8 @@ impl Batch {
 /// How a batch's delivery ended.
 enum Settled {
     /// Every member has an outcome; those still undelivered after the last attempt are in the letter.
-    Done(Option<Box<Settlement>>),
+    /// The batch's progress is done with once the batch is removed from the head.
+    Done(Option<Box<Settlement>>, Box<Progress>),
     /// The worker is shutting down: the rest is for the next receipt.
     Interrupted,
 }
@@ -300,9 +304,15 @@ pub(crate) async fn drain(
         return acknowledge(ctx, from, None).await;
     }
     let started = Instant::now();
+    let read = if coalesce { READ_AHEAD } else { 1 };
+    // The head the last advance answered: a batch's round trips to Redis are the drain's pace when
+    // messages wait, so none is spent on reading it again.
+    let mut next: Option<Vec<String>> = None;
     loop {
-        let read = if coalesce { READ_AHEAD } else { 1 };
-        let (entries, recorded) = backlog.head(read).await?;
+        let (entries, recorded) = match next.take() {
+            Some(entries) => (entries, None),
+            None => backlog.head(read).await?,
+        };
         if entries.is_empty() {
             if backlog.finish().await? {
                 return acknowledge(ctx, from, None).await;
@@ -310,25 +320,34 @@ pub(crate) async fn drain(
             continue;
         }
         let batch = Batch::of(&entries, recorded.as_deref(), coalesce);
-        if coalesce && recorded.is_none() && batch.count > 1 {
-            backlog.record(&batch).await?;
-        }
-        let letter = if batch.payload.is_empty() {
+        let channel_key = ctx.keys.channel(channel);
+        // The batch's size is recorded before anyone is sent it; the members are read meanwhile.
+        let members = if coalesce && recorded.is_none() && batch.count > 1 {
+            tokio::try_join!(backlog.record(&batch), members(&ctx.redis, &channel_key))?.1
+        } else {
+            members(&ctx.redis, &channel_key).await?
+        };
+        let (letter, progress) = if batch.payload.is_empty() {
             tracing::error!(
                 channel,
                 "an entry of an ordered channel's backlog is not a post job; skipped"
             );
-            None
+            (None, None)
         } else {
-            match settle(ctx, job, lease, &backlog, &batch).await? {
-                Settled::Done(letter) => letter,
+            match settle(ctx, job, lease, &backlog, &batch, members).await? {
+                Settled::Done(letter, progress) => (letter, Some(progress)),
                 Settled::Interrupted => {
                     backlog.unlock().await?;
                     return release(ctx, from, lease).await;
                 }
             }
         };
-        backlog.advance(&batch).await?;
+        let finished = async {
+            if let Some(progress) = &progress {
+                progress.finished_batch().await;
+            }
+        };
+        next = Some(tokio::join!(finished, backlog.advance(&batch, read)).1?);
         for at in &batch.enqueued_at_ms {
             ctx.metrics
                 .end_to_end
@@ -362,17 +381,15 @@ async fn acknowledge(
     Ok(())
 }
 
-/// Delivers `batch` to every member of the channel until each has an outcome, retrying in place.
+/// Delivers `batch` to `members` (the channel's) until each has an outcome, retrying in place.
 async fn settle(
     ctx: &Ctx,
     job: &Job,
     lease: &Lease,
     backlog: &Backlog<'_>,
     batch: &Batch,
+    members: Vec<String>,
 ) -> Result<Settled, JobError> {
-    let Target::Channel { channel } = &job.target else {
-        unreachable!("checked by drain")
-    };
     let mut progress = Progress::new(
         ctx.redis.clone(),
         &ctx.keys,
@@ -386,15 +403,14 @@ async fn settle(
     let stop = &lease.hold.stop;
     let mut dead: HashSet<String> = HashSet::new();
     let mut letter: Option<(Job, String, &'static str)> = None;
-    let mut retry: Option<Vec<String>> = None;
+    let mut wanted = members;
     let mut attempt = 0;
     loop {
-        let wanted = match retry.take() {
-            Some(ids) => ids,
-            None => members(&ctx.redis, &ctx.keys.channel(channel)).await?,
-        };
-        let wanted = wanted.into_iter().filter(|id| !dead.contains(id)).collect();
-        let ids = progress.remaining(wanted).await?;
+        let wanted_now = std::mem::take(&mut wanted)
+            .into_iter()
+            .filter(|id| !dead.contains(id))
+            .collect();
+        let ids = progress.remaining(wanted_now).await?;
         if ids.is_empty() {
             break;
         }
@@ -461,15 +477,17 @@ async fn settle(
             _ = tokio::time::sleep(wait) => {}
         }
         backlog.renew().await?;
-        retry = Some(again);
+        wanted = again;
     }
-    progress.finished().await;
-    Ok(Settled::Done(letter.map(|dead| {
-        Box::new(Settlement {
-            dead: Some(dead),
-            ..Settlement::default()
-        })
-    })))
+    Ok(Settled::Done(
+        letter.map(|dead| {
+            Box::new(Settlement {
+                dead: Some(dead),
+                ..Settlement::default()
+            })
+        }),
+        Box::new(progress),
+    ))
 }
 
 fn connection_ids(target: Target) -> Vec<String> {

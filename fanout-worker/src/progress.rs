@@ -356,6 +356,21 @@ impl Progress {
         self.lease.finished(&self.redis, &[&self.set]).await;
     }
 
+    /// One part of a job that goes on (an ordered channel's batch) is done: keep its progress only
+    /// briefly, and the job's lease as it is (it still runs under it). Best effort, as
+    /// [`Lease::finished`].
+    pub async fn finished_batch(&self) {
+        let mut conn = self.redis.clone();
+        if let Err(e) = redis::cmd("PEXPIRE")
+            .arg(&self.set)
+            .arg(crate::lease::FINISHED_TTL.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await
+        {
+            tracing::debug!(error = %e, "could not shorten a finished batch's progress");
+        }
+    }
+
     /// The ids of `ids` that have no final outcome yet, in order. What an earlier receipt of the job
     /// delivered but could not write is written first.
     pub async fn remaining(&mut self, ids: Vec<String>) -> Result<Vec<String>, FlushError> {
@@ -561,6 +576,31 @@ mod tests {
             .await
             .unwrap();
         assert!((119_000..=120_000).contains(&ttl), "{ttl}");
+    }
+
+    /// A finished batch of a job that goes on (an ordered channel's drain) keeps its progress two
+    /// minutes and leaves the job's lease running: a drain may hold its job long after one batch.
+    #[tokio::test]
+    async fn a_finished_batch_keeps_its_progress_briefly_and_the_job_s_lease_running() {
+        let env = Env::start().await;
+        let lease = env.receipt().await;
+        let mut progress = env.progress(&env.redis, &lease);
+        progress.flush(batch(&["a"], &[], 0, 0)).await.unwrap();
+        progress.finished_batch().await;
+        let ttl = |key: String| {
+            let mut conn = env.redis.clone();
+            async move {
+                redis::cmd("PTTL")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        };
+        let set = ttl(env.set()).await;
+        assert!((119_000..=120_000).contains(&set), "progress {set}");
+        let running = ttl(lease.key.clone()).await;
+        assert!(running > 14 * 60 * 1000, "lease {running}");
     }
 
     /// A holder whose lease was taken over still records what it delivered (the new holder skips it),
