@@ -28,7 +28,7 @@ pub struct Connection {
     /// `None` for an anonymous connection on a public channel.
     pub subject: Option<Subject>,
     /// Channel patterns the connection may move to; `None` means any (a token without a channel list).
-    pub allowed: Option<Vec<ChannelPattern>>,
+    pub allowed: Option<Allowed>,
     pub api_id: String,
     pub stage: String,
     pub connected_at_ms: u64,
@@ -60,14 +60,7 @@ impl Connection {
             fields.push((name(f::SUBJECT), s.as_str().to_owned()));
         }
         if let Some(allowed) = &self.allowed {
-            fields.push((
-                name(f::ALLOWED),
-                allowed
-                    .iter()
-                    .map(ChannelPattern::as_str)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ));
+            fields.push((name(f::ALLOWED), allowed.0.clone()));
         }
         if let Some(t) = &self.token_hash {
             fields.push((name(f::TOKEN_HASH), t.clone()));
@@ -91,12 +84,7 @@ impl Connection {
             id: id.clone(),
             channel,
             subject: take(f::SUBJECT, f::legacy::SUBJECT).and_then(|s| Subject::parse(&s).ok()),
-            allowed: take(f::ALLOWED, f::legacy::ALLOWED).map(|a| {
-                a.split(',')
-                    .filter(|p| !p.is_empty())
-                    .filter_map(|p| ChannelPattern::parse(p).ok())
-                    .collect()
-            }),
+            allowed: take(f::ALLOWED, f::legacy::ALLOWED).map(Allowed),
             api_id: take(f::API_ID, f::legacy::API_ID).unwrap_or_default(),
             stage: take(f::STAGE, f::legacy::STAGE).unwrap_or_default(),
             connected_at_ms: take(f::CONNECTED_AT_MS, f::legacy::CONNECTED_AT_MS)
@@ -106,6 +94,33 @@ impl Connection {
             token_hash: take(f::TOKEN_HASH, f::legacy::TOKEN_HASH),
             info: take(f::INFO, f::legacy::INFO),
         })
+    }
+}
+
+/// The channel patterns a connection may move to, as its record keeps them (comma-separated). Parsed
+/// only when a move asks: every message callback reads the record, and a token may list hundreds of
+/// channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed(String);
+
+impl Allowed {
+    pub fn new(patterns: &[ChannelPattern]) -> Self {
+        Allowed(
+            patterns
+                .iter()
+                .map(ChannelPattern::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    }
+
+    /// The patterns; one that is not a valid pattern (a record edited by hand) allows nothing.
+    pub fn patterns(&self) -> Vec<ChannelPattern> {
+        self.0
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| ChannelPattern::parse(p).ok())
+            .collect()
     }
 }
 

@@ -21,7 +21,10 @@ pub async fn run(
     if !membership::may_join(
         state,
         conn.subject.as_ref(),
-        conn.allowed.as_deref(),
+        conn.allowed
+            .as_ref()
+            .map(membership::Allowed::patterns)
+            .as_deref(),
         &channel,
     ) {
         return Err(refuse(state, &conn, AppError::PermissionDenied).await);

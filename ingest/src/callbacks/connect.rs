@@ -113,7 +113,7 @@ pub async fn handle(
         id,
         channel,
         subject,
-        allowed,
+        allowed: allowed.as_deref().map(membership::Allowed::new),
         api_id: cb.api.api_id.clone(),
         stage: cb.api.stage.clone(),
         connected_at_ms: common::job::now_ms(),
