@@ -98,7 +98,10 @@ async fn redis_work(state: &ingest::state::AppState, token: &str, id: &str) -> b
         id: common::names::ConnectionId::parse(id).unwrap(),
         channel: common::names::ChannelName::parse("general").unwrap(),
         subject: Some(common::names::Subject::parse(&claims.sub).unwrap()),
-        allowed: claims.channel_patterns(),
+        allowed: claims
+            .channel_patterns()
+            .as_deref()
+            .map(ingest::membership::Allowed::new),
         api_id: api.api_id.clone(),
         stage: api.stage.clone(),
         connected_at_ms: common::job::now_ms(),
