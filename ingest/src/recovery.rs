@@ -13,6 +13,7 @@ use redis::Script;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// Why a payload cannot be kept in history with an offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +71,8 @@ pub async fn append(
     channel: &ChannelName,
     members: &str,
 ) -> Result<Box<RawValue>, redis::RedisError> {
-    let entry: String = Script::new(APPEND)
+    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(APPEND));
+    let entry: String = SCRIPT
         .key(state.keys.history(channel.as_str()))
         .key(state.keys.history_position(channel.as_str()))
         .arg(members)
@@ -99,7 +101,8 @@ pub async fn snapshot(
     state: &AppState,
     channel: &ChannelName,
 ) -> Result<Snapshot, redis::RedisError> {
-    let (epoch, offset, newest_first): (Option<String>, u64, Vec<String>) = Script::new(READ)
+    static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(READ));
+    let (epoch, offset, newest_first): (Option<String>, u64, Vec<String>) = SCRIPT
         .key(state.keys.history(channel.as_str()))
         .key(state.keys.history_position(channel.as_str()))
         .arg(state.settings.history_size)
