@@ -1,7 +1,8 @@
 //! Ordered channels, the delivering side: a drain job ([`common::job::Action::Drain`]) delivers its channel's backlog
 //! (see [`common::ordered`]) oldest first, and a message (or a coalescing channel's batch) reaches every
 //! member with a final outcome (sent, gone, dead-lettered) before the next one is sent to anyone, so each
-//! connection receives the channel's messages in publish order.
+//! connection receives the channel's messages in publish order. Long because the lock, the backlog's
+//! scripts, the batch and the drain are one protocol, best read together.
 //!
 //! One drain at a time holds a channel: the lock (`ordl:{channel}`) names the drain job and its receipt's
 //! fencing token; a later receipt of the same job takes it over (the earlier one stops at its next write),
