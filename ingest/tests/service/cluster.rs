@@ -314,3 +314,52 @@ async fn connect_checks_hold_on_redis_cluster() {
     assert!(ingest.smembers(&keys.subject("bob")).await.is_empty());
     assert!(ingest.smembers(&keys.subject("carol")).await.is_empty());
 }
+
+/// `register` answers what joining did on a cluster (where its writes are steps, not one script) as on a
+/// single node: the first time added, the channel occupied and the member in presence; again, nothing.
+#[tokio::test]
+async fn registering_twice_answers_the_same_on_a_cluster_as_on_one_node() {
+    use ingest::membership::{Connection, Joined, register};
+    let conn = Connection {
+        id: common::names::ConnectionId::parse("r1").unwrap(),
+        channel: common::names::ChannelName::parse("room").unwrap(),
+        subject: Some(common::names::Subject::parse("ada").unwrap()),
+        allowed: None,
+        api_id: "testapi".into(),
+        stage: "test".into(),
+        connected_at_ms: 1,
+        source_ip: "127.0.0.1".into(),
+        token_hash: None,
+        info: None,
+    };
+    let first = Joined {
+        added: true,
+        occupied: true,
+        presence: true,
+    };
+    for ingest in [
+        Ingest::start(&["--presence-channel=room"]).await,
+        Ingest::start_on_cluster(&["--presence-channel=room"]).await,
+    ] {
+        let store = if ingest.state.redis.is_cluster() {
+            "cluster"
+        } else {
+            "one node"
+        };
+        assert_eq!(
+            register(&ingest.state, &conn).await.unwrap(),
+            first,
+            "{store}"
+        );
+        assert_eq!(
+            register(&ingest.state, &conn).await.unwrap(),
+            Joined::default(),
+            "{store}: already registered"
+        );
+        assert_eq!(
+            ingest.smembers(&Keyspace::default().channel("room")).await,
+            ["r1"],
+            "{store}"
+        );
+    }
+}
