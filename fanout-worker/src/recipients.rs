@@ -223,13 +223,20 @@ mod tests {
             &*e.url,
             "https://abc.execute-api.eu-west-1.amazonaws.com/beta"
         );
+        // A record without a stage: the configured endpoint, not a URL with an empty stage.
+        let e = routes.endpoint("abc", "").unwrap();
+        assert_eq!(
+            &*e.url,
+            "https://abc.execute-api.eu-west-1.amazonaws.com/prod"
+        );
         let e = routes.endpoint("local", "whatever").unwrap();
         assert_eq!(&*e.url, "http://127.0.0.1:4000/local");
         assert_eq!(&*e.region, "us-east-1");
         assert!(routes.endpoint("nope", "prod").is_none());
     }
 
-    /// A record written before the field names were shortened resolves like a new one.
+    /// A record written before the field names were shortened resolves like a new one; an id without a
+    /// record is stale, one whose API id is not configured unroutable.
     #[tokio::test]
     async fn records_with_the_older_field_names_still_resolve() {
         let server = test_support::RedisServer::start();
@@ -268,17 +275,27 @@ mod tests {
             f::legacy::SUBJECT,
             f::legacy::CONNECTED_AT_MS,
         ];
+        // An API id not configured here, under either name: unroutable.
+        let elsewhere = |id: &str, name: &str| {
+            redis::cmd("HSET")
+                .arg(keys.connection(id))
+                .arg(name)
+                .arg("api2")
+                .to_owned()
+        };
         redis
             .batch(vec![
                 write("n1", new, "room-new", "1000"),
                 write("o1", old, "room-old", "2000"),
+                elsewhere("x1", f::API_ID),
+                elsewhere("x2", f::legacy::API_ID),
             ])
             .await
             .unwrap();
-        let ids = ["n1", "o1", "gone1"].map(String::from);
+        let ids = ["n1", "x1", "o1", "gone1", "x2"].map(String::from);
         let resolved = resolve(&redis, &keys, &routes, &ids).await.unwrap();
         assert_eq!(resolved.stale, ["gone1"]);
-        assert!(resolved.unroutable.is_empty());
+        assert_eq!(resolved.unroutable, ["x1", "x2"]);
         let got: Vec<_> = resolved
             .recipients
             .iter()

@@ -1,5 +1,6 @@
 //! Ingest on a three-node Redis Cluster: connect, messages, publishing and disconnect work when the
-//! state store and the Redis Streams queue are a cluster, so no operation spans slots where it must not.
+//! state store and the Redis Streams queue are a cluster, so no operation spans slots where it must not, and
+//! `$connect`'s checks (taken in steps there) refuse what they refuse on a single node.
 
 use crate::support::{Ingest, payload};
 use common::keys::Keyspace;
@@ -206,4 +207,159 @@ async fn a_connection_record_is_acknowledged_before_any_set_names_it() {
         ingest.smembers(&keys.channel("general")).await,
         [id.clone()]
     );
+}
+
+/// `$connect`'s checks on a cluster, where the IP counter, the token and the subject's keys are in
+/// different slots and are asked in steps: the per-IP limit (an attempt over it spends no token), the
+/// per-subject limit, a token minted before its subject was revoked, and a channel the token does not
+/// allow, each refused with its own error and nothing registered.
+#[tokio::test]
+async fn connect_checks_hold_on_redis_cluster() {
+    let ingest = Ingest::start_on_cluster(&["--connect-limit-per-minute=2"]).await;
+    let keys = Keyspace::default();
+    let connect = |id: &'static str, ip: &'static str, query: String| {
+        let ingest = &ingest;
+        async move {
+            let r = ingest
+                .callback(&format!("connect?{query}"), id)
+                .headers(crate::support::set("X-Ws-Source-Ip", ip))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let code = r.json::<serde_json::Value>().await.unwrap_or_default()["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (status, code)
+        }
+    };
+    let ok = (StatusCode::OK, String::new());
+    let refused = |status: StatusCode, code: &str| (status, code.to_owned());
+
+    // Per IP: two attempts within the limit, the third refused before its token is looked at.
+    let token = ingest.token("alice", None).await;
+    assert_eq!(
+        connect(
+            "a1",
+            "192.0.2.1",
+            format!("channel=general&ws_token={token}")
+        )
+        .await,
+        ok
+    );
+    assert_eq!(
+        connect("a2", "192.0.2.1", "channel=general".to_owned()).await,
+        refused(StatusCode::BAD_REQUEST, "invalid_or_expired_token")
+    );
+    let unspent = ingest.token("alice", None).await;
+    let query = format!("channel=general&ws_token={unspent}");
+    assert_eq!(
+        connect("a3", "192.0.2.1", query.clone()).await,
+        refused(StatusCode::BAD_REQUEST, "too_many_connection_attempts")
+    );
+    // The token survived the refusal: from another address it connects.
+    assert_eq!(connect("a3", "192.0.2.2", query).await, ok);
+    assert_eq!(ingest.smembers(&keys.subject("alice")).await, ["a1", "a3"]);
+
+    // Per subject, across addresses: alice has used her two connects.
+    let token = ingest.token("alice", None).await;
+    assert_eq!(
+        connect(
+            "a4",
+            "192.0.2.3",
+            format!("channel=general&ws_token={token}")
+        )
+        .await,
+        refused(StatusCode::BAD_REQUEST, "too_many_connection_attempts")
+    );
+
+    // A token minted before its subject was revoked.
+    let old = ingest.token("bob", None).await;
+    let r = ingest
+        .api(Method::POST, "/v1/users/bob/revoke")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        connect("b1", "192.0.2.4", format!("channel=general&ws_token={old}")).await,
+        refused(StatusCode::BAD_REQUEST, "invalid_or_expired_token")
+    );
+
+    // A channel the token does not allow.
+    let token = ingest.token("carol", Some(&["room-1"])).await;
+    assert_eq!(
+        connect(
+            "c1",
+            "192.0.2.5",
+            format!("channel=general&ws_token={token}")
+        )
+        .await,
+        refused(StatusCode::FORBIDDEN, "permission_denied")
+    );
+    let mut redis = ingest.redis().await;
+    for refused in ["a2", "a4", "b1", "c1"] {
+        let record: bool = redis::cmd("EXISTS")
+            .arg(keys.connection(refused))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!record, "{refused} has no record");
+    }
+    assert_eq!(
+        ingest.smembers(&keys.channel("general")).await,
+        ["a1", "a3"]
+    );
+    assert!(ingest.smembers(&keys.subject("bob")).await.is_empty());
+    assert!(ingest.smembers(&keys.subject("carol")).await.is_empty());
+}
+
+/// `register` answers what joining did on a cluster (where its writes are steps, not one script) as on a
+/// single node: the first time added, the channel occupied and the member in presence; again, nothing.
+#[tokio::test]
+async fn registering_twice_answers_the_same_on_a_cluster_as_on_one_node() {
+    use ingest::membership::{Connection, Joined, register};
+    let conn = Connection {
+        id: common::names::ConnectionId::parse("r1").unwrap(),
+        channel: common::names::ChannelName::parse("room").unwrap(),
+        subject: Some(common::names::Subject::parse("ada").unwrap()),
+        allowed: None,
+        api_id: "testapi".into(),
+        stage: "test".into(),
+        connected_at_ms: 1,
+        source_ip: "127.0.0.1".into(),
+        token_hash: None,
+        info: None,
+    };
+    let first = Joined {
+        added: true,
+        occupied: true,
+        presence: true,
+    };
+    for ingest in [
+        Ingest::start(&["--presence-channel=room"]).await,
+        Ingest::start_on_cluster(&["--presence-channel=room"]).await,
+    ] {
+        let store = if ingest.state.redis.is_cluster() {
+            "cluster"
+        } else {
+            "one node"
+        };
+        assert_eq!(
+            register(&ingest.state, &conn).await.unwrap(),
+            first,
+            "{store}"
+        );
+        assert_eq!(
+            register(&ingest.state, &conn).await.unwrap(),
+            Joined::default(),
+            "{store}: already registered"
+        );
+        assert_eq!(
+            ingest.smembers(&Keyspace::default().channel("room")).await,
+            ["r1"],
+            "{store}"
+        );
+    }
 }

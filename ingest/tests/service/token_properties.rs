@@ -111,3 +111,39 @@ async fn an_empty_or_over_long_token_is_refused_without_a_redis_round_trip() {
     );
     assert_eq!(getdels(&ingest).await, 1);
 }
+
+/// `$connect`'s single-node script counts the IP's attempt and spends the token in one call; an empty
+/// or over-long token is not looked up there either (the attempt is still counted).
+#[tokio::test]
+async fn a_connect_with_an_empty_or_over_long_token_looks_nothing_up() {
+    let ingest = Ingest::start(&[]).await;
+    let state = &ingest.state;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    for refused in [String::new(), "a".repeat(257), "a".repeat(10_000)] {
+        let (within, claims) =
+            ingest::tokens::consume_within_limit(state, Some("192.0.2.1"), 100, Some(&refused))
+                .await
+                .unwrap();
+        assert!(within, "{} characters", refused.len());
+        assert!(claims.is_none(), "{} characters", refused.len());
+    }
+    assert_eq!(getdels(&ingest).await, 0, "no token looked up");
+    let attempts: u64 = redis::cmd("GET")
+        .arg(state.keys.rate_limit("ip", "192.0.2.1"))
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 3, "every attempt counted");
+    // 256 characters is the longest string still looked up.
+    let longest = "a".repeat(256);
+    let (within, claims) =
+        ingest::tokens::consume_within_limit(state, Some("192.0.2.1"), 100, Some(&longest))
+            .await
+            .unwrap();
+    assert!(within && claims.is_none());
+    assert_eq!(getdels(&ingest).await, 1);
+}
