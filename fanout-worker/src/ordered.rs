@@ -322,8 +322,10 @@ pub(crate) async fn drain(
         }
         let batch = Batch::of(&entries, recorded.as_deref(), coalesce);
         let channel_key = ctx.keys.channel(channel);
-        // The batch's size is recorded before anyone is sent it; the members are read meanwhile.
-        let members = if coalesce && recorded.is_none() && batch.count > 1 {
+        // On a coalescing channel the batch's size is recorded before anyone is sent it, a single
+        // message's too (resumed, it must not grow into a batch its first members would be skipped
+        // for); the members are read meanwhile.
+        let members = if coalesce && recorded.is_none() {
             tokio::try_join!(backlog.record(&batch), members(&ctx.redis, &channel_key))?.1
         } else {
             members(&ctx.redis, &channel_key).await?

@@ -299,6 +299,87 @@ async fn a_drain_retrying_in_place_stops_when_a_later_receipt_took_the_channel()
     assert!(env.exists(&env.keys.ordered_backlog("room")).await);
 }
 
+/// A member that keeps failing is dead-lettered once its attempts are spent, with the message it missed,
+/// and the channel goes on: the others get every message, in order, and the drain finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_keeps_failing_is_dead_lettered_and_the_channel_goes_on() {
+    let env = Env::start().await;
+    let ids = env.register("f", 3, "room", "fay").await;
+    env.gateway.always(&ids[0], 500);
+    let worker = env
+        .worker(&["--requeue-delay-ms=50", "--max-attempts=2"])
+        .await;
+    for n in 0..3 {
+        env.publish_ordered("room", json!({ "n": n }), false).await;
+    }
+    eventually(LONG, "the drain finished", || async {
+        env.gateway.count(200) == 6 && !env.exists(&env.keys.ordered_scheduled("room")).await
+    })
+    .await;
+    for (numbers, _) in &received(&env, &ids[1..]) {
+        assert_eq!(numbers, &[0, 1, 2]);
+    }
+    let letters = env.queue.peek_dead_letters(10).await.unwrap();
+    assert!(!letters.is_empty(), "the failing member is dead-lettered");
+    let mut missed = Vec::new();
+    for letter in &letters {
+        let dead = common::job::Job::decode(&letter.body).unwrap();
+        assert_eq!(
+            dead.target,
+            common::job::Target::Connections {
+                ids: vec![ids[0].clone()]
+            }
+        );
+        let payload: Value = serde_json::from_str(dead.payload().unwrap().get()).unwrap();
+        missed.push(payload["n"].as_u64().unwrap());
+    }
+    missed.sort_unstable();
+    assert_eq!(missed, [0, 1, 2], "each message it missed, once");
+    assert!(
+        metric(&worker, "fanout_jobs_dead_lettered_total", &[]) >= 1.0,
+        "dead letters counted"
+    );
+}
+
+/// A coalescing channel's batch of a single message is recorded too: a drain that resumes it (after the
+/// worker's shutdown) sends that message to the members who had not had it, not a bigger batch starting
+/// with it that the members who had it would be skipped for, although more messages arrived meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_batch_of_one_message_is_sent_as_it_was_and_loses_nothing() {
+    let env = Env::start().await;
+    let ids = env.register("s", 2, "room", "sol").await;
+    env.gateway.always(&ids[1], 500);
+    let first = env
+        .worker(&[
+            "--requeue-delay-ms=100",
+            "--max-attempts=100",
+            "--shutdown-grace-secs=1",
+        ])
+        .await;
+    env.publish_ordered("room", json!({ "n": 0 }), true).await;
+    eventually(
+        LONG,
+        "one member has message 0, the other is retried",
+        || async { env.gateway.count(500) >= 2 && received(&env, &ids[..1])[0].0 == [0] },
+    )
+    .await;
+    for n in 1..5 {
+        env.publish_ordered("room", json!({ "n": n }), true).await;
+    }
+    first.shutdown().await;
+    env.gateway.always(&ids[1], 200);
+    let _second = env.worker(&[]).await;
+    eventually(LONG, "both members have the last message", || async {
+        received(&env, &ids)
+            .iter()
+            .all(|(numbers, _)| numbers.last() == Some(&4))
+    })
+    .await;
+    for (numbers, _) in received(&env, &ids) {
+        assert_eq!(numbers, [0, 1, 2, 3, 4], "in order, once, nothing lost");
+    }
+}
+
 /// A coalesced batch's size is recorded while it is being sent (so a drain that resumes it sends the
 /// same batch, whatever arrived meanwhile) and cleared when it leaves the head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
