@@ -172,17 +172,10 @@ impl Lease {
     /// Shortens the lease (and `others`, the job's progress) to [`FINISHED_TTL`] once the job is
     /// acknowledged. Best effort: they expire after [`RUNNING_TTL`] anyway.
     pub async fn finished(&self, redis: &Redis, others: &[&str]) {
-        let mut pipe = redis::pipe();
-        for key in std::iter::once(self.key.as_str()).chain(others.iter().copied()) {
-            pipe.cmd("PEXPIRE")
-                .arg(key)
-                .arg(FINISHED_TTL.as_millis() as u64)
-                .ignore();
-        }
-        let mut conn = redis.clone();
-        if let Err(e) = pipe.query_async::<()>(&mut conn).await {
-            tracing::debug!(error = %e, "could not shorten a finished job's lease");
-        }
+        let keys: Vec<&str> = std::iter::once(self.key.as_str())
+            .chain(others.iter().copied())
+            .collect();
+        keep_briefly(redis, &keys).await;
     }
 
     /// Reads a fenced script's answer: -1 means the token was stale, and stops the work.
@@ -193,6 +186,22 @@ impl Lease {
         } else {
             Ok(answer)
         }
+    }
+}
+
+/// Shortens `keys` to [`FINISHED_TTL`]: what a finished job (or a finished part of one) leaves behind.
+/// Best effort: they expire after [`RUNNING_TTL`] anyway.
+pub async fn keep_briefly(redis: &Redis, keys: &[&str]) {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("PEXPIRE")
+            .arg(*key)
+            .arg(FINISHED_TTL.as_millis() as u64)
+            .ignore();
+    }
+    let mut conn = redis.clone();
+    if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+        tracing::debug!(error = %e, "could not shorten a finished job's keys");
     }
 }
 

@@ -22,11 +22,8 @@
 
 use crate::dispatch::{Op, Why};
 use crate::lease::{Lease, Lost, RUNNING_TTL};
-use crate::process::{
-    Ctx, JobError, Source, count_dead, dead_letter, forget_gone, forget_stale, release, since,
-};
+use crate::process::{Ctx, JobError, Source, count_dead, dead_letter, deliver_to, release, since};
 use crate::progress::Progress;
-use crate::recipients::resolve;
 use crate::requeue::{self, Settlement};
 use bytes::Bytes;
 use common::job::{Job, Target};
@@ -417,31 +414,7 @@ async fn settle(
         if ids.is_empty() {
             break;
         }
-        let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
-        forget_stale(ctx, &resolved.stale, None).await;
-        let mut tally = ctx
-            .dispatcher
-            .run_with(
-                resolved.recipients,
-                op.clone(),
-                job.lane,
-                stop,
-                Some(&mut progress),
-            )
-            .await;
-        tally.unflushed.gone.extend(resolved.stale);
-        progress.flush(std::mem::take(&mut tally.unflushed)).await?;
-        if let Some(lost) = lease.hold.lost() {
-            return Err(lost.into());
-        }
-        forget_gone(ctx, &tally.gone).await;
-        let mut left = tally.leftovers;
-        left.extend(
-            resolved
-                .unroutable
-                .into_iter()
-                .map(|id| (id, Why::Unroutable)),
-        );
+        let left = deliver_to(ctx, job, lease, &mut progress, &ids, op.clone(), None).await?;
         if left.is_empty() {
             break;
         }

@@ -249,38 +249,13 @@ async fn deliver(
         ctx.owed.clone(),
     );
     let ids = progress.remaining(ids).await?;
-    let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, &ids).await?;
-    forget_stale(ctx, &resolved.stale, report).await;
     let op = match &job.action {
         Action::Post { payload } => Op::Post(Bytes::copy_from_slice(payload.get().as_bytes())),
         Action::Disconnect => Op::Delete,
         Action::Drain { .. } => unreachable!("drain jobs are handled by `ordered::drain`"),
     };
-    let mut tally = ctx
-        .dispatcher
-        .run_with(
-            resolved.recipients,
-            op,
-            job.lane,
-            &lease.hold.stop,
-            Some(&mut progress),
-        )
-        .await;
-    // Stale ids count as gone, once.
-    tally.unflushed.gone.extend(resolved.stale);
-    progress.flush(std::mem::take(&mut tally.unflushed)).await?;
-    if let Some(lost) = lease.hold.lost() {
-        return Err(lost.into());
-    }
-    tally.leftovers.extend(
-        resolved
-            .unroutable
-            .into_iter()
-            .map(|id| (id, Why::Unroutable)),
-    );
-    forget_gone(ctx, &tally.gone).await;
-    let forbidden = tally
-        .leftovers
+    let leftovers = deliver_to(ctx, job, lease, &mut progress, &ids, op, report).await?;
+    let forbidden = leftovers
         .iter()
         .filter(|(_, w)| matches!(w, Why::Forbidden | Why::Unroutable))
         .count();
@@ -290,7 +265,7 @@ async fn deliver(
             "the Management API refused calls (403 ForbiddenException) or the API id is not configured: check FANOUT_API_GATEWAYS, the region and execute-api:ManageConnections; connections are kept and the job retried, then dead-lettered"
         );
     }
-    let settlement = requeue::split(job, tally.leftovers, ctx.settings.max_attempts, report);
+    let settlement = requeue::split(job, leftovers, ctx.settings.max_attempts, report);
     // Nothing is handed on by a worker that no longer holds the job.
     lease.check(&ctx.redis).await??;
     requeue::send(
@@ -378,7 +353,49 @@ pub(crate) fn count_dead(ctx: &Ctx, settlement: &requeue::Settlement) {
 
 /// Drops ids without a record from the sets that still hold them (counted as `stale` deliveries);
 /// `report` names the broadcast whose target says where they were.
-pub(crate) async fn forget_stale(ctx: &Ctx, stale: &[String], report: Option<&str>) {
+/// Delivers `op` to `ids` (those the job's `progress` has no outcome for) under `lease`: resolves their
+/// records (an id without one is forgotten and counted gone), runs them through the dispatcher, writes
+/// their outcomes and forgets the connections found gone. Answers what is left undelivered, with why
+/// (an id whose API is not configured is unroutable); a lost lease is an error.
+pub(crate) async fn deliver_to(
+    ctx: &Ctx,
+    job: &Job,
+    lease: &Lease,
+    progress: &mut Progress,
+    ids: &[String],
+    op: Op,
+    report: Option<&str>,
+) -> Result<Vec<(String, Why)>, JobError> {
+    let resolved = resolve(&ctx.redis, &ctx.keys, &ctx.routes, ids).await?;
+    forget_stale(ctx, &resolved.stale, report).await;
+    let mut tally = ctx
+        .dispatcher
+        .run_with(
+            resolved.recipients,
+            op,
+            job.lane,
+            &lease.hold.stop,
+            Some(&mut *progress),
+        )
+        .await;
+    // Stale ids count as gone, once.
+    tally.unflushed.gone.extend(resolved.stale);
+    progress.flush(std::mem::take(&mut tally.unflushed)).await?;
+    if let Some(lost) = lease.hold.lost() {
+        return Err(lost.into());
+    }
+    forget_gone(ctx, &tally.gone).await;
+    let mut left = tally.leftovers;
+    left.extend(
+        resolved
+            .unroutable
+            .into_iter()
+            .map(|id| (id, Why::Unroutable)),
+    );
+    Ok(left)
+}
+
+async fn forget_stale(ctx: &Ctx, stale: &[String], report: Option<&str>) {
     if stale.is_empty() {
         return;
     }
@@ -403,7 +420,7 @@ pub(crate) async fn forget_stale(ctx: &Ctx, stale: &[String], report: Option<&st
 
 /// Removes connections that answered 410 from every set (best effort: they answer 410 again next
 /// time, and are removed then).
-pub(crate) async fn forget_gone(ctx: &Ctx, gone: &[crate::recipients::Recipient]) {
+async fn forget_gone(ctx: &Ctx, gone: &[crate::recipients::Recipient]) {
     if gone.is_empty() {
         return;
     }

@@ -360,15 +360,7 @@ impl Progress {
     /// briefly, and the job's lease as it is (it still runs under it). Best effort, as
     /// [`Lease::finished`].
     pub async fn finished_batch(&self) {
-        let mut conn = self.redis.clone();
-        if let Err(e) = redis::cmd("PEXPIRE")
-            .arg(&self.set)
-            .arg(crate::lease::FINISHED_TTL.as_millis() as u64)
-            .query_async::<()>(&mut conn)
-            .await
-        {
-            tracing::debug!(error = %e, "could not shorten a finished batch's progress");
-        }
+        crate::lease::keep_briefly(&self.redis, &[&self.set]).await;
     }
 
     /// The ids of `ids` that have no final outcome yet, in order. What an earlier receipt of the job

@@ -2,7 +2,7 @@
 //! state store and the Redis Streams queue are a cluster, so no operation spans slots where it must not, and
 //! `$connect`'s checks (taken in steps there) refuse what they refuse on a single node.
 
-use crate::support::{Ingest, payload};
+use crate::support::{Ingest, connection, payload};
 use common::keys::Keyspace;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -147,18 +147,7 @@ async fn a_connection_record_is_acknowledged_before_any_set_names_it() {
         }
     }
     assert_ne!(record_node, channel_node, "no id found on another node");
-    let conn = ingest::membership::Connection {
-        id: common::names::ConnectionId::parse(&id).unwrap(),
-        channel: common::names::ChannelName::parse("general").unwrap(),
-        subject: None,
-        allowed: None,
-        api_id: "api".into(),
-        stage: "prod".into(),
-        connected_at_ms: 1,
-        source_ip: "127.0.0.1".into(),
-        token_hash: None,
-        info: None,
-    };
+    let conn = connection(&id, "general", None);
     let mut paused = redis::Client::open(format!("redis://127.0.0.1:{record_node}/"))
         .unwrap()
         .get_multiplexed_async_connection()
@@ -319,19 +308,8 @@ async fn connect_checks_hold_on_redis_cluster() {
 /// single node: the first time added, the channel occupied and the member in presence; again, nothing.
 #[tokio::test]
 async fn registering_twice_answers_the_same_on_a_cluster_as_on_one_node() {
-    use ingest::membership::{Connection, Joined, register};
-    let conn = Connection {
-        id: common::names::ConnectionId::parse("r1").unwrap(),
-        channel: common::names::ChannelName::parse("room").unwrap(),
-        subject: Some(common::names::Subject::parse("ada").unwrap()),
-        allowed: None,
-        api_id: "testapi".into(),
-        stage: "test".into(),
-        connected_at_ms: 1,
-        source_ip: "127.0.0.1".into(),
-        token_hash: None,
-        info: None,
-    };
+    use ingest::membership::{Joined, register};
+    let conn = connection("r1", "room", Some("ada"));
     let first = Joined {
         added: true,
         occupied: true,

@@ -3,7 +3,7 @@
 //! in and out (connect, disconnect, `change_channel`, kick), once each; channels without presence stay
 //! silent.
 
-use crate::support::{Ingest, payload};
+use crate::support::{Ingest, connection, payload};
 use common::job::Target;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -184,16 +184,8 @@ async fn the_api_counts_and_pages_through_every_member() {
     // A big channel: registered directly (the connect path is the same script), then paged.
     for i in 0..600 {
         let conn = ingest::membership::Connection {
-            id: common::names::ConnectionId::parse(&format!("bulk{i}")).unwrap(),
-            channel: common::names::ChannelName::parse("room-big").unwrap(),
-            subject: Some(common::names::Subject::parse(&format!("user{i}")).unwrap()),
-            allowed: None,
-            api_id: "testapi".into(),
-            stage: "test".into(),
-            connected_at_ms: 1,
-            source_ip: "127.0.0.1".into(),
-            token_hash: None,
             info: Some(format!(r#"{{"i":{i}}}"#)),
+            ..connection(&format!("bulk{i}"), "room-big", Some(&format!("user{i}")))
         };
         let joined = ingest::membership::register(&ingest.state, &conn)
             .await

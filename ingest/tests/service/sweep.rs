@@ -3,7 +3,7 @@
 //! with one leave event and the metric counted; a connection already kicked is not announced again;
 //! two replicas sweeping at once (with their leases, and without them) never announce a leave twice.
 
-use crate::support::{Ingest, payload};
+use crate::support::{Ingest, connection, payload};
 use common::job::{Job, Target};
 use common::keys::{ALL_BUCKETS, Keyspace};
 use ingest::membership::Connection;
@@ -82,16 +82,8 @@ async fn walk_all(state: &AppState) -> Swept {
 
 fn member(id: &str, channel: &str, subject: &str) -> Connection {
     Connection {
-        id: common::names::ConnectionId::parse(id).unwrap(),
-        channel: common::names::ChannelName::parse(channel).unwrap(),
-        subject: Some(common::names::Subject::parse(subject).unwrap()),
-        allowed: None,
-        api_id: "testapi".into(),
-        stage: "test".into(),
-        connected_at_ms: 1,
-        source_ip: "127.0.0.1".into(),
-        token_hash: None,
         info: Some(format!(r#"{{"who":"{subject}"}}"#)),
+        ..connection(id, channel, Some(subject))
     }
 }
 

@@ -74,6 +74,15 @@ fn tokens_are_single_use_and_stored_only_as_hashes() {
         .unwrap();
 }
 
+/// Resets the command statistics of the Redis behind `ingest`, for [`getdels`].
+async fn reset_stats(ingest: &Ingest) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut ingest.redis().await)
+        .await
+        .unwrap();
+}
+
 /// How many `GETDEL`s the Redis behind `ingest` has run since its statistics were reset.
 async fn getdels(ingest: &Ingest) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -91,11 +100,7 @@ async fn getdels(ingest: &Ingest) -> u64 {
 async fn an_empty_or_over_long_token_is_refused_without_a_redis_round_trip() {
     let ingest = Ingest::start(&[]).await;
     let state = &ingest.state;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut ingest.redis().await)
-        .await
-        .unwrap();
+    reset_stats(&ingest).await;
     for refused in [String::new(), "a".repeat(257), "a".repeat(10_000)] {
         let claims = ingest::tokens::consume(state, &refused).await.unwrap();
         assert!(claims.is_none(), "{} characters", refused.len());
@@ -118,11 +123,7 @@ async fn an_empty_or_over_long_token_is_refused_without_a_redis_round_trip() {
 async fn a_connect_with_an_empty_or_over_long_token_looks_nothing_up() {
     let ingest = Ingest::start(&[]).await;
     let state = &ingest.state;
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut ingest.redis().await)
-        .await
-        .unwrap();
+    reset_stats(&ingest).await;
     for refused in [String::new(), "a".repeat(257), "a".repeat(10_000)] {
         let (within, claims) =
             ingest::tokens::consume_within_limit(state, Some("192.0.2.1"), 100, Some(&refused))

@@ -250,6 +250,27 @@ pub fn payload(job: &Job) -> Value {
     serde_json::from_str(job.payload().expect("a post job").get()).unwrap()
 }
 
+/// A connection record for tests that register directly (the connect path runs the same script): on the
+/// test API's stage, with no token, client info or channel list.
+pub fn connection(
+    id: &str,
+    channel: &str,
+    subject: Option<&str>,
+) -> ingest::membership::Connection {
+    ingest::membership::Connection {
+        id: common::names::ConnectionId::parse(id).unwrap(),
+        channel: common::names::ChannelName::parse(channel).unwrap(),
+        subject: subject.map(|s| common::names::Subject::parse(s).unwrap()),
+        allowed: None,
+        api_id: API_ID.into(),
+        stage: "test".into(),
+        connected_at_ms: 1,
+        source_ip: "127.0.0.1".into(),
+        token_hash: None,
+        info: None,
+    }
+}
+
 /// One header, to replace the value a helper set: `.headers(set("X-Forwarded-For", "..."))`.
 pub fn set(name: &'static str, value: impl AsRef<str>) -> reqwest::header::HeaderMap {
     let mut map = reqwest::header::HeaderMap::new();
